@@ -1,0 +1,65 @@
+"""The `batchline` command line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from batchline.settings import SettingsError, settings_from_cdk_json
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CDK_JSON = REPO_ROOT / "cdk.json"
+
+app = typer.Typer(no_args_is_help=True, help="Push very large numbers of LLM requests through a provider at the lowest cost.")
+local_app = typer.Typer(no_args_is_help=True, help="Run batchline on this machine, with no AWS account.")
+app.add_typer(local_app, name="local")
+console = Console(stderr=True)
+
+
+def _settings(cdk_json: Path):
+    try:
+        return settings_from_cdk_json(cdk_json)
+    except SettingsError as exc:
+        console.print(f"[red]{exc}[/] (in {cdk_json})")
+        raise typer.Exit(2) from None
+
+
+def _use_bundled_encodings() -> None:
+    """tiktoken must never reach for the internet: point it at the encodings `make` installed."""
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(REPO_ROOT / ".cache" / "tiktoken"))
+
+
+@local_app.command("run")
+def local_run(
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="JSONL file of OpenAI batch requests")],
+    out: Annotated[Path, typer.Option("--out", help="directory that receives results.jsonl, errors.jsonl, summary.json")] = Path("out"),
+    cdk_json: Annotated[Path, typer.Option(help="settings file (the batchline key of its context)")] = DEFAULT_CDK_JSON,
+) -> None:
+    """Run one job end to end: moto + the real state machine + the OpenAI emulator (or OPENAI_BASE_URL)."""
+    _use_bundled_encodings()
+    from batchline_local.local_run import print_summary, run_local_job
+
+    settings = _settings(cdk_json)
+    result = run_local_job(input_path, out, settings, console=console)
+    print_summary(result, Console())
+    if result.execution_status != "SUCCEEDED":
+        raise typer.Exit(1)
+
+
+@app.command("emulator")
+def emulator(
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8787,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    cdk_json: Annotated[Path, typer.Option(help="settings file")] = DEFAULT_CDK_JSON,
+) -> None:
+    """Serve the OpenAI-compatible emulator until interrupted."""
+    _use_bundled_encodings()
+    from batchline_local.emulator import serve_forever
+
+    settings = _settings(cdk_json)
+    console.print(f"OpenAI emulator on http://{host}:{port}/v1 (Ctrl-C to stop)")
+    serve_forever(host, port, settings)

@@ -1,0 +1,383 @@
+"""The emulator's state and API logic: files, batches, realtime requests and the billing ledger.
+
+No HTTP here: the server module only parses requests and calls these methods, and tests can drive
+the logic directly. Every method takes one lock, so the threaded HTTP server sees consistent state.
+The billing ledger records every request the emulator executed and billed, batch or realtime, so
+a test can prove that batchline never pays for the same request twice.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from batchline.settings import (
+    BATCH_ENDPOINTS,
+    OPENAI_MAX_BYTES_PER_FILE,
+    OPENAI_MAX_REQUESTS_PER_FILE,
+    Settings,
+)
+
+from . import batches as lifecycle
+from .batches import BatchRecord, RequestOutcome
+from .errors import EmulatorError, InvalidRequest, NotFound
+from .responses import Execution, respond
+from .validation import BatchLine, check_batch_upload, plan_batch
+
+FALLBACK_ENCODING = "o200k_base"
+MAX_METADATA_PAIRS = 16
+MAX_METADATA_KEY_CHARS = 64
+MAX_METADATA_VALUE_CHARS = 512
+DEFAULT_BATCH_PAGE = 20
+MAX_BATCH_PAGE = 100
+DEFAULT_FILE_PAGE = 10_000
+MAX_FILE_PAGE = 10_000
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    id: str
+    filename: str
+    purpose: str
+    content: bytes
+    created_at: float
+
+    def to_object(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "file",
+            "bytes": len(self.content),
+            "created_at": int(self.created_at),
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": "processed",
+            "status_details": None,
+            "expires_at": None,
+        }
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One billed execution. custom_id and batch_id are None for realtime requests."""
+
+    custom_id: str | None
+    batch_id: str | None
+    model: str
+    url: str
+    prompt_tokens: int
+    completion_tokens: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "custom_id": self.custom_id,
+            "batch_id": self.batch_id,
+            "model": self.model,
+            "url": self.url,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+        }
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex}"
+
+
+def _page(items: list[Any], *, after: str | None, limit: int) -> dict[str, Any]:
+    """OpenAI's cursor page: the items after the one whose id is ``after``, at most ``limit`` of them."""
+    start = 0
+    if after is not None:
+        ids = [item["id"] for item in items]
+        if after not in ids:
+            raise InvalidRequest(f"No object found with id '{after}' to page after.", param="after")
+        start = ids.index(after) + 1
+    data = items[start : start + limit]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": start + limit < len(items),
+    }
+
+
+def _check_limit(limit: int | None, default: int, maximum: int) -> int:
+    if limit is None:
+        return default
+    if not 1 <= limit <= maximum:
+        raise InvalidRequest(f"limit must be between 1 and {maximum}.", param="limit", code="invalid_value")
+    return limit
+
+
+def _check_metadata(metadata: Any) -> dict[str, str] | None:
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise InvalidRequest("metadata must be an object of string keys and string values.", param="metadata")
+    if len(metadata) > MAX_METADATA_PAIRS:
+        raise InvalidRequest(
+            f"metadata may hold at most {MAX_METADATA_PAIRS} pairs; got {len(metadata)}.", param="metadata"
+        )
+    for key, value in metadata.items():
+        if len(key) > MAX_METADATA_KEY_CHARS:
+            raise InvalidRequest(
+                f"metadata key '{key[:20]}...' is longer than {MAX_METADATA_KEY_CHARS} characters.",
+                param="metadata",
+            )
+        if len(value) > MAX_METADATA_VALUE_CHARS:
+            raise InvalidRequest(
+                f"metadata value for '{key}' is longer than {MAX_METADATA_VALUE_CHARS} characters.",
+                param="metadata",
+            )
+    return dict(metadata)
+
+
+class OpenAIEmulator:
+    """In-memory OpenAI: the Files, Batches and model endpoints, paced by ``settings.emulator``.
+
+    The file limits are parameters so that tests can provoke the oversize and too-many-requests
+    refusals with small files; they default to OpenAI's own limits. ``clock`` lets a test move time
+    (for example past the 24 h window) without waiting.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        max_bytes_per_file: int = OPENAI_MAX_BYTES_PER_FILE,
+        max_requests_per_file: int = OPENAI_MAX_REQUESTS_PER_FILE,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.max_bytes_per_file = max_bytes_per_file
+        self.max_requests_per_file = max_requests_per_file
+        self._clock = clock
+        self._price_book = settings.price_book()
+        self._lock = threading.RLock()
+        self._files: dict[str, StoredFile] = {}
+        self._batches: dict[str, BatchRecord] = {}
+        self._ledger: list[LedgerEntry] = []
+
+    # ----- tokens -------------------------------------------------------------------------------
+
+    def encoding_for(self, model: str) -> str:
+        """The tiktoken encoding batchline's price table gives ``model``; o200k_base for unknown models."""
+        price = self._price_book.price_for(model)
+        return price.encoding if price is not None else FALLBACK_ENCODING
+
+    def _execute(self, url: str, body: dict[str, Any], now: float) -> Execution:
+        model = body.get("model") if isinstance(body, dict) else None
+        encoding = self.encoding_for(model) if isinstance(model, str) else FALLBACK_ENCODING
+        return respond(url, body, encoding=encoding, now=now)
+
+    # ----- files --------------------------------------------------------------------------------
+
+    def create_file(self, *, filename: str, purpose: str, content: bytes) -> dict[str, Any]:
+        if not purpose:
+            raise InvalidRequest(
+                "Missing required parameter: 'purpose'.", param="purpose", code="missing_required_parameter"
+            )
+        if purpose == "batch":
+            check_batch_upload(
+                content, max_bytes=self.max_bytes_per_file, max_requests=self.max_requests_per_file
+            )
+        with self._lock:
+            return self._store_file(filename, purpose, content).to_object()
+
+    def _store_file(self, filename: str, purpose: str, content: bytes) -> StoredFile:
+        stored = StoredFile(
+            id=_new_id("file-"), filename=filename, purpose=purpose, content=content, created_at=self._clock()
+        )
+        self._files[stored.id] = stored
+        return stored
+
+    def _file(self, file_id: str) -> StoredFile:
+        try:
+            return self._files[file_id]
+        except KeyError:
+            raise NotFound(f"No such File object: {file_id}", param="id") from None
+
+    def retrieve_file(self, file_id: str) -> dict[str, Any]:
+        with self._lock:
+            return self._file(file_id).to_object()
+
+    def file_content(self, file_id: str) -> bytes:
+        with self._lock:
+            return self._file(file_id).content
+
+    def delete_file(self, file_id: str) -> dict[str, Any]:
+        with self._lock:
+            self._file(file_id)
+            del self._files[file_id]
+            return {"id": file_id, "object": "file", "deleted": True}
+
+    def list_files(
+        self,
+        *,
+        purpose: str | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+        order: str = "desc",
+    ) -> dict[str, Any]:
+        if order not in ("asc", "desc"):
+            raise InvalidRequest("order must be 'asc' or 'desc'.", param="order", code="invalid_value")
+        limit = _check_limit(limit, DEFAULT_FILE_PAGE, MAX_FILE_PAGE)
+        with self._lock:
+            files = [f.to_object() for f in self._files.values() if purpose is None or f.purpose == purpose]
+        if order == "desc":
+            files.reverse()
+        return _page(files, after=after, limit=limit)
+
+    # ----- batches ------------------------------------------------------------------------------
+
+    def create_batch(
+        self,
+        *,
+        input_file_id: Any,
+        endpoint: Any,
+        completion_window: Any,
+        metadata: Any = None,
+    ) -> dict[str, Any]:
+        if endpoint not in BATCH_ENDPOINTS:
+            raise InvalidRequest(
+                f"Invalid endpoint '{endpoint}'. Supported: {', '.join(BATCH_ENDPOINTS)}.",
+                param="endpoint",
+                code="invalid_value",
+            )
+        if completion_window != "24h":
+            raise InvalidRequest(
+                f"Invalid completion_window '{completion_window}'. Only '24h' is supported.",
+                param="completion_window",
+                code="invalid_value",
+            )
+        checked_metadata = _check_metadata(metadata)
+        with self._lock:
+            input_file = self._files.get(input_file_id) if isinstance(input_file_id, str) else None
+            if input_file is None:
+                raise InvalidRequest(
+                    f"Input file '{input_file_id}' does not exist.",
+                    param="input_file_id",
+                    code="invalid_value",
+                )
+            if input_file.purpose != "batch":
+                raise InvalidRequest(
+                    f"Input file '{input_file_id}' has purpose '{input_file.purpose}'; batches need 'batch'.",
+                    param="input_file_id",
+                    code="invalid_value",
+                )
+            batch = BatchRecord(
+                id=_new_id("batch_"),
+                endpoint=endpoint,
+                input_file_id=input_file_id,
+                completion_window=completion_window,
+                metadata=checked_metadata,
+                created_at=self._clock(),
+                plan=plan_batch(input_file.content, endpoint),
+                pace=self.settings.emulator,
+            )
+            self._batches[batch.id] = batch
+            # Not advanced here: like OpenAI, the create call always answers "validating".
+            return batch.to_object()
+
+    def _batch(self, batch_id: str) -> BatchRecord:
+        try:
+            return self._batches[batch_id]
+        except KeyError:
+            raise NotFound(f"No batch found with id '{batch_id}'.", param="batch_id") from None
+
+    def retrieve_batch(self, batch_id: str) -> dict[str, Any]:
+        with self._lock:
+            batch = self._batch(batch_id)
+            self._advance(batch)
+            return batch.to_object()
+
+    def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        with self._lock:
+            batch = self._batch(batch_id)
+            lifecycle.cancel(batch, self._clock(), self._execute_batch_request, self._publish)
+            return batch.to_object()
+
+    def list_batches(self, *, after: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        limit = _check_limit(limit, DEFAULT_BATCH_PAGE, MAX_BATCH_PAGE)
+        with self._lock:
+            newest_first = list(reversed(self._batches.values()))
+            for batch in newest_first:
+                self._advance(batch)
+            return _page([batch.to_object() for batch in newest_first], after=after, limit=limit)
+
+    def _advance(self, batch: BatchRecord) -> None:
+        lifecycle.advance(batch, self._clock(), self._execute_batch_request, self._publish)
+
+    def _execute_batch_request(self, batch: BatchRecord, request: BatchLine, at: float) -> RequestOutcome:
+        request_id = _new_id("req_")
+        try:
+            execution = self._execute(request.url, request.body, at)
+        except EmulatorError as refused:
+            # The endpoint refused this one request: it goes to the error file with the HTTP
+            # status and error body, and nothing is billed.
+            line = {
+                "id": lifecycle.new_batch_request_id(),
+                "custom_id": request.custom_id,
+                "response": {
+                    "status_code": refused.status_code,
+                    "request_id": request_id,
+                    "body": refused.body(),
+                },
+                "error": None,
+            }
+            return RequestOutcome(line=line, succeeded=False, input_tokens=0, output_tokens=0)
+        self._record(execution, url=request.url, custom_id=request.custom_id, batch_id=batch.id)
+        line = {
+            "id": lifecycle.new_batch_request_id(),
+            "custom_id": request.custom_id,
+            "response": {"status_code": 200, "request_id": request_id, "body": execution.body},
+            "error": None,
+        }
+        return RequestOutcome(
+            line=line,
+            succeeded=True,
+            input_tokens=execution.prompt_tokens,
+            output_tokens=execution.completion_tokens,
+        )
+
+    def _publish(self, filename: str, lines: list[dict[str, Any]]) -> str:
+        content = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines).encode()
+        return self._store_file(filename, "batch_output", content).id
+
+    # ----- realtime -----------------------------------------------------------------------------
+
+    def realtime(self, url: str, body: Any) -> Execution:
+        """Answer one realtime request the way the endpoint at ``url`` would, and bill it."""
+        if not isinstance(body, dict):
+            raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
+        execution = self._execute(url, body, self._clock())
+        with self._lock:
+            self._record(execution, url=url, custom_id=None, batch_id=None)
+        return execution
+
+    # ----- billing ledger -----------------------------------------------------------------------
+
+    def _record(self, execution: Execution, *, url: str, custom_id: str | None, batch_id: str | None) -> None:
+        self._ledger.append(
+            LedgerEntry(
+                custom_id=custom_id,
+                batch_id=batch_id,
+                model=execution.model,
+                url=url,
+                prompt_tokens=execution.prompt_tokens,
+                completion_tokens=execution.completion_tokens,
+            )
+        )
+
+    def ledger(self) -> list[dict[str, Any]]:
+        """Every billed execution so far, oldest first. Batches due by now are brought up to date first."""
+        with self._lock:
+            for batch in self._batches.values():
+                self._advance(batch)
+            return [entry.to_dict() for entry in self._ledger]

@@ -1,0 +1,342 @@
+"""The body a model endpoint returns for one request, shared by the batch and the realtime paths.
+
+Sharing one function is the point: a request gives the same content and the same usage whether it
+went through a batch or straight to the endpoint, so tests can compare the two paths. Content is
+derived from a hash of the request body (same body, same answer), its length is capped by the
+request's own token limit, and usage is counted with the project's own token counter, so a
+mistake in batchline's cost accounting shows up as a mismatch against the emulator.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import random
+import struct
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from batchline.domain.tokens import max_output_tokens, token_counter
+
+from .errors import InvalidRequest
+
+# Generated answers are at most this many tokens long, so fast runs stay fast.
+MAX_GENERATED_TOKENS = 40
+EMBEDDING_DIMENSIONS = 8
+MAX_EMBEDDING_DIMENSIONS = 3072
+DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
+
+# Every word is a single token under both o200k_base and cl100k_base, so an answer of n words
+# is n tokens long and the cap from max_tokens holds without guessing.
+_VOCABULARY = (
+    "alpha answer batch bright calm clear cloud data delta early field forest garden given green harbor "
+    "light long market morning north open paper plain quiet rapid river road round simple small steady "
+    "stone summer table token travel valley water window winter world yellow"
+).split()
+
+_MODERATION_CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """What one executed request produced and what it is billed for."""
+
+    model: str
+    body: dict[str, Any]
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def respond(url: str, body: dict[str, Any], *, encoding: str, now: float) -> Execution:
+    """Execute one request to ``url``; raise InvalidRequest where the real endpoint answers 400."""
+    if url not in _BUILDERS:
+        raise InvalidRequest(f"Invalid URL (POST {url})", param="url", code="invalid_url")
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
+    if body.get("stream") is True:
+        raise InvalidRequest(
+            "Streaming is not supported by the batchline emulator.", param="stream", code="unsupported_value"
+        )
+    if url == "/v1/moderations":
+        body = {"model": DEFAULT_MODERATION_MODEL, **body}
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest(
+            "you must provide a model parameter", param="model", code="missing_required_parameter"
+        )
+    builder = _BUILDERS[url]
+    return builder(body, model, _Context(url=url, body=body, encoding=encoding, created=int(now)))
+
+
+@dataclass(frozen=True)
+class _Context:
+    url: str
+    body: dict[str, Any]
+    encoding: str
+    created: int
+
+    @property
+    def counter(self):
+        return token_counter(self.encoding)
+
+    def prompt_tokens(self) -> int:
+        return self.counter.prompt_tokens(self.url, self.body)
+
+    def seed(self, *salt: object) -> int:
+        """A number fixed by the request body (and a salt), so the same request gets the same answer."""
+        canonical = json.dumps([self.body, *salt], sort_keys=True, separators=(",", ":"), default=str)
+        return int.from_bytes(hashlib.sha256(canonical.encode()).digest()[:8], "big")
+
+    def generate(self, *salt: object) -> tuple[str, int, str]:
+        """Deterministic text, its real token count, and the finish reason the API would give."""
+        seed = self.seed("text", *salt)
+        natural_length = 1 + seed % MAX_GENERATED_TOKENS
+        cap = max_output_tokens(self.url, self.body, MAX_GENERATED_TOKENS)
+        target = min(natural_length, cap)
+        picks = hashlib.shake_256(seed.to_bytes(8, "big")).digest(target) if target else b""
+        words = [_VOCABULARY[pick % len(_VOCABULARY)] for pick in picks]
+        text = " ".join(words).capitalize()
+        tokens = self.counter.text(text)
+        while tokens > target and words:  # never exceed the cap, whatever the tokenizer does
+            words.pop()
+            text = " ".join(words).capitalize()
+            tokens = self.counter.text(text)
+        return text, tokens, "length" if cap < natural_length else "stop"
+
+
+def _require(body: dict[str, Any], field: str) -> Any:
+    value = body.get(field)
+    if value is None or value == "" or value == []:
+        raise InvalidRequest(
+            f"Missing required parameter: '{field}'.", param=field, code="missing_required_parameter"
+        )
+    return value
+
+
+def _short_id(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:24]}"
+
+
+def _chat_completion(body: dict[str, Any], model: str, ctx: _Context) -> Execution:
+    messages = _require(body, "messages")
+    if not isinstance(messages, list):
+        raise InvalidRequest("'messages' must be an array.", param="messages", code="invalid_type")
+    choice_count = body.get("n") if isinstance(body.get("n"), int) and body.get("n") > 0 else 1
+    choices, completion_tokens = [], 0
+    for index in range(choice_count):
+        text, tokens, finish_reason = ctx.generate(index)
+        completion_tokens += tokens
+        choices.append(
+            {
+                "index": index,
+                "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+        )
+    prompt_tokens = ctx.prompt_tokens()
+    return Execution(
+        model=model,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        body={
+            "id": _short_id("chatcmpl-"),
+            "object": "chat.completion",
+            "created": ctx.created,
+            "model": model,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+            },
+            "service_tier": "default",
+            "system_fingerprint": "fp_batchline_emulator",
+        },
+    )
+
+
+def _text_completion(body: dict[str, Any], model: str, ctx: _Context) -> Execution:
+    prompt = _require(body, "prompt")
+    prompts = prompt if isinstance(prompt, list) and not all(isinstance(p, int) for p in prompt) else [prompt]
+    choices, completion_tokens = [], 0
+    for index in range(len(prompts)):
+        text, tokens, finish_reason = ctx.generate(index)
+        completion_tokens += tokens
+        choices.append({"text": text, "index": index, "logprobs": None, "finish_reason": finish_reason})
+    prompt_tokens = ctx.prompt_tokens()
+    return Execution(
+        model=model,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        body={
+            "id": _short_id("cmpl-"),
+            "object": "text_completion",
+            "created": ctx.created,
+            "model": model,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        },
+    )
+
+
+def _embedding_inputs(value: Any) -> list[Any]:
+    """One embedding per input: a string, a token-id array, or a list of either."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str | list) for v in value):
+        return list(value)
+    raise InvalidRequest(
+        "'input' must be a string, an array of strings, or an array of token arrays.",
+        param="input",
+        code="invalid_type",
+    )
+
+
+def _vector(model: str, item: Any, dimensions: int) -> list[float]:
+    """A unit vector fixed by the model and the input, so equal inputs embed equally."""
+    seed_text = json.dumps([model, item], separators=(",", ":"))
+    rng = random.Random(int.from_bytes(hashlib.sha256(seed_text.encode()).digest()[:8], "big"))
+    raw = [rng.uniform(-1.0, 1.0) for _ in range(dimensions)]
+    norm = math.sqrt(sum(v * v for v in raw)) or 1.0
+    # Round-trip through float32 so the float and base64 encodings carry the same numbers.
+    return [struct.unpack("<f", struct.pack("<f", v / norm))[0] for v in raw]
+
+
+def _embeddings(body: dict[str, Any], model: str, ctx: _Context) -> Execution:
+    items = _embedding_inputs(_require(body, "input"))
+    dimensions = body.get("dimensions", EMBEDDING_DIMENSIONS)
+    if not isinstance(dimensions, int) or not 1 <= dimensions <= MAX_EMBEDDING_DIMENSIONS:
+        raise InvalidRequest(
+            f"'dimensions' must be an integer between 1 and {MAX_EMBEDDING_DIMENSIONS}.",
+            param="dimensions",
+            code="invalid_value",
+        )
+    as_base64 = body.get("encoding_format") == "base64"
+    data = []
+    for index, item in enumerate(items):
+        vector = _vector(model, item, dimensions)
+        encoded: Any = (
+            base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode() if as_base64 else vector
+        )
+        data.append({"object": "embedding", "index": index, "embedding": encoded})
+    prompt_tokens = ctx.prompt_tokens()
+    return Execution(
+        model=model,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=0,
+        body={
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+        },
+    )
+
+
+def _responses(body: dict[str, Any], model: str, ctx: _Context) -> Execution:
+    input_value = _require(body, "input")
+    if not isinstance(input_value, str | list):
+        raise InvalidRequest("'input' must be a string or an array.", param="input", code="invalid_type")
+    text, output_tokens, finish_reason = ctx.generate()
+    input_tokens = ctx.prompt_tokens()
+    incomplete = finish_reason == "length"
+    return Execution(
+        model=model,
+        prompt_tokens=input_tokens,
+        completion_tokens=output_tokens,
+        body={
+            "id": _short_id("resp_"),
+            "object": "response",
+            "created_at": ctx.created,
+            "status": "incomplete" if incomplete else "completed",
+            "error": None,
+            "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
+            "instructions": body.get("instructions"),
+            "max_output_tokens": body.get("max_output_tokens"),
+            "model": model,
+            "output": [
+                {
+                    "type": "message",
+                    "id": _short_id("msg_"),
+                    "status": "incomplete" if incomplete else "completed",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": text, "annotations": []}],
+                }
+            ],
+            "parallel_tool_calls": True,
+            "previous_response_id": body.get("previous_response_id"),
+            "reasoning": {"effort": None, "summary": None},
+            "temperature": body.get("temperature", 1.0),
+            "text": {"format": {"type": "text"}},
+            "tool_choice": "auto",
+            "tools": [],
+            "top_p": body.get("top_p", 1.0),
+            "truncation": "disabled",
+            "metadata": body.get("metadata") or {},
+            "usage": {
+                "input_tokens": input_tokens,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": output_tokens,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": input_tokens + output_tokens,
+            },
+        },
+    )
+
+
+def _moderations(body: dict[str, Any], model: str, ctx: _Context) -> Execution:
+    value = _require(body, "input")
+    items = value if isinstance(value, list) and not all(isinstance(v, dict) for v in value) else [value]
+    results = []
+    for index in range(len(items)):
+        rng = random.Random(ctx.seed("moderation", index))
+        scores = {category: round(rng.uniform(0.0, 0.001), 6) for category in _MODERATION_CATEGORIES}
+        results.append(
+            {
+                "flagged": False,
+                "categories": dict.fromkeys(_MODERATION_CATEGORIES, False),
+                "category_scores": scores,
+                "category_applied_input_types": {category: ["text"] for category in _MODERATION_CATEGORIES},
+            }
+        )
+    return Execution(
+        model=model,
+        prompt_tokens=ctx.prompt_tokens(),
+        completion_tokens=0,
+        body={"id": _short_id("modr-"), "model": model, "results": results},
+    )
+
+
+_BUILDERS = {
+    "/v1/chat/completions": _chat_completion,
+    "/v1/completions": _text_completion,
+    "/v1/embeddings": _embeddings,
+    "/v1/responses": _responses,
+    "/v1/moderations": _moderations,
+}

@@ -1,0 +1,134 @@
+"""`batchline local run`: one command that runs a whole job on this machine.
+
+Starts moto (with the project's handlers behind its Lambda API) and, unless OPENAI_BASE_URL
+points elsewhere, the built-in OpenAI emulator; uploads the input so that the object-created
+trigger starts the state machine; shows progress; copies the three outputs into the chosen
+directory and prints a short account of the job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from batchline.adapters.job_store import JobStore
+from batchline.domain.layout import JobLayout
+from batchline.settings import Settings
+from batchline_local.emulator import EmulatorServer
+from batchline_local.local_stack import LocalAws
+
+OUTPUT_FILES = ("results.jsonl", "errors.jsonl", "summary.json")
+
+
+@dataclass
+class LocalRunResult:
+    execution_status: str
+    summary: dict
+    out_dir: Path
+    seconds: float
+
+
+def quiet_service_logs() -> None:
+    """Keep the terminal for progress: moto's request log and the handlers' INFO lines go quiet.
+
+    Set POWERTOOLS_LOG_LEVEL=INFO (or DEBUG) to see the handlers' structured logs again.
+    """
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    logging.getLogger("batchline").setLevel(os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING").upper())
+
+
+@contextlib.contextmanager
+def openai_endpoint(settings: Settings) -> Iterator[tuple[str, str]]:
+    """(base_url, api_key): OPENAI_BASE_URL and OPENAI_API_KEY when set, else a fresh emulator."""
+    base_url = os.environ.get("OPENAI_BASE_URL")
+    if base_url:
+        api_key = os.environ.get("OPENAI_API_KEY")
+        if not api_key:
+            raise SystemExit("OPENAI_BASE_URL is set but OPENAI_API_KEY is not: set both, or neither to use the emulator")
+        yield base_url, api_key
+        return
+    with EmulatorServer(settings=settings) as emulator:
+        yield emulator.base_url, "local-emulator-key"
+
+
+def run_local_job(
+    input_path: Path,
+    out_dir: Path,
+    settings: Settings,
+    *,
+    console: Console | None = None,
+    timeout_seconds: float = 3600,
+) -> LocalRunResult:
+    console = console or Console(stderr=True)
+    quiet_service_logs()
+    if not input_path.is_file():
+        raise SystemExit(f"input file not found: {input_path}")
+    started = time.monotonic()
+    with openai_endpoint(settings) as (base_url, api_key), LocalAws(
+        settings, openai_base_url=base_url, openai_api_key=api_key, poll_seconds=settings.local_poll_seconds
+    ) as aws:
+        console.print(f"[bold]batchline[/] local run of [cyan]{input_path}[/] (OpenAI at {base_url})")
+        job_id = aws.upload_input(str(input_path), input_path.name)
+        execution = aws.wait_for_execution(timeout=30)
+        status = _watch(aws, job_id, execution["executionArn"], console, timeout_seconds)
+        layout = JobLayout(job_id, settings.output_prefix)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for key, name in ((layout.results, OUTPUT_FILES[0]), (layout.errors, OUTPUT_FILES[1]), (layout.summary, OUTPUT_FILES[2])):
+            aws.download_output(key, str(out_dir / name))
+    summary = json.loads((out_dir / "summary.json").read_text())
+    return LocalRunResult(status, summary, out_dir, time.monotonic() - started)
+
+
+def _watch(aws: LocalAws, job_id: str, execution_arn: str, console: Console, timeout_seconds: float) -> str:
+    store = JobStore(aws.names.table, resource=aws_resource(aws))
+    deadline = time.monotonic() + timeout_seconds
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("planning", total=None)
+        while True:
+            status = aws.describe(execution_arn)["status"]
+            job = store.get_job(job_id)
+            if job is not None:
+                shards = store.list_shards(job_id)
+                done = sum((s.get("request_counts") or {}).get("completed", 0) + (s.get("request_counts") or {}).get("failed", 0) for s in shards)
+                collected = sum(1 for s in shards if s.get("status") in ("collected", "failed"))
+                progress.update(
+                    task,
+                    total=max(job.get("valid", 0), 1),
+                    completed=min(done, job.get("valid", 0)),
+                    description=f"{len(shards)} shards, {collected} collected, status {job.get('status', '?')}",
+                )
+            if status != "RUNNING":
+                return status
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the job did not finish within {timeout_seconds:.0f} s")
+            time.sleep(0.25)
+
+
+def aws_resource(aws: LocalAws):
+    import boto3
+
+    return boto3.resource("dynamodb", endpoint_url=aws.endpoint, region_name=aws.settings.region)
+
+
+def print_summary(result: LocalRunResult, console: Console) -> None:
+    s = result.summary
+    table = Table(title=f"job {s['job_id']}: {s['status']}", show_header=False)
+    table.add_row("requests", f"{s['input_lines']:,} lines: {s['succeeded']:,} succeeded, {s['failed']:,} failed, {s['invalid']:,} invalid")
+    table.add_row("shards", f"{s['shards']}")
+    table.add_row("tokens", f"{s['input_tokens']:,} in, {s['output_tokens']:,} out")
+    table.add_row("cost", f"${s['cost_usd']:.4f} at batch price (${s['cost_usd_if_realtime']:.4f} if sent realtime)")
+    table.add_row("time", f"{result.seconds:.1f} s")
+    table.add_row("outputs", ", ".join(str(result.out_dir / name) for name in OUTPUT_FILES))
+    console.print(table)
+    console.print(s["message"])

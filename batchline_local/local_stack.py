@@ -1,0 +1,223 @@
+"""The whole AWS side on this machine: moto as a server, with resources built from the settings.
+
+The buckets, table, functions, state machine and object-created trigger are created from the
+same settings module and topology the CDK stack reads, so a local run exercises the deployed
+wiring: an upload to the input bucket starts the execution through an EventBridge rule.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import time
+import zipfile
+from typing import Any
+
+import urllib.request
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+from batchline.domain.layout import make_job_id
+from batchline.handlers import dependencies
+from batchline.settings import Settings, runtime_environment_variables
+from batchline.topology import (
+    EXECUTION_INPUT_PATHS,
+    FUNCTIONS,
+    TABLE_PARTITION_KEY,
+    TABLE_SORT_KEY,
+    asl_substitutions,
+    execution_input_template,
+    object_created_pattern,
+    render_asl,
+)
+from batchline_local import moto_patches
+
+LOCAL_ACCOUNT = "123456789012"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class LocalAws:
+    """moto in this process, set up like the deployed stack. Use as a context manager."""
+
+    def __init__(self, settings: Settings, *, openai_base_url: str, openai_api_key: str, poll_seconds: int) -> None:
+        self.settings = settings
+        self.names = settings.names
+        self.poll_seconds = poll_seconds
+        self._openai = {"OPENAI_BASE_URL": openai_base_url, "OPENAI_API_KEY": openai_api_key}
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._saved_env: dict[str, str | None] = {}
+        self.state_machine_arn = ""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> LocalAws:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        moto_patches.install()
+        moto_patches.on_environment_change(dependencies.reset)
+        self._server.start()
+        self._set_env(
+            {
+                "AWS_ENDPOINT_URL": self.endpoint,
+                "MOTO_PORT": str(self.port),
+                "AWS_ACCESS_KEY_ID": "local",
+                "AWS_SECRET_ACCESS_KEY": "local",
+                "AWS_SESSION_TOKEN": "local",
+                "AWS_DEFAULT_REGION": self.settings.region,
+                "AWS_REGION": self.settings.region,
+                "POWERTOOLS_SERVICE_NAME": "batchline",
+                "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
+            }
+        )
+        dependencies.reset()
+        config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+        request = urllib.request.Request(
+            f"{self.endpoint}/moto-api/config",
+            data=json.dumps(config).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+        self._create_resources()
+
+    def stop(self) -> None:
+        self._server.stop()
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        dependencies.reset()
+
+    def _set_env(self, values: dict[str, str]) -> None:
+        for name, value in values.items():
+            self._saved_env.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+
+    # -- clients -----------------------------------------------------------------------------
+    def client(self, service: str) -> Any:
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=self.settings.region)
+
+    # -- resources ---------------------------------------------------------------------------
+    def _create_resources(self) -> None:
+        s3 = self.client("s3")
+        for bucket in (self.names.input_bucket, self.names.output_bucket):
+            s3.create_bucket(Bucket=bucket)
+        s3.put_bucket_notification_configuration(
+            Bucket=self.names.input_bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
+        )
+        self.client("dynamodb").create_table(
+            TableName=self.names.table,
+            KeySchema=[
+                {"AttributeName": TABLE_PARTITION_KEY, "KeyType": "HASH"},
+                {"AttributeName": TABLE_SORT_KEY, "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": TABLE_PARTITION_KEY, "AttributeType": "S"},
+                {"AttributeName": TABLE_SORT_KEY, "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        role_arn = self.client("iam").create_role(
+            RoleName="batchline-local",
+            AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+        )["Role"]["Arn"]
+        environment = {
+            **runtime_environment_variables(
+                self.settings, table_name=self.names.table, output_bucket=self.names.output_bucket
+            ),
+            **self._openai,
+            "TIKTOKEN_CACHE_DIR": os.environ.get("TIKTOKEN_CACHE_DIR", ""),
+        }
+        lambda_client = self.client("lambda")
+        arns = {}
+        for spec in FUNCTIONS:
+            arns[spec.name] = lambda_client.create_function(
+                FunctionName=f"batchline-{spec.name}",
+                Runtime="python3.12",
+                Role=role_arn,
+                Handler=spec.handler,
+                Code={"ZipFile": _placeholder_zip()},
+                Timeout=self.settings.functions.timeout_seconds,
+                MemorySize=self.settings.functions.memory_mb,
+                Environment={"Variables": environment},
+            )["FunctionArn"]
+        definition = render_asl(asl_substitutions(arns, self.settings.map_max_concurrency))
+        sfn = self.client("stepfunctions")
+        self.state_machine_arn = sfn.create_state_machine(
+            name=self.names.state_machine, definition=definition, roleArn=role_arn
+        )["stateMachineArn"]
+        events = self.client("events")
+        events.put_rule(
+            Name=self.names.event_rule, EventPattern=json.dumps(object_created_pattern(self.names.input_bucket))
+        )
+        events.put_targets(
+            Rule=self.names.event_rule,
+            Targets=[
+                {
+                    "Id": "start-job",
+                    "Arn": self.state_machine_arn,
+                    "RoleArn": role_arn,
+                    "InputTransformer": {
+                        "InputPathsMap": EXECUTION_INPUT_PATHS,
+                        "InputTemplate": execution_input_template(self.poll_seconds),
+                    },
+                }
+            ],
+        )
+
+    # -- use ---------------------------------------------------------------------------------
+    def upload_input(self, path: str, key: str) -> str:
+        """Drop a file in the input bucket (the trigger starts the job); return the job's id."""
+        s3 = self.client("s3")
+        s3.upload_file(path, self.names.input_bucket, key)
+        etag = s3.head_object(Bucket=self.names.input_bucket, Key=key)["ETag"].strip('"')
+        return make_job_id(key, etag)
+
+    def executions(self) -> list[dict]:
+        return self.client("stepfunctions").list_executions(stateMachineArn=self.state_machine_arn)["executions"]
+
+    def wait_for_execution(self, *, timeout: float) -> dict:
+        sfn = self.client("stepfunctions")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.executions()
+            if found:
+                return sfn.describe_execution(executionArn=found[0]["executionArn"])
+            time.sleep(0.05)
+        raise TimeoutError("the upload did not start an execution: is the object-created trigger wired?")
+
+    def describe(self, execution_arn: str) -> dict:
+        return self.client("stepfunctions").describe_execution(executionArn=execution_arn)
+
+    def history(self, execution_arn: str) -> list[dict]:
+        return self.client("stepfunctions").get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
+
+    def read_output(self, key: str) -> bytes:
+        return self.client("s3").get_object(Bucket=self.names.output_bucket, Key=key)["Body"].read()
+
+    def download_output(self, key: str, path: str) -> None:
+        self.client("s3").download_file(self.names.output_bucket, key, path)
+
+
+def _placeholder_zip() -> bytes:
+    """moto wants a code package; the handlers run from this process's own lambdas/ package."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("README.txt", "batchline runs its handlers in-process in a local run")
+    return buffer.getvalue()

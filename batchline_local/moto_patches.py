@@ -1,0 +1,133 @@
+"""Teach moto, running in this process, the two things the local run needs from AWS.
+
+1. Lambda without Docker: moto's simple Lambda backend only echoes its input. Here an invoke
+   runs the function's real handler ("module.function") in-process, with the function's
+   environment and a Lambda context, and reports an exception the way Lambda does (header
+   ``x-amz-function-error: Unhandled`` and an ``errorType``), so the state machine's Retry and
+   Catch see the real error class.
+2. EventBridge to Step Functions: moto delivers S3's object-created events to rules but has no
+   ``states`` target. Here such a target starts an execution with the rule's InputTransformer
+   applied, exactly the wiring the deployed stack has.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+_ENV_LOCK = threading.Lock()
+_applied_env: dict[str, str] = {}
+_on_env_change: list[Callable[[], None]] = []
+_installed = False
+
+
+@dataclass
+class LocalLambdaContext:
+    function_name: str
+    memory_limit_in_mb: int
+    invoked_function_arn: str
+    aws_request_id: str
+    function_version: str = "$LATEST"
+    log_group_name: str = "/aws/lambda/local"
+    log_stream_name: str = "local"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 900_000
+
+
+def on_environment_change(callback: Callable[[], None]) -> None:
+    """Run `callback` whenever a function's environment differs from the one last applied."""
+    _on_env_change.append(callback)
+
+
+def _apply_environment(variables: dict[str, str]) -> None:
+    global _applied_env
+    with _ENV_LOCK:
+        if variables == _applied_env:
+            return
+        os.environ.update(variables)
+        _applied_env = dict(variables)
+        for callback in _on_env_change:
+            callback()
+
+
+def _resolve(handler: str) -> Callable[[dict, Any], Any]:
+    module, _, function = handler.rpartition(".")
+    return getattr(importlib.import_module(module), function)
+
+
+def _invoke_in_process(self, function_name, qualifier, body, headers, response_headers):  # noqa: ANN001
+    fn = self.get_function(function_name, qualifier)
+    _apply_environment(fn.environment_vars or {})
+    context = LocalLambdaContext(
+        function_name=fn.function_name,
+        memory_limit_in_mb=fn.memory_size,
+        invoked_function_arn=fn.function_arn,
+        aws_request_id=str(uuid.uuid4()),
+    )
+    event = json.loads(body) if body else {}
+    try:
+        result = _resolve(fn.handler)(event, context)
+    except Exception as exc:  # reported to the caller exactly as Lambda reports it
+        response_headers["x-amz-function-error"] = "Unhandled"
+        return json.dumps(
+            {
+                "errorMessage": str(exc),
+                "errorType": type(exc).__name__,
+                "stackTrace": traceback.format_exception(exc),
+            }
+        ).encode()
+    return json.dumps(result).encode()
+
+
+def _send_to_targets_with_states(original: Callable) -> Callable:
+    from moto.events.utils import EventTemplateParser
+    from moto.stepfunctions.responses import get_backend as stepfunctions_backend
+    from moto.utilities.arns import parse_arn
+
+    def send_to_targets(self, original_event: dict, transform_input: bool = True) -> None:  # noqa: ANN001
+        others = [t for t in self.targets if parse_arn(t["Arn"]).service != "states"]
+        states = [t for t in self.targets if parse_arn(t["Arn"]).service == "states"]
+        if states and self.event_pattern.matches_event(original_event):
+            for target in states:
+                transformer = target.get("InputTransformer", {})
+                execution_input = EventTemplateParser.parse(
+                    input_template=transformer.get("InputTemplate"),
+                    input_paths_map=transformer.get("InputPathsMap", {}),
+                    # S3's events reach rules without the ingestion time the parser expects.
+                    event={"ingestion-time": time.time(), **original_event},
+                )
+                arn = parse_arn(target["Arn"])
+                backend = stepfunctions_backend(arn.account, arn.region)
+                payload = execution_input if isinstance(execution_input, str) else json.dumps(execution_input)
+                backend.start_execution(target["Arn"], name=None, execution_input=payload)
+        if others:
+            saved = self.targets
+            self.targets = others
+            try:
+                original(self, original_event, transform_input)
+            finally:
+                self.targets = saved
+
+    return send_to_targets
+
+
+def install() -> None:
+    """Apply both patches once per process."""
+    global _installed
+    if _installed:
+        return
+    from moto.awslambda_simple.models import LambdaSimpleBackend
+    from moto.events.models import Rule
+
+    LambdaSimpleBackend.invoke = _invoke_in_process
+    Rule.send_to_targets = _send_to_targets_with_states(Rule.send_to_targets)
+    _installed = True

@@ -1,0 +1,83 @@
+"""The job's closing account: outputs merged back into input order, and summary.json.
+
+Each shard's results and errors are already sorted by line; the invalid lines too. A k-way merge
+restores input order over all of them while holding one record per stream in memory, so a job
+of any size is finalized in bounded memory.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+STATUS_SUCCEEDED = "succeeded"
+STATUS_COMPLETED_WITH_ERRORS = "completed_with_errors"
+STATUS_FAILED = "failed"
+
+
+def merge_by_line(streams: Iterable[Iterable[tuple[int, bytes]]]) -> Iterator[tuple[int, bytes]]:
+    """Merge streams of (line, record) that are each sorted by line into one sorted stream."""
+    return heapq.merge(*streams, key=lambda item: item[0])
+
+
+@dataclass(slots=True)
+class JobAccount:
+    job_id: str
+    input_lines: int = 0
+    invalid: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    shards: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    cost_usd_if_realtime: float = 0.0
+    estimated_cost_usd: float = 0.0
+    estimated_cost_usd_if_realtime: float = 0.0
+    error_codes: dict[str, int] = field(default_factory=dict)
+    failure: str | None = None
+
+    def status(self) -> str:
+        if self.succeeded == 0:
+            return STATUS_FAILED
+        if self.failed or self.invalid:
+            return STATUS_COMPLETED_WITH_ERRORS
+        return STATUS_SUCCEEDED
+
+    def unaccounted(self) -> int:
+        """Input lines with neither a result nor an error: must be zero, or something was lost."""
+        return self.input_lines - self.invalid - self.succeeded - self.failed
+
+    def message(self) -> str:
+        if self.input_lines == 0:
+            return "the input file holds no request (it is empty or blank)"
+        if self.succeeded + self.failed == 0 and self.invalid == self.input_lines:
+            return f"no valid request in the input: all {self.input_lines} non-blank lines are invalid (see errors.jsonl)"
+        if self.failure:
+            return self.failure
+        if self.succeeded == 0:
+            return "no request succeeded (see errors.jsonl)"
+        return f"{self.succeeded} of {self.input_lines} requests succeeded"
+
+    def summary(self, *, outputs: dict[str, str], started_at: str | None, finished_at: str) -> dict:
+        return {
+            "job_id": self.job_id,
+            "status": self.status(),
+            "message": self.message(),
+            "input_lines": self.input_lines,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "invalid": self.invalid,
+            "shards": self.shards,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": round(self.cost_usd, 6),
+            "cost_usd_if_realtime": round(self.cost_usd_if_realtime, 6),
+            "estimated_cost_usd": round(self.estimated_cost_usd, 6),
+            "estimated_cost_usd_if_realtime": round(self.estimated_cost_usd_if_realtime, 6),
+            "error_codes": dict(sorted(self.error_codes.items())),
+            "outputs": outputs,
+            "started_at": started_at,
+            "finished_at": finished_at,
+        }

@@ -1,0 +1,126 @@
+"""Finalize: merge every shard's outcomes into the job's three outputs, in input order.
+
+Runs after success and after failure alike (the state machine's Catch leads here), so a job
+always ends with a summary and every input line accounted for: requests of shards that never
+finished become errors that say why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from batchline.adapters.job_store import now_iso
+from batchline.adapters.s3_objects import S3Objects
+from batchline.domain.accounting import JobAccount, merge_by_line
+from batchline.domain.layout import JobLayout, make_job_id
+from batchline.domain.outcomes import STAGE_PROVIDER, error_record
+from batchline.domain.planning import decode_manifest_entry
+from batchline.handlers.dependencies import environment, job_store, logger, objects, output_objects
+
+
+def _numbered(storage: S3Objects, key: str) -> Iterator[tuple[int, bytes]]:
+    for raw in storage.lines(key):
+        if raw:
+            yield orjson.loads(raw)["line"], raw + b"\n"
+
+
+def _unfinished(storage: S3Objects, layout: JobLayout, shard: dict, reason: str) -> Iterator[tuple[int, bytes]]:
+    """Every request of a shard that was never collected, as an error saying why."""
+    for entry in storage.lines(layout.shard_manifest(shard["shard_id"])):
+        if entry:
+            line, custom_id = decode_manifest_entry(entry)
+            record = error_record(
+                custom_id=custom_id, line=line, stage=STAGE_PROVIDER, code="shard_not_completed", message=reason
+            )
+            yield line, orjson.dumps(record) + b"\n"
+
+
+def _failure_text(error: dict | None) -> str | None:
+    if not error:
+        return None
+    cause = error.get("Cause") or ""
+    try:
+        cause = orjson.loads(cause).get("errorMessage", cause)
+    except (orjson.JSONDecodeError, AttributeError):
+        pass
+    return f"{error.get('Error', 'Error')}: {cause}"[:2000]
+
+
+def _job_id(event: dict) -> str:
+    plan = event.get("plan") or {}
+    if plan.get("job_id"):
+        return plan["job_id"]
+    return make_job_id(event["key"], objects(event["bucket"]).etag(event["key"]))
+
+
+@logger.inject_lambda_context(log_event=False, clear_state=True)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    settings = environment().settings
+    job_id = _job_id(event)
+    logger.append_keys(job_id=job_id)
+    layout = JobLayout(job_id, settings.output_prefix)
+    storage = output_objects()
+    store = job_store()
+    job = store.get_job(job_id) or {}
+    shards = sorted(store.list_shards(job_id), key=lambda shard: shard["shard_id"])
+    failure = _failure_text(event.get("error"))
+
+    account = JobAccount(
+        job_id=job_id,
+        input_lines=job.get("input_lines", 0),
+        shards=len(shards),
+        estimated_cost_usd=job.get("estimated_cost_usd", 0.0),
+        estimated_cost_usd_if_realtime=job.get("estimated_cost_usd_if_realtime", 0.0),
+        failure=failure,
+    )
+    planned = "input_lines" in job
+    if not planned:
+        account.failure = failure or "the input could not be planned"
+
+    result_streams, error_streams = [], []
+    if planned and storage.exists(layout.invalid_lines):
+        error_streams.append(_numbered(storage, layout.invalid_lines))
+    for shard in shards:
+        if shard.get("status") == "collected":
+            result_streams.append(_numbered(storage, layout.shard_results(shard["shard_id"])))
+            error_streams.append(_numbered(storage, layout.shard_errors(shard["shard_id"])))
+            account.input_tokens += shard.get("input_tokens", 0)
+            account.output_tokens += shard.get("output_tokens", 0)
+            account.cost_usd += shard.get("cost_usd", 0.0)
+            account.cost_usd_if_realtime += shard.get("cost_usd_if_realtime", 0.0)
+        else:
+            reason = shard.get("failure") or failure or f"the shard stopped in status {shard.get('status')!r}"
+            error_streams.append(_unfinished(storage, layout, shard, reason))
+
+    with storage.writer(layout.results) as writer:
+        for _, raw in merge_by_line(result_streams):
+            writer.write(raw)
+            account.succeeded += 1
+    with storage.writer(layout.errors) as writer:
+        for _, raw in merge_by_line(error_streams):
+            writer.write(raw)
+            record = orjson.loads(raw)
+            if record["stage"] == "validation":
+                account.invalid += 1
+            else:
+                account.failed += 1
+            account.error_codes[record["code"]] = account.error_codes.get(record["code"], 0) + 1
+
+    bucket = environment().output_bucket
+    summary = account.summary(
+        outputs={name: f"s3://{bucket}/{key}" for name, key in
+                 (("results", layout.results), ("errors", layout.errors), ("summary", layout.summary))},
+        started_at=job.get("started_at"),
+        finished_at=now_iso(),
+    )
+    if account.unaccounted():
+        # Never expected; said loudly so that a lost request cannot pass unnoticed.
+        summary["unaccounted_lines"] = account.unaccounted()
+        logger.error("lines unaccounted for", extra={"unaccounted": account.unaccounted()})
+    storage.put(layout.summary, orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n", "application/json")
+    store.update_job(job_id, **{name: value for name, value in summary.items() if name != "job_id"})
+    logger.info("finalized", extra={"status": summary["status"], "succeeded": account.succeeded})
+    return {"job_id": job_id, "status": summary["status"], "message": summary["message"]}

@@ -1,0 +1,16 @@
+"""ShardFailed: record why a shard could not run; Finalize turns its requests into errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from batchline.handlers.dependencies import job_store, logger
+
+
+@logger.inject_lambda_context(log_event=False, clear_state=True)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    shard, error = event["shard"], event.get("error") or {}
+    reason = f"{error.get('Error', 'unknown error')}: {error.get('Cause', '')}".strip()
+    job_store().update_shard(shard["job_id"], shard["shard_id"], status="failed", failure=reason[:2000])
+    logger.error("shard failed", extra={"shard_id": shard["shard_id"], "reason": reason[:500]})
+    return {"shard_id": shard["shard_id"], "status": "failed"}

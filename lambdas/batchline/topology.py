@@ -1,0 +1,79 @@
+"""How the pieces connect, as data that the CDK stack and the local run both build from.
+
+The functions and their handlers, the table's key schema, the object-created trigger and the
+state machine's substitutions are declared once here, so the deployed system and the local one
+cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+STATE_MACHINE_ASL = Path(__file__).resolve().parents[2] / "statemachine" / "cold_path.asl.json"
+
+TABLE_PARTITION_KEY = "pk"
+TABLE_SORT_KEY = "sk"
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    name: str  # short name; the stack prefixes it
+    handler: str  # "module.function" inside the lambdas/ package root
+    substitution: str  # the ASL placeholder that receives its ARN
+    description: str
+
+
+FUNCTIONS: tuple[FunctionSpec, ...] = (
+    FunctionSpec("plan", "batchline.handlers.plan.handler", "PlanFunctionArn",
+                 "Validates the input file, counts tokens and cuts it into shards."),
+    FunctionSpec("submit", "batchline.handlers.submit.handler", "SubmitFunctionArn",
+                 "Uploads one shard and creates its OpenAI batch."),
+    FunctionSpec("check", "batchline.handlers.check.handler", "CheckFunctionArn",
+                 "Reads a batch's status and progress."),
+    FunctionSpec("collect", "batchline.handlers.collect.handler", "CollectFunctionArn",
+                 "Joins a finished batch's output and error files back to input lines."),
+    FunctionSpec("shard_failed", "batchline.handlers.shard_failed.handler", "ShardFailedFunctionArn",
+                 "Records why a shard could not be run."),
+    FunctionSpec("finalize", "batchline.handlers.finalize.handler", "FinalizeFunctionArn",
+                 "Writes results.jsonl, errors.jsonl and summary.json for the job."),
+)
+
+MAP_CONCURRENCY_SUBSTITUTION = "MapMaxConcurrency"
+
+
+def asl_substitutions(function_arns: dict[str, str], map_max_concurrency: int) -> dict[str, str]:
+    """Every placeholder of the ASL file and its value; keys must equal the file's placeholders."""
+    values = {spec.substitution: function_arns[spec.name] for spec in FUNCTIONS}
+    values[MAP_CONCURRENCY_SUBSTITUTION] = str(map_max_concurrency)
+    return values
+
+
+def render_asl(substitutions: dict[str, str]) -> str:
+    """The ASL with its placeholders replaced, exactly as Step Functions' DefinitionSubstitutions do."""
+    text = STATE_MACHINE_ASL.read_text()
+    for key, value in substitutions.items():
+        text = text.replace("${" + key + "}", value)
+    return text
+
+
+def object_created_pattern(input_bucket: str) -> dict:
+    """EventBridge pattern: a new object in the input bucket starts a job."""
+    return {
+        "source": ["aws.s3"],
+        "detail-type": ["Object Created"],
+        "detail": {"bucket": {"name": [input_bucket]}},
+    }
+
+
+EXECUTION_INPUT_PATHS = {"bucket": "$.detail.bucket.name", "key": "$.detail.object.key"}
+
+
+def execution_input_template(poll_seconds: int) -> str:
+    """The state machine input the trigger builds from the S3 event (EventBridge InputTemplate).
+
+    The placeholders sit inside quotes: EventBridge then inserts the string as it is, and moto,
+    which never adds quotes, produces the same JSON.
+    """
+    return '{"bucket": "<bucket>", "key": "<key>", "poll_seconds": ' + json.dumps(poll_seconds) + "}"

@@ -1,0 +1,46 @@
+"""Fixtures that put the emulator on a real port, for the official openai SDK to drive."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import openai
+import pytest
+from batchline.settings import Settings, load_settings
+
+from batchline_local.emulator import EmulatorServer, OpenAIEmulator
+
+from .helpers import sdk_client
+
+
+@pytest.fixture
+def fast_settings() -> Settings:
+    return load_settings(
+        {"emulator": {"validating_seconds": 0, "in_progress_seconds": 0.05, "finalizing_seconds": 0}}
+    )
+
+
+@pytest.fixture
+def start_server() -> Iterator[Callable[[OpenAIEmulator], EmulatorServer]]:
+    """Start a server for a given emulator (test limits, manual clock); stopped after the test."""
+    started: list[EmulatorServer] = []
+
+    def start(emulator: OpenAIEmulator) -> EmulatorServer:
+        server = EmulatorServer(emulator=emulator).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(fast_settings: Settings) -> Iterator[EmulatorServer]:
+    with EmulatorServer(settings=fast_settings) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: EmulatorServer) -> openai.OpenAI:
+    return sdk_client(server)
