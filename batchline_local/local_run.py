@@ -68,13 +68,16 @@ def run_local_job(
     *,
     console: Console | None = None,
     timeout_seconds: float = 3600,
+    openai: tuple[str, str] | None = None,
 ) -> LocalRunResult:
+    """Run one job; `openai` = (base_url, api_key) of a server to use instead of the default one."""
     console = console or Console(stderr=True)
     quiet_service_logs()
     if not input_path.is_file():
         raise SystemExit(f"input file not found: {input_path}")
     started = time.monotonic()
-    with openai_endpoint(settings) as (base_url, api_key), LocalAws(
+    endpoint = contextlib.nullcontext(openai) if openai else openai_endpoint(settings)
+    with endpoint as (base_url, api_key), LocalAws(
         settings, openai_base_url=base_url, openai_api_key=api_key, poll_seconds=settings.local_poll_seconds
     ) as aws:
         console.print(f"[bold]batchline[/] local run of [cyan]{input_path}[/] (OpenAI at {base_url})")

@@ -84,19 +84,25 @@ class LocalAws:
             }
         )
         dependencies.reset()
+        # moto's backends live in the process: start every run from an empty account.
+        self._post("/moto-api/reset", {})
         config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+        self._post("/moto-api/config", config)
+        self._create_resources()
+
+    def _post(self, path: str, payload: dict) -> None:
         request = urllib.request.Request(
-            f"{self.endpoint}/moto-api/config",
-            data=json.dumps(config).encode(),
+            f"{self.endpoint}{path}",
+            data=json.dumps(payload).encode(),
             headers={"Content-Type": "application/json"},
             method="POST",
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             response.read()
-        self._create_resources()
 
     def stop(self) -> None:
         self._server.stop()
+        moto_patches.restore_environment()
         for name, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(name, None)

@@ -25,6 +25,7 @@ from typing import Any
 
 _ENV_LOCK = threading.Lock()
 _applied_env: dict[str, str] = {}
+_original_env: dict[str, str | None] = {}
 _on_env_change: list[Callable[[], None]] = []
 _installed = False
 
@@ -53,10 +54,25 @@ def _apply_environment(variables: dict[str, str]) -> None:
     with _ENV_LOCK:
         if variables == _applied_env:
             return
+        for name in variables:
+            _original_env.setdefault(name, os.environ.get(name))
         os.environ.update(variables)
         _applied_env = dict(variables)
         for callback in _on_env_change:
             callback()
+
+
+def restore_environment() -> None:
+    """Undo what functions' environments did to this process (a local run is over)."""
+    global _applied_env
+    with _ENV_LOCK:
+        for name, value in _original_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        _original_env.clear()
+        _applied_env = {}
 
 
 def _resolve(handler: str) -> Callable[[dict, Any], Any]:

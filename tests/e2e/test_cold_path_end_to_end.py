@@ -1,0 +1,95 @@
+"""The real ASL, executed by moto's interpreter, against the OpenAI emulator over HTTP.
+
+The upload to the input bucket starts each job through the object-created trigger, as deployed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from accounting_check import assert_every_line_accounted_for
+from lines import BAD_LINES, chat, embedding, response
+
+from batchline.settings import load_settings
+from batchline_local.emulator import EmulatorServer, OpenAIEmulator
+from batchline_local.local_run import run_local_job
+
+pytestmark = pytest.mark.e2e
+
+FAST = {
+    "local_poll_seconds": 1,
+    "emulator": {"validating_seconds": 0, "in_progress_seconds": 0.2, "finalizing_seconds": 0},
+}
+
+
+def write_input(tmp_path: Path, lines: list[str], name: str = "input.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_mixed_file_with_every_kind_of_bad_line_accounts_for_each_line_once(tmp_path):
+    good = []
+    for i in range(30):
+        good += [chat(f"chat-{i}"), embedding(f"emb-{i}"), response(f"resp-{i}"), chat(f"big-{i}", model="gpt-4o")]
+    lines = good[:50] + [raw for raw, _ in BAD_LINES] + ["", "   "] + good[50:] + [chat("chat-3")]  # last: duplicate
+    path = write_input(tmp_path, lines)
+    settings = load_settings({**FAST, "shard_max_requests": 12})
+
+    result = run_local_job(path, tmp_path / "out", settings)
+
+    assert result.execution_status == "SUCCEEDED"
+    results, errors = assert_every_line_accounted_for(path, tmp_path / "out")
+    assert len(results) == 120
+    assert sorted(e["code"] for e in errors) == sorted([code for _, code in BAD_LINES] + ["duplicate_custom_id"])
+    assert all(e["stage"] == "validation" for e in errors)
+    assert {r["response"]["object"] for r in results} == {"chat.completion", "list", "response"}
+    summary = result.summary
+    assert summary["status"] == "completed_with_errors"
+    assert summary["shards"] >= 4 + 120 // 12 - 4  # four (endpoint, model) groups, cut at 12 requests
+    assert summary["input_tokens"] == sum(
+        r["usage"].get("prompt_tokens", r["usage"].get("input_tokens", 0)) for r in results
+    )
+    assert summary["cost_usd"] == pytest.approx(summary["cost_usd_if_realtime"] / 2, rel=1e-6)
+
+
+def test_a_file_with_no_valid_line_ends_failed_and_says_so(tmp_path):
+    path = write_input(tmp_path, [raw for raw, _ in BAD_LINES[:3]])
+    result = run_local_job(path, tmp_path / "out", load_settings(FAST))
+    assert result.execution_status == "FAILED"
+    assert result.summary["status"] == "failed"
+    assert "no valid request" in result.summary["message"]
+    _, errors = assert_every_line_accounted_for(path, tmp_path / "out")
+    assert [e["line"] for e in errors] == [1, 2, 3]
+
+
+def test_a_shard_the_provider_refuses_becomes_errors_and_the_other_shards_still_succeed(tmp_path):
+    # The emulator takes at most 5 requests per file: the 7-request shard is refused at upload.
+    settings = load_settings({**FAST, "shard_max_requests": 7})
+    lines = [chat(f"c{i}") for i in range(7)] + [embedding(f"e{i}") for i in range(4)]
+    path = write_input(tmp_path, lines)
+    emulator = OpenAIEmulator(settings, max_requests_per_file=5)
+    with EmulatorServer(emulator=emulator) as server:
+        result = run_local_job(path, tmp_path / "out", settings, openai=(server.base_url, "test-key"))
+    assert result.execution_status == "SUCCEEDED"
+    results, errors = assert_every_line_accounted_for(path, tmp_path / "out")
+    assert [r["custom_id"] for r in results] == [f"e{i}" for i in range(4)]
+    assert {e["code"] for e in errors} == {"shard_not_completed"}
+    assert all("ProviderError" in e["message"] for e in errors)
+    assert result.summary["status"] == "completed_with_errors"
+
+
+def test_a_request_the_provider_refuses_inside_a_batch_is_reported_with_the_providers_message(tmp_path):
+    # Passes our checks (the field is present) but the endpoint answers 400: it lands in the
+    # batch's error file, and from there in errors.jsonl with the provider's own words.
+    refused = json.dumps({"custom_id": "numeric-input", "method": "POST", "url": "/v1/responses",
+                          "body": {"model": "gpt-4o-mini", "input": 5}})
+    path = write_input(tmp_path, [response("fine"), refused, response("also-fine")])
+    result = run_local_job(path, tmp_path / "out", load_settings(FAST))
+    results, errors = assert_every_line_accounted_for(path, tmp_path / "out")
+    assert [r["custom_id"] for r in results] == ["fine", "also-fine"]
+    assert [(e["line"], e["stage"], e["status_code"]) for e in errors] == [(2, "provider", 400)]
+    assert "input" in errors[0]["message"]
+    assert result.summary["failed"] == 1 and result.summary["status"] == "completed_with_errors"

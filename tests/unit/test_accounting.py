@@ -1,0 +1,17 @@
+from batchline.domain.accounting import JobAccount, merge_by_line
+
+
+def test_merge_restores_input_order_across_streams():
+    merged = merge_by_line([[(1, b"a"), (7, b"d")], [(2, b"b")], [], [(3, b"c"), (9, b"e")]])
+    assert [line for line, _ in merged] == [1, 2, 3, 7, 9]
+
+
+def test_status_and_message_say_what_happened():
+    assert JobAccount("j", input_lines=3, succeeded=3).status() == "succeeded"
+    partial = JobAccount("j", input_lines=3, succeeded=2, invalid=1)
+    assert partial.status() == "completed_with_errors" and partial.unaccounted() == 0
+    nothing_valid = JobAccount("j", input_lines=4, invalid=4)
+    assert nothing_valid.status() == "failed"
+    assert "no valid request" in nothing_valid.message() and "4" in nothing_valid.message()
+    assert JobAccount("j", input_lines=0).message().startswith("the input file holds no request")
+    assert JobAccount("j", input_lines=5, succeeded=2, failed=1).unaccounted() == 2

@@ -1,0 +1,101 @@
+"""Planning groups requests by (endpoint, model) and cuts shards within the Batch API's limits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fakes import MemoryPlanOutputs
+from lines import BAD_LINES, chat, embedding, response
+
+from batchline.domain.planning import Planner, PlanSummary, decode_manifest_entry, encode_manifest_entry
+from batchline.domain.request_line import RequestValidator, iter_physical_lines
+from batchline.domain.tokens import ParallelTokenCounter, token_counter
+from batchline.settings import BATCH_ENDPOINTS, load_settings
+
+
+@pytest.fixture
+def token_pool() -> Iterator[ParallelTokenCounter]:
+    pool = ParallelTokenCounter(2)
+    yield pool
+    pool.close()
+
+
+def plan(lines: list[str], token_pool, *, max_requests: int = 50_000, max_bytes: int = 209_715_200):
+    settings = load_settings()
+    outputs = MemoryPlanOutputs()
+    planner = Planner(
+        validator=RequestValidator(
+            endpoints=BATCH_ENDPOINTS, prices=settings.price_book(), assumed_output_tokens=100, max_line_bytes=max_bytes - 1
+        ),
+        prices=settings.price_book(),
+        outputs=outputs,
+        max_requests=max_requests,
+        max_bytes=max_bytes,
+        token_counter=token_pool,
+    )
+    data = ("\n".join(lines) + "\n").encode()
+    summary: PlanSummary = planner.run(iter_physical_lines([data]))
+    return summary, outputs
+
+
+def test_requests_are_grouped_by_endpoint_and_model_in_input_order(token_pool):
+    lines = [chat("c1"), embedding("e1"), chat("c2", model="gpt-4o"), chat("c3"), response("r1"), embedding("e2")]
+    summary, outputs = plan(lines, token_pool)
+    groups = {(s.url, s.model): [r.custom_id for r in s.requests] for s in outputs.shards.values()}
+    assert groups == {
+        ("/v1/chat/completions", "gpt-4o-mini"): ["c1", "c3"],
+        ("/v1/embeddings", "text-embedding-3-small"): ["e1", "e2"],
+        ("/v1/chat/completions", "gpt-4o"): ["c2"],
+        ("/v1/responses", "gpt-4o-mini"): ["r1"],
+    }
+    assert all(shard.closed for shard in outputs.shards.values())
+    assert (summary.input_lines, summary.valid, summary.invalid) == (6, 6, 0)
+
+
+def test_shards_never_exceed_the_request_limit(token_pool):
+    summary, outputs = plan([chat(f"c{i}") for i in range(25)], token_pool, max_requests=10)
+    assert [s.requests for s in summary.shards] == [10, 10, 5]
+    assert [len(s.requests) for s in outputs.shards.values()] == [10, 10, 5]
+    assert summary.shards[1].first_line == 11 and summary.shards[1].last_line == 20
+
+
+def test_shards_never_exceed_the_byte_limit(token_pool):
+    lines = [chat(f"c{i}") for i in range(30)]
+    line_bytes = len(lines[0]) + 1
+    summary, _ = plan(lines, token_pool, max_bytes=line_bytes * 4 + 2)
+    assert all(s.bytes <= line_bytes * 4 + 2 for s in summary.shards)
+    assert sum(s.requests for s in summary.shards) == 30
+
+
+def test_duplicate_custom_id_is_an_error_on_the_later_line_and_the_first_is_kept(token_pool):
+    summary, outputs = plan([chat("same"), embedding("other"), chat("same", "again")], token_pool)
+    assert [(e.line, e.code) for e in outputs.invalid] == [(3, "duplicate_custom_id")]
+    assert "line 1" in outputs.invalid[0].message
+    assert summary.valid == 2
+
+
+def test_bad_lines_never_sink_the_valid_ones(token_pool):
+    lines = [chat("ok-1")] + [raw for raw, _ in BAD_LINES] + [chat("ok-2")]
+    summary, outputs = plan(lines, token_pool)
+    assert summary.valid == 2 and summary.invalid == len(BAD_LINES)
+    assert [e.line for e in outputs.invalid] == list(range(2, 2 + len(BAD_LINES)))
+    assert [e.code for e in outputs.invalid] == [code for _, code in BAD_LINES]
+
+
+def test_token_totals_and_estimates_come_from_exact_counts_and_the_price_table(token_pool):
+    summary, outputs = plan([chat(f"c{i}", f"message {i}") for i in range(3000)], token_pool)
+    counter = token_counter("o200k_base")
+    expected = sum(counter.prompt_tokens("/v1/chat/completions", {"messages": [{"role": "user", "content": f"message {i}"}]}) for i in range(3000))
+    assert summary.prompt_tokens == expected
+    assert [r.prompt_tokens for r in outputs.shards["00001"].requests][:2] == [
+        counter.prompt_tokens("/v1/chat/completions", {"messages": [{"role": "user", "content": f"message {i}"}]}) for i in range(2)
+    ]
+    prices = load_settings().price_book()
+    assert summary.estimated_cost_usd == pytest.approx(prices.batch_cost("gpt-4o-mini", expected, 3000 * 20))
+    assert summary.estimated_cost_usd_if_realtime == pytest.approx(2 * summary.estimated_cost_usd)
+
+
+def test_manifest_entries_round_trip_any_custom_id():
+    for custom_id in ("plain", "tab\there", 'quote"and\\slash', "ünïcödé ✓"):
+        assert decode_manifest_entry(encode_manifest_entry(42, custom_id)) == (42, custom_id)

@@ -1,0 +1,42 @@
+import json
+
+import pytest
+
+from batchline.settings import SettingsError, load_settings, runtime_environment, settings_from_cdk_json
+
+
+def test_defaults_are_the_batch_api_limits():
+    settings = load_settings()
+    assert (settings.shard_max_requests, settings.shard_max_bytes) == (50_000, 209_715_200)
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"shard_max_requests": 60_000}, "shard_max_requests"),
+        ({"map_max_concurrency": 0}, "map_max_concurrency"),
+        ({"functions": {"memory_mb": 64}}, "functions.memory_mb"),
+        ({"no_such_setting": 1}, "no_such_setting"),
+    ],
+)
+def test_a_wrong_setting_fails_with_its_name(values, named):
+    with pytest.raises(SettingsError, match=named.replace(".", r"\.")):
+        load_settings(values)
+
+
+def test_the_repository_cdk_json_holds_valid_settings():
+    from pathlib import Path
+
+    settings = settings_from_cdk_json(Path(__file__).resolve().parents[2] / "cdk.json")
+    assert settings.local_poll_seconds >= 1
+
+
+def test_a_missing_environment_variable_is_named(monkeypatch):
+    runtime_environment.cache_clear()
+    monkeypatch.setenv("BATCHLINE_SETTINGS", json.dumps({}))
+    monkeypatch.setenv("TABLE_NAME", "t")
+    monkeypatch.delenv("OUTPUT_BUCKET", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    with pytest.raises(SettingsError, match="OUTPUT_BUCKET"):
+        runtime_environment()
+    runtime_environment.cache_clear()

@@ -1,0 +1,50 @@
+"""The ASL file and its substitutions are one set, and the rendered machine has the promised shape."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from batchline.topology import FUNCTIONS, STATE_MACHINE_ASL, asl_substitutions, render_asl
+
+
+def rendered() -> dict:
+    arns = {spec.name: f"arn:aws:lambda:us-east-1:123456789012:function:{spec.name}" for spec in FUNCTIONS}
+    return json.loads(render_asl(asl_substitutions(arns, 7)))
+
+
+def test_placeholders_and_substitution_keys_are_the_same_set():
+    placeholders = set(re.findall(r"\$\{(\w+)\}", STATE_MACHINE_ASL.read_text()))
+    keys = set(asl_substitutions({spec.name: "arn" for spec in FUNCTIONS}, 1))
+    assert placeholders == keys
+
+
+def test_map_runs_submit_wait_check_choice_collect_with_the_configured_concurrency():
+    states = rendered()["States"]
+    assert rendered()["StartAt"] == "Plan"
+    shards = states["ProcessShards"]
+    assert shards["Type"] == "Map" and shards["MaxConcurrency"] == 7
+    inner = shards["Iterator"]["States"]
+    assert inner["Submit"]["Next"] == "WaitForBatch"
+    assert inner["WaitForBatch"]["SecondsPath"] == "$.poll_seconds"
+    assert inner["Check"]["Next"] == "IsBatchFinished"
+    assert inner["IsBatchFinished"]["Default"] == "WaitForBatch"
+    assert inner["IsBatchFinished"]["Choices"][0]["Next"] == "Collect"
+    assert states["ProcessShards"]["Next"] == "Finalize"
+
+
+def test_failures_are_caught_and_still_reach_finalize():
+    states = rendered()["States"]
+    assert states["Plan"]["Catch"][0]["Next"] == "Finalize"
+    assert states["ProcessShards"]["Catch"][0]["Next"] == "Finalize"
+    inner = states["ProcessShards"]["Iterator"]["States"]
+    for name in ("Submit", "Check", "Collect"):
+        assert inner[name]["Catch"][0]["Next"] == "ShardFailed"
+        assert "TransientProviderError" in inner[name]["Retry"][0]["ErrorEquals"]
+
+
+def test_every_task_calls_a_known_function():
+    arns = {f"arn:aws:lambda:us-east-1:123456789012:function:{spec.name}" for spec in FUNCTIONS}
+    text = json.dumps(rendered())
+    used = set(re.findall(r"arn:aws:lambda:[^\"]+", text))
+    assert used == arns
