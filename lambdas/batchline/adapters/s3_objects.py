@@ -24,17 +24,17 @@ class S3Objects:
         self._part_bytes = part_bytes
         self._client = client or s3_client()
 
-    def etag(self, key: str) -> str:
-        return self._client.head_object(Bucket=self.bucket, Key=key)["ETag"].strip('"')
-
-    def exists(self, key: str) -> bool:
+    def etag(self, key: str) -> str | None:
+        """The object's ETag, or None when there is no such object."""
         try:
-            self._client.head_object(Bucket=self.bucket, Key=key)
+            return self._client.head_object(Bucket=self.bucket, Key=key)["ETag"].strip('"')
         except self._client.exceptions.ClientError as exc:
             if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
-                return False
+                return None
             raise
-        return True
+
+    def exists(self, key: str) -> bool:
+        return self.etag(key) is not None
 
     def chunks(self, key: str) -> Iterator[bytes]:
         body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]

@@ -50,6 +50,8 @@ class JobAccount:
         return self.input_lines - self.invalid - self.succeeded - self.failed
 
     def message(self) -> str:
+        if self.failure and self.succeeded == 0:
+            return self.failure
         if self.input_lines == 0:
             return "the input file holds no request (it is empty or blank)"
         if self.succeeded + self.failed == 0 and self.invalid == self.input_lines:

@@ -19,3 +19,7 @@ class TransientProviderError(ProviderError):
 
 class ShardStateError(BatchlineError):
     """A shard record is not in the state the step expects (for example collected twice)."""
+
+
+class InputNotFoundError(BatchlineError):
+    """The object that should start the job is not in the input bucket (deleted, or a wrong key)."""

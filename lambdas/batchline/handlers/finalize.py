@@ -53,7 +53,8 @@ def _job_id(event: dict) -> str:
     plan = event.get("plan") or {}
     if plan.get("job_id"):
         return plan["job_id"]
-    return make_job_id(event["key"], objects(event["bucket"]).etag(event["key"]))
+    # Plan never finished: the id is derived the same way, or marks the input as missing.
+    return make_job_id(event["key"], objects(event["bucket"]).etag(event["key"]) or "missing")
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)

@@ -6,6 +6,7 @@ from typing import Any
 
 from batchline.adapters.job_store import now_iso
 from batchline.adapters.plan_outputs import S3PlanOutputs
+from batchline.domain.errors import InputNotFoundError
 from batchline.domain.layout import JobLayout, make_job_id
 from batchline.domain.planning import Planner
 from batchline.domain.request_line import RequestValidator, iter_physical_lines
@@ -21,7 +22,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     settings = environment().settings
     bucket, key = event["bucket"], event["key"]
     source = objects(bucket)
-    job_id = make_job_id(key, source.etag(key))
+    etag = source.etag(key)
+    if etag is None:
+        raise InputNotFoundError(f"s3://{bucket}/{key} does not exist (deleted after upload, or a wrong key)")
+    job_id = make_job_id(key, etag)
     logger.append_keys(job_id=job_id)
     store = job_store()
     store.put_job(job_id, status="planning", bucket=bucket, key=key, started_at=now_iso())

@@ -1,0 +1,116 @@
+"""Each handler against moto (S3, DynamoDB) and the emulator: the steps the state machine chains."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import boto3
+import pytest
+from lines import BAD_LINES, chat, embedding
+from moto import mock_aws
+
+from batchline.domain.errors import InputNotFoundError
+from batchline.handlers import check, collect, dependencies, finalize, plan, submit
+from batchline.settings import load_settings, runtime_environment_variables
+from batchline.topology import TABLE_PARTITION_KEY, TABLE_SORT_KEY
+from batchline_local.emulator import EmulatorServer
+from batchline_local.moto_patches import LocalLambdaContext
+
+SETTINGS = load_settings(
+    {"shard_max_requests": 4, "emulator": {"validating_seconds": 0, "in_progress_seconds": 0, "finalizing_seconds": 0}}
+)
+CONTEXT = LocalLambdaContext("test", 1024, "arn:aws:lambda:us-east-1:123456789012:function:test", "req-1")
+
+
+@pytest.fixture
+def aws(monkeypatch) -> Iterator[dict]:
+    with mock_aws(), EmulatorServer(settings=SETTINGS) as emulator:
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        for name, value in runtime_environment_variables(SETTINGS, table_name="jobs", output_bucket="output-files").items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "test")
+        dependencies.reset()
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="input-files")
+        s3.create_bucket(Bucket="output-files")
+        boto3.client("dynamodb").create_table(
+            TableName="jobs",
+            KeySchema=[{"AttributeName": TABLE_PARTITION_KEY, "KeyType": "HASH"}, {"AttributeName": TABLE_SORT_KEY, "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": TABLE_PARTITION_KEY, "AttributeType": "S"}, {"AttributeName": TABLE_SORT_KEY, "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        yield {"s3": s3, "emulator": emulator}
+        dependencies.reset()
+
+
+def put_input(s3, lines: list[str], key: str = "feedback.jsonl") -> dict:
+    s3.put_object(Bucket="input-files", Key=key, Body=("\n".join(lines) + "\n").encode())
+    return {"bucket": "input-files", "key": key, "poll_seconds": 1}
+
+
+def test_plan_writes_shards_manifests_and_invalid_lines_and_records_the_job(aws):
+    event = put_input(aws["s3"], [chat(f"c{i}") for i in range(6)] + [BAD_LINES[0][0]] + [embedding("e0")])
+    planned = plan.handler(event, CONTEXT)
+
+    assert planned["shard_count"] == 3 and planned["invalid"] == 1 and planned["valid"] == 7
+    job_id = planned["job_id"]
+    first = planned["shards"][0]
+    body = aws["s3"].get_object(Bucket="output-files", Key=f"staging/{job_id}/shards/{first['shard_id']}/requests.jsonl")["Body"].read()
+    assert [json.loads(line)["custom_id"] for line in body.splitlines()] == ["c0", "c1", "c2", "c3"]
+    invalid = aws["s3"].get_object(Bucket="output-files", Key=f"staging/{job_id}/invalid.jsonl")["Body"].read().splitlines()
+    assert json.loads(invalid[0]) | {"message": None} == {
+        "custom_id": None, "line": 7, "stage": "validation", "code": "invalid_json", "message": None, "status_code": None
+    }
+    job = dependencies.job_store().get_job(job_id)
+    assert (job["status"], job["input_lines"], job["shard_count"]) == ("running", 8, 3)
+    assert job["estimated_cost_usd"] > 0
+
+
+def test_submit_twice_creates_one_batch(aws):
+    planned = plan.handler(put_input(aws["s3"], [chat("c0"), chat("c1")]), CONTEXT)
+    shard = planned["shards"][0]
+    first = submit.handler({"shard": shard}, CONTEXT)
+    again = submit.handler({"shard": shard}, CONTEXT)
+    assert again["batch_id"] == first["batch_id"]
+    batches = aws["emulator"].emulator.list_batches()["data"]
+    assert len(batches) == 1
+    assert batches[0]["metadata"] == {"batchline_job_id": planned["job_id"], "batchline_shard_id": shard["shard_id"]}
+
+
+def test_check_collect_and_finalize_join_results_back_to_input_lines(aws):
+    lines = [chat("c0"), embedding("e0"), chat("c1"), BAD_LINES[1][0], chat("c2")]
+    event = put_input(aws["s3"], lines)
+    planned = plan.handler(event, CONTEXT)
+    for shard in planned["shards"]:
+        batch = submit.handler({"shard": shard}, CONTEXT)
+        while not (batch := check.handler({"shard": shard, "batch": batch}, CONTEXT))["terminal"]:
+            pass
+        assert batch["status"] == "completed"
+        collected = collect.handler({"shard": shard, "batch": batch}, CONTEXT)
+        assert collected["failed"] == 0
+    outcome = finalize.handler({**event, "plan": planned}, CONTEXT)
+
+    assert outcome["status"] == "completed_with_errors"
+    prefix = f"jobs/{planned['job_id']}"
+    results = [json.loads(x) for x in aws["s3"].get_object(Bucket="output-files", Key=f"{prefix}/results.jsonl")["Body"].read().splitlines()]
+    errors = [json.loads(x) for x in aws["s3"].get_object(Bucket="output-files", Key=f"{prefix}/errors.jsonl")["Body"].read().splitlines()]
+    summary = json.loads(aws["s3"].get_object(Bucket="output-files", Key=f"{prefix}/summary.json")["Body"].read())
+    assert [(r["line"], r["custom_id"]) for r in results] == [(1, "c0"), (2, "e0"), (3, "c1"), (5, "c2")]
+    assert [(e["line"], e["code"]) for e in errors] == [(4, "not_an_object")]
+    ledger = aws["emulator"].emulator.ledger()
+    assert summary["input_tokens"] == sum(entry["prompt_tokens"] for entry in ledger)
+    assert (summary["succeeded"], summary["invalid"], summary["failed"], summary["shards"]) == (4, 1, 0, 2)
+
+
+def test_a_missing_input_fails_plan_clearly_and_finalize_still_writes_a_summary(aws):
+    event = {"bucket": "input-files", "key": "gone.jsonl", "poll_seconds": 1}
+    with pytest.raises(InputNotFoundError, match="s3://input-files/gone.jsonl does not exist"):
+        plan.handler(event, CONTEXT)
+    failure = {"Error": "InputNotFoundError", "Cause": json.dumps({"errorMessage": "s3://input-files/gone.jsonl does not exist"})}
+    outcome = finalize.handler({**event, "error": failure}, CONTEXT)
+    assert outcome["status"] == "failed"
+    assert outcome["message"] == "InputNotFoundError: s3://input-files/gone.jsonl does not exist"
+    summary = json.loads(aws["s3"].get_object(Bucket="output-files", Key=f"jobs/{outcome['job_id']}/summary.json")["Body"].read())
+    assert summary["status"] == "failed" and summary["input_lines"] == 0
