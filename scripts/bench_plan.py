@@ -1,0 +1,266 @@
+"""How fast the planner plans a large file, and in how much memory, against a naive baseline.
+
+Generates N chat requests once, then measures each contender in a fresh subprocess so that its
+peak RSS is its own:
+
+- baseline: read every line into a list, ``json.loads`` each, one tiktoken ``encode`` per
+  message, group the parsed requests into lists in memory;
+- batchline at N/4, N/2 and N: the real planning work minus S3, streaming the file from disk in
+  1 MiB chunks through ``iter_physical_lines`` into ``Planner``, writing shard files, manifests
+  and invalid lines to a temporary directory. Three sizes show whether memory grows with the file.
+
+Seconds cover the work only: interpreter start, imports and loading the tiktoken encoding are
+left out of every contender alike. It reports; it is not a test, so it exits 0 whether or not the
+target is met. Needs TIKTOKEN_CACHE_DIR pointing at the installed encodings (see
+scripts/install_encodings.py).
+
+Usage: python scripts/bench_plan.py [--requests N] [--seed S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import asdict
+from functools import partial
+from itertools import islice
+from pathlib import Path
+
+import tiktoken
+from batchline.domain.planning import Planner, encode_manifest_entry
+from batchline.domain.request_line import InvalidLine, RequestValidator, ValidRequest, iter_physical_lines
+from batchline.domain.tokens import ParallelTokenCounter, token_counter
+from batchline.settings import BATCH_ENDPOINTS, load_settings
+from rich.console import Console
+from rich.table import Table
+
+from batchline_local.samples import chat_requests, write_jsonl
+
+CHUNK_BYTES = 1 << 20
+TARGET_REQUESTS_PER_SECOND = 50_000
+TARGET_PEAK_RSS_MB = 256
+CHAT_ENCODING = "o200k_base"  # gpt-4o-mini's, the model chat_requests uses
+
+
+# ---------------------------------------------------------------- measured in a subprocess
+
+
+def _peak_memory_mb() -> dict[str, float]:
+    """Peak RSS two ways: getrusage (KiB on Linux) and the kernel's high-water mark VmHWM."""
+    peak = {"ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    peak["vmhwm_mb"] = float("nan")
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    peak["vmhwm_mb"] = int(line.split()[1]) / 1024
+    except OSError:
+        pass  # not Linux: getrusage alone
+    return peak
+
+
+class _FileShard:
+    """One shard as the production writer lays it out: the request lines, and a manifest beside them."""
+
+    def __init__(self, directory: Path, shard_id: str) -> None:
+        self._lines = open(directory / f"shard-{shard_id}.jsonl", "wb")  # closed by close()
+        self._manifest = open(directory / f"manifest-{shard_id}.tsv", "wb")
+
+    def write(self, request: ValidRequest) -> None:
+        self._lines.write(request.raw + b"\n")
+        self._manifest.write(encode_manifest_entry(request.line, request.custom_id))
+
+    def close(self) -> None:
+        self._lines.close()
+        self._manifest.close()
+
+
+class _DirectoryOutputs:
+    """PlanOutputs on local disk: what the S3 adapter does, minus the network."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._invalid = open(directory / "invalid.jsonl", "wb")  # closed by close()
+
+    def open_shard(self, shard_id: str, url: str, model: str) -> _FileShard:
+        return _FileShard(self._directory, shard_id)
+
+    def invalid_line(self, error: InvalidLine) -> None:
+        self._invalid.write(json.dumps(asdict(error)).encode() + b"\n")
+
+    def close(self) -> None:
+        self._invalid.close()
+
+
+def _measure_planner(path: Path, limit: int, out_dir: Path) -> dict:
+    settings = load_settings()
+    prices = settings.price_book()
+    token_counter(CHAT_ENCODING)  # load the encoding before the clock starts, as the baseline does
+    validator = RequestValidator(
+        endpoints=BATCH_ENDPOINTS,
+        prices=prices,
+        assumed_output_tokens=settings.assumed_output_tokens,
+        max_line_bytes=settings.shard_max_bytes,
+    )
+    counter = ParallelTokenCounter(os.cpu_count() or 2)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outputs = _DirectoryOutputs(out_dir)
+    planner = Planner(
+        validator=validator,
+        prices=prices,
+        outputs=outputs,
+        max_requests=settings.shard_max_requests,
+        max_bytes=settings.shard_max_bytes,
+        token_counter=counter,
+    )
+    start = time.perf_counter()
+    with open(path, "rb") as file:
+        lines = islice(iter_physical_lines(iter(partial(file.read, CHUNK_BYTES), b"")), limit)
+        summary = planner.run(lines)
+    outputs.close()
+    seconds = time.perf_counter() - start
+    counter.close()
+    return {
+        "requests": summary.input_lines,
+        "seconds": seconds,
+        "valid": summary.valid,
+        "invalid": summary.invalid,
+        "shards": len(summary.shards),
+        "prompt_tokens": summary.prompt_tokens,
+        **_peak_memory_mb(),
+    }
+
+
+def _measure_baseline(path: Path, limit: int, max_requests: int) -> dict:
+    encoding = tiktoken.get_encoding(CHAT_ENCODING)
+    encoding.encode("warm up")
+    start = time.perf_counter()
+    with open(path, "rb") as file:
+        lines = file.readlines()[:limit]
+    groups: dict[tuple[str, str], list[tuple[dict, int]]] = defaultdict(list)
+    prompt_tokens = 0
+    for raw in lines:
+        record = json.loads(raw)
+        body = record["body"]
+        tokens = 3  # OpenAI's rule: 3 per message and 3 for the reply, but contents only, no roles
+        for message in body["messages"]:
+            tokens += 3 + len(encoding.encode(message["content"]))
+        prompt_tokens += tokens
+        groups[(record["url"], body["model"])].append((record, tokens))
+    shards = [
+        group[first:first + max_requests]
+        for group in groups.values()
+        for first in range(0, len(group), max_requests)
+    ]
+    seconds = time.perf_counter() - start
+    return {
+        "requests": len(lines),
+        "seconds": seconds,
+        "valid": sum(len(shard) for shard in shards),
+        "invalid": 0,
+        "shards": len(shards),
+        "prompt_tokens": prompt_tokens,
+        **_peak_memory_mb(),
+    }
+
+
+def _worker(args: argparse.Namespace) -> None:
+    path, out_dir = Path(args.input), Path(args.out)
+    if args.worker == "planner":
+        result = _measure_planner(path, args.limit, out_dir)
+    else:
+        result = _measure_baseline(path, args.limit, load_settings().shard_max_requests)
+    print(json.dumps(result))
+
+
+# ---------------------------------------------------------------- the orchestrating process
+
+
+def _run_worker(kind: str, path: Path, limit: int, out_dir: Path) -> dict:
+    command = [
+        sys.executable, __file__, "--worker", kind,
+        "--input", str(path), "--limit", str(limit), "--out", str(out_dir),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr)
+        raise SystemExit(f"the {kind} run on {limit:,} requests failed (exit {done.returncode})")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _generate(path: Path, requests: int, seed: int) -> float:
+    start = time.perf_counter()
+    write_jsonl(path, chat_requests(requests, seed))
+    return time.perf_counter() - start
+
+
+def _report(rows: list[tuple[str, dict]]) -> None:
+    table = Table(title="Planning throughput and peak memory")
+    table.add_column("run")
+    for column in ("requests", "seconds", "requests/s", "peak RSS MB", "VmHWM MB"):
+        table.add_column(column, justify="right")
+    for name, result in rows:
+        table.add_row(
+            name,
+            f"{result['requests']:,}",
+            f"{result['seconds']:.1f}",
+            f"{result['requests'] / result['seconds']:,.0f}",
+            f"{result['ru_maxrss_mb']:.0f}",
+            f"{result['vmhwm_mb']:.0f}",
+        )
+    Console().print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=1_000_000, help="requests in the full-size file")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generated requests")
+    parser.add_argument("--worker", choices=("planner", "baseline"), help=argparse.SUPPRESS)
+    parser.add_argument("--input", help=argparse.SUPPRESS)
+    parser.add_argument("--limit", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        _worker(args)
+        return
+    if args.requests < 4:
+        parser.error("--requests must be at least 4")
+
+    total = args.requests
+    with tempfile.TemporaryDirectory(prefix="batchline-bench-") as tmp:
+        tmp_dir = Path(tmp)
+        path = tmp_dir / "requests.jsonl"
+        seconds = _generate(path, total, args.seed)
+        size_mb = path.stat().st_size / 2**20
+        print(f"generated {total:,} chat requests ({size_mb:,.0f} MB) in {seconds:.1f} s", flush=True)
+
+        rows = [("baseline", _run_worker("baseline", path, total, tmp_dir / "unused"))]
+        for size in (total // 4, total // 2, total):
+            out_dir = tmp_dir / f"plan-{size}"
+            rows.append(("batchline", _run_worker("planner", path, size, out_dir)))
+            shutil.rmtree(out_dir)  # the shards are as large as the input: free the disk before the next run
+
+    _report(rows)
+    baseline, full = rows[0][1], rows[-1][1]
+    print(
+        f"prompt tokens: batchline {full['prompt_tokens']:,} in {full['shards']} shard(s), baseline "
+        f"{baseline['prompt_tokens']:,} (it encodes message contents only; the planner also counts roles)"
+    )
+    quarter = rows[1][1]
+    growth = full["ru_maxrss_mb"] - quarter["ru_maxrss_mb"]
+    print(f"peak RSS from {quarter['requests']:,} to {full['requests']:,} requests: {growth:+.0f} MB")
+    print(f"target: >= {TARGET_REQUESTS_PER_SECOND:,} requests/s and peak RSS < {TARGET_PEAK_RSS_MB} MB")
+    throughput = full["requests"] / full["seconds"]
+    print(f"plan_throughput={throughput:.0f} req/s peak_rss={full['ru_maxrss_mb']:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
