@@ -7,14 +7,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-
 from batchline.settings import SettingsError, settings_from_cdk_json
+from rich.console import Console
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CDK_JSON = REPO_ROOT / "cdk.json"
 
-app = typer.Typer(no_args_is_help=True, help="Push very large numbers of LLM requests through a provider at the lowest cost.")
+app = typer.Typer(
+    no_args_is_help=True, help="Push very large numbers of LLM requests through a provider at the lowest cost."
+)
 local_app = typer.Typer(no_args_is_help=True, help="Run batchline on this machine, with no AWS account.")
 app.add_typer(local_app, name="local")
 console = Console(stderr=True)
@@ -36,7 +37,9 @@ def _use_bundled_encodings() -> None:
 @local_app.command("run")
 def local_run(
     input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="JSONL file of OpenAI batch requests")],
-    out: Annotated[Path, typer.Option("--out", help="directory that receives results.jsonl, errors.jsonl, summary.json")] = Path("out"),
+    out: Annotated[
+        Path, typer.Option("--out", help="directory that receives results.jsonl, errors.jsonl, summary.json")
+    ] = Path("out"),
     cdk_json: Annotated[Path, typer.Option(help="settings file (the batchline key of its context)")] = DEFAULT_CDK_JSON,
 ) -> None:
     """Run one job end to end: moto + the real state machine + the OpenAI emulator (or OPENAI_BASE_URL)."""

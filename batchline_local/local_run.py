@@ -17,13 +17,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from batchline.adapters.job_store import JobStore
+from batchline.domain.layout import JobLayout
+from batchline.settings import Settings
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from batchline.adapters.job_store import JobStore
-from batchline.domain.layout import JobLayout
-from batchline.settings import Settings
 from batchline_local.emulator import EmulatorServer
 from batchline_local.local_stack import LocalAws
 
@@ -54,7 +54,9 @@ def openai_endpoint(settings: Settings) -> Iterator[tuple[str, str]]:
     if base_url:
         api_key = os.environ.get("OPENAI_API_KEY")
         if not api_key:
-            raise SystemExit("OPENAI_BASE_URL is set but OPENAI_API_KEY is not: set both, or neither to use the emulator")
+            raise SystemExit(
+                "OPENAI_BASE_URL is set but OPENAI_API_KEY is not: set both, or neither to use the emulator"
+            )
         yield base_url, api_key
         return
     with EmulatorServer(settings=settings) as emulator:
@@ -77,16 +79,23 @@ def run_local_job(
         raise SystemExit(f"input file not found: {input_path}")
     started = time.monotonic()
     endpoint = contextlib.nullcontext(openai) if openai else openai_endpoint(settings)
-    with endpoint as (base_url, api_key), LocalAws(
-        settings, openai_base_url=base_url, openai_api_key=api_key, poll_seconds=settings.local_poll_seconds
-    ) as aws:
+    with (
+        endpoint as (base_url, api_key),
+        LocalAws(
+            settings, openai_base_url=base_url, openai_api_key=api_key, poll_seconds=settings.local_poll_seconds
+        ) as aws,
+    ):
         console.print(f"[bold]batchline[/] local run of [cyan]{input_path}[/] (OpenAI at {base_url})")
         job_id = aws.upload_input(str(input_path), input_path.name)
         execution = aws.wait_for_execution(timeout=30)
         status = _watch(aws, job_id, execution["executionArn"], console, timeout_seconds)
         layout = JobLayout(job_id, settings.output_prefix)
         out_dir.mkdir(parents=True, exist_ok=True)
-        for key, name in ((layout.results, OUTPUT_FILES[0]), (layout.errors, OUTPUT_FILES[1]), (layout.summary, OUTPUT_FILES[2])):
+        for key, name in (
+            (layout.results, OUTPUT_FILES[0]),
+            (layout.errors, OUTPUT_FILES[1]),
+            (layout.summary, OUTPUT_FILES[2]),
+        ):
             aws.download_output(key, str(out_dir / name))
     summary = json.loads((out_dir / "summary.json").read_text())
     return LocalRunResult(status, summary, out_dir, time.monotonic() - started)
@@ -95,7 +104,13 @@ def run_local_job(
 def _watch(aws: LocalAws, job_id: str, execution_arn: str, console: Console, timeout_seconds: float) -> str:
     store = JobStore(aws.names.table, resource=aws_resource(aws))
     deadline = time.monotonic() + timeout_seconds
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("planning", total=None)
         while True:
@@ -103,7 +118,11 @@ def _watch(aws: LocalAws, job_id: str, execution_arn: str, console: Console, tim
             job = store.get_job(job_id)
             if job is not None:
                 shards = store.list_shards(job_id)
-                done = sum((s.get("request_counts") or {}).get("completed", 0) + (s.get("request_counts") or {}).get("failed", 0) for s in shards)
+                done = sum(
+                    (s.get("request_counts") or {}).get("completed", 0)
+                    + (s.get("request_counts") or {}).get("failed", 0)
+                    for s in shards
+                )
                 collected = sum(1 for s in shards if s.get("status") in ("collected", "failed"))
                 progress.update(
                     task,
@@ -127,7 +146,10 @@ def aws_resource(aws: LocalAws):
 def print_summary(result: LocalRunResult, console: Console) -> None:
     s = result.summary
     table = Table(title=f"job {s['job_id']}: {s['status']}", show_header=False)
-    table.add_row("requests", f"{s['input_lines']:,} lines: {s['succeeded']:,} succeeded, {s['failed']:,} failed, {s['invalid']:,} invalid")
+    table.add_row(
+        "requests",
+        f"{s['input_lines']:,} lines: {s['succeeded']:,} succeeded, {s['failed']:,} failed, {s['invalid']:,} invalid",
+    )
     table.add_row("shards", f"{s['shards']}")
     table.add_row("tokens", f"{s['input_tokens']:,} in, {s['output_tokens']:,} out")
     table.add_row("cost", f"${s['cost_usd']:.4f} at batch price (${s['cost_usd_if_realtime']:.4f} if sent realtime)")

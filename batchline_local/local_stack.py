@@ -12,14 +12,11 @@ import json
 import os
 import socket
 import time
+import urllib.request
 import zipfile
 from typing import Any
 
-import urllib.request
-
 import boto3
-from moto.server import ThreadedMotoServer
-
 from batchline.domain.layout import make_job_id
 from batchline.handlers import dependencies
 from batchline.settings import Settings, runtime_environment_variables
@@ -33,6 +30,8 @@ from batchline.topology import (
     object_created_pattern,
     render_asl,
 )
+from moto.server import ThreadedMotoServer
+
 from batchline_local import moto_patches
 
 LOCAL_ACCOUNT = "123456789012"

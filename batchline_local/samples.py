@@ -40,32 +40,85 @@ _MAX_WORDS = 80
 # The vocabulary each {slot} of a template draws from.
 _SLOTS: dict[str, tuple[str, ...]] = {
     "product": (
-        "blender", "standing desk", "air fryer", "rain jacket", "pair of running shoes", "coffee grinder",
-        "office chair", "phone case", "bluetooth speaker", "duvet cover", "cast iron pan", "kettle",
-        "backpack", "desk lamp", "vacuum cleaner", "yoga mat", "set of kitchen knives", "winter coat",
-        "electric toothbrush", "baby monitor", "gaming headset", "bookshelf", "water bottle", "mattress",
+        "blender",
+        "standing desk",
+        "air fryer",
+        "rain jacket",
+        "pair of running shoes",
+        "coffee grinder",
+        "office chair",
+        "phone case",
+        "bluetooth speaker",
+        "duvet cover",
+        "cast iron pan",
+        "kettle",
+        "backpack",
+        "desk lamp",
+        "vacuum cleaner",
+        "yoga mat",
+        "set of kitchen knives",
+        "winter coat",
+        "electric toothbrush",
+        "baby monitor",
+        "gaming headset",
+        "bookshelf",
+        "water bottle",
+        "mattress",
     ),
     "part": (
-        "zip", "lid", "power cable", "handle", "strap", "battery", "charger", "seam", "switch", "screen",
-        "instruction manual", "box", "remote", "filter",
+        "zip",
+        "lid",
+        "power cable",
+        "handle",
+        "strap",
+        "battery",
+        "charger",
+        "seam",
+        "switch",
+        "screen",
+        "instruction manual",
+        "box",
+        "remote",
+        "filter",
     ),
     "staff": (
-        "Sarah", "the agent", "Marco", "someone in the chat", "Priya", "the driver", "Tom",
+        "Sarah",
+        "the agent",
+        "Marco",
+        "someone in the chat",
+        "Priya",
+        "the driver",
+        "Tom",
         "the store manager",
     ),
     "channel": ("live chat", "the phone line", "email", "the app", "the contact form", "Twitter"),
     "when": (
-        "yesterday", "last week", "on Monday", "two weeks ago", "this morning", "over the weekend",
+        "yesterday",
+        "last week",
+        "on Monday",
+        "two weeks ago",
+        "this morning",
+        "over the weekend",
         "in March",
     ),
     "delay": ("two days", "a week", "nine days", "almost three weeks", "48 hours", "a month"),
     "amount": ("$12.99", "$45", "$89.50", "$7.20", "$230", "£18", "€64"),
     "good": (
-        "great", "excellent", "really solid", "better than expected", "fantastic", "well made", "lovely",
+        "great",
+        "excellent",
+        "really solid",
+        "better than expected",
+        "fantastic",
+        "well made",
+        "lovely",
     ),
     "bad": ("flimsy", "disappointing", "cheaply made", "faulty", "useless", "not as described", "broken"),
     "site": (
-        "the checkout page", "the app", "the order tracking page", "the website", "the size guide",
+        "the checkout page",
+        "the app",
+        "the order tracking page",
+        "the website",
+        "the size guide",
         "my account page",
     ),
     "order": tuple(str(number) for number in range(4_100_003, 4_999_999, 7919)),
@@ -147,8 +200,14 @@ _CATALOGUE = (
 )
 _ADJECTIVES = ("Lightweight", "Compact", "Heavy-duty", "Handmade", "Water-resistant", "Ergonomic", "Premium")
 _FEATURES = (
-    "a two-year warranty", "a lifetime guarantee", "free repairs for three years", "a carry bag",
-    "adjustable fittings", "a non-slip base", "replaceable parts", "plastic-free packaging",
+    "a two-year warranty",
+    "a lifetime guarantee",
+    "free repairs for three years",
+    "a carry bag",
+    "adjustable fittings",
+    "a non-slip base",
+    "replaceable parts",
+    "plastic-free packaging",
 )
 _USES = (
     "Ideal for small homes and busy mornings.",
@@ -164,9 +223,7 @@ _Template = tuple[tuple[str, tuple[str, ...] | None], ...]  # (literal, vocabula
 
 
 def _compile(template: str) -> _Template:
-    return tuple(
-        (literal, _SLOTS[slot] if slot else None) for literal, slot, _, _ in Formatter().parse(template)
-    )
+    return tuple((literal, _SLOTS[slot] if slot else None) for literal, slot, _, _ in Formatter().parse(template))
 
 
 _MOODS = tuple(tuple(_compile(t) for t in mood) for mood in (_PRAISE, _COMPLAINT, _NEUTRAL, _MIXED))
@@ -182,10 +239,12 @@ def _pick(seq, rand: Callable[[], float]):
 
 
 def _fill(template: _Template, rand: Callable[[], float]) -> str:
-    return "".join([
-        literal + vocabulary[int(rand() * len(vocabulary))] if vocabulary else literal
-        for literal, vocabulary in template
-    ])
+    return "".join(
+        [
+            literal + vocabulary[int(rand() * len(vocabulary))] if vocabulary else literal
+            for literal, vocabulary in template
+        ]
+    )
 
 
 def feedback_text(rnd: random.Random) -> str:
@@ -240,31 +299,43 @@ def _line(custom_id: str, url: str, body: dict) -> bytes:
 
 
 def _classification(index: int, rnd: random.Random) -> bytes:
-    return _line(f"feedback-{index:07d}", "/v1/chat/completions", {
-        "model": CHAT_MODEL,
-        "messages": [
-            {"role": "system", "content": CLASSIFY_SYSTEM_PROMPT},
-            {"role": "user", "content": feedback_text(rnd)},
-        ],
-        "max_tokens": 8,
-        "temperature": 0,
-    })
+    return _line(
+        f"feedback-{index:07d}",
+        "/v1/chat/completions",
+        {
+            "model": CHAT_MODEL,
+            "messages": [
+                {"role": "system", "content": CLASSIFY_SYSTEM_PROMPT},
+                {"role": "user", "content": feedback_text(rnd)},
+            ],
+            "max_tokens": 8,
+            "temperature": 0,
+        },
+    )
 
 
 def _embedding(index: int, rnd: random.Random) -> bytes:
-    return _line(f"product-{index:07d}", "/v1/embeddings", {
-        "model": EMBEDDING_MODEL,
-        "input": product_description(rnd),
-    })
+    return _line(
+        f"product-{index:07d}",
+        "/v1/embeddings",
+        {
+            "model": EMBEDDING_MODEL,
+            "input": product_description(rnd),
+        },
+    )
 
 
 def _summary(index: int, rnd: random.Random) -> bytes:
-    return _line(f"thread-{index:07d}", "/v1/responses", {
-        "model": CHAT_MODEL,
-        "instructions": SUMMARY_INSTRUCTIONS,
-        "input": _support_thread(rnd),
-        "max_output_tokens": 80,
-    })
+    return _line(
+        f"thread-{index:07d}",
+        "/v1/responses",
+        {
+            "model": CHAT_MODEL,
+            "instructions": SUMMARY_INSTRUCTIONS,
+            "input": _support_thread(rnd),
+            "max_output_tokens": 80,
+        },
+    )
 
 
 _Builder = Callable[[int, random.Random], bytes]

@@ -156,9 +156,7 @@ def _measure_baseline(path: Path, limit: int, max_requests: int) -> dict:
         prompt_tokens += tokens
         groups[(record["url"], body["model"])].append((record, tokens))
     shards = [
-        group[first:first + max_requests]
-        for group in groups.values()
-        for first in range(0, len(group), max_requests)
+        group[first : first + max_requests] for group in groups.values() for first in range(0, len(group), max_requests)
     ]
     seconds = time.perf_counter() - start
     return {
@@ -186,8 +184,16 @@ def _worker(args: argparse.Namespace) -> None:
 
 def _run_worker(kind: str, path: Path, limit: int, out_dir: Path) -> dict:
     command = [
-        sys.executable, __file__, "--worker", kind,
-        "--input", str(path), "--limit", str(limit), "--out", str(out_dir),
+        sys.executable,
+        __file__,
+        "--worker",
+        kind,
+        "--input",
+        str(path),
+        "--limit",
+        str(limit),
+        "--out",
+        str(out_dir),
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:

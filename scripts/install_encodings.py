@@ -43,8 +43,7 @@ def install(dest: Path) -> list[Path]:
         actual = hashlib.sha256(data).hexdigest()
         if actual != expected:
             raise SystemExit(
-                f"encoding {encoding}: sha256 {actual} does not match the expected {expected}; "
-                "refusing to install it"
+                f"encoding {encoding}: sha256 {actual} does not match the expected {expected}; refusing to install it"
             )
         tmp = target.with_suffix(".tmp")
         tmp.write_bytes(data)

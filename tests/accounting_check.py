@@ -14,11 +14,15 @@ def assert_every_line_accounted_for(input_path: Path, out_dir: Path) -> tuple[li
     errors = [json.loads(raw) for raw in (out_dir / "errors.jsonl").read_text().splitlines()]
     seen = [record["line"] for record in results + errors]
     assert len(seen) == len(set(seen)), "a line appears more than once across results and errors"
-    assert set(seen) == set(lines), f"lines missing: {sorted(set(lines) - set(seen))[:10]}, extra: {sorted(set(seen) - set(lines))[:10]}"
+    assert set(seen) == set(lines), (
+        f"lines missing: {sorted(set(lines) - set(seen))[:10]}, extra: {sorted(set(seen) - set(lines))[:10]}"
+    )
     assert [r["line"] for r in results] == sorted(r["line"] for r in results), "results are not in input order"
     assert [e["line"] for e in errors] == sorted(e["line"] for e in errors), "errors are not in input order"
     for record in results:
-        assert json.loads(lines[record["line"]])["custom_id"] == record["custom_id"], "a result joined to the wrong line"
+        assert json.loads(lines[record["line"]])["custom_id"] == record["custom_id"], (
+            "a result joined to the wrong line"
+        )
     summary = json.loads((out_dir / "summary.json").read_text())
     assert summary["succeeded"] == len(results)
     assert summary["failed"] + summary["invalid"] == len(errors)

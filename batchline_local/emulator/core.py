@@ -184,9 +184,7 @@ class OpenAIEmulator:
                 "Missing required parameter: 'purpose'.", param="purpose", code="missing_required_parameter"
             )
         if purpose == "batch":
-            check_batch_upload(
-                content, max_bytes=self.max_bytes_per_file, max_requests=self.max_requests_per_file
-            )
+            check_batch_upload(content, max_bytes=self.max_bytes_per_file, max_requests=self.max_requests_per_file)
         with self._lock:
             return self._store_file(filename, purpose, content).to_object()
 

@@ -78,9 +78,7 @@ def respond(url: str, body: dict[str, Any], *, encoding: str, now: float) -> Exe
         body = {"model": DEFAULT_MODERATION_MODEL, **body}
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise InvalidRequest(
-            "you must provide a model parameter", param="model", code="missing_required_parameter"
-        )
+        raise InvalidRequest("you must provide a model parameter", param="model", code="missing_required_parameter")
     builder = _BUILDERS[url]
     return builder(body, model, _Context(url=url, body=body, encoding=encoding, created=int(now)))
 
@@ -124,9 +122,7 @@ class _Context:
 def _require(body: dict[str, Any], field: str) -> Any:
     value = body.get(field)
     if value is None or value == "" or value == []:
-        raise InvalidRequest(
-            f"Missing required parameter: '{field}'.", param=field, code="missing_required_parameter"
-        )
+        raise InvalidRequest(f"Missing required parameter: '{field}'.", param=field, code="missing_required_parameter")
     return value
 
 
@@ -241,9 +237,7 @@ def _embeddings(body: dict[str, Any], model: str, ctx: _Context) -> Execution:
     data = []
     for index, item in enumerate(items):
         vector = _vector(model, item, dimensions)
-        encoded: Any = (
-            base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode() if as_base64 else vector
-        )
+        encoded: Any = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode() if as_base64 else vector
         data.append({"object": "embedding", "index": index, "embedding": encoded})
     prompt_tokens = ctx.prompt_tokens()
     return Execution(

@@ -123,9 +123,7 @@ class EmulatorApp:
     def _create_file(self, request: Request) -> Response:
         upload = request.files.get("file")
         if upload is None:
-            raise InvalidRequest(
-                "Missing required parameter: 'file'.", param="file", code="missing_required_parameter"
-            )
+            raise InvalidRequest("Missing required parameter: 'file'.", param="file", code="missing_required_parameter")
         created = self.emulator.create_file(
             filename=upload.filename or "upload.jsonl",
             purpose=request.form.get("purpose", ""),
@@ -166,9 +164,7 @@ class EmulatorApp:
         )
 
     def _list_batches(self, request: Request) -> Response:
-        return self._json(
-            self.emulator.list_batches(after=request.args.get("after"), limit=_int_arg(request, "limit"))
-        )
+        return self._json(self.emulator.list_batches(after=request.args.get("after"), limit=_int_arg(request, "limit")))
 
     def _retrieve_batch(self, request: Request, batch_id: str) -> Response:
         return self._json(self.emulator.retrieve_batch(batch_id))

@@ -112,16 +112,12 @@ def _line_errors(number: int, value: Any, endpoint: str) -> list[LineError]:
         return errors
     custom_id, method, url, body = (value[field] for field in REQUIRED_LINE_FIELDS)
     if not isinstance(custom_id, str) or not custom_id:
-        errors.append(
-            LineError("invalid_custom_id", number, "custom_id must be a non-empty string.", "custom_id")
-        )
+        errors.append(LineError("invalid_custom_id", number, "custom_id must be a non-empty string.", "custom_id"))
     if method != "POST":
         errors.append(LineError("invalid_method", number, "The method must be 'POST'.", "method"))
     if url not in BATCH_ENDPOINTS:
         errors.append(
-            LineError(
-                "invalid_url", number, f"The url '{url}' is not an endpoint the Batch API supports.", "url"
-            )
+            LineError("invalid_url", number, f"The url '{url}' is not an endpoint the Batch API supports.", "url")
         )
     elif url != endpoint:
         errors.append(

@@ -26,18 +26,39 @@ class FunctionSpec:
 
 
 FUNCTIONS: tuple[FunctionSpec, ...] = (
-    FunctionSpec("plan", "batchline.handlers.plan.handler", "PlanFunctionArn",
-                 "Validates the input file, counts tokens and cuts it into shards."),
-    FunctionSpec("submit", "batchline.handlers.submit.handler", "SubmitFunctionArn",
-                 "Uploads one shard and creates its OpenAI batch."),
-    FunctionSpec("check", "batchline.handlers.check.handler", "CheckFunctionArn",
-                 "Reads a batch's status and progress."),
-    FunctionSpec("collect", "batchline.handlers.collect.handler", "CollectFunctionArn",
-                 "Joins a finished batch's output and error files back to input lines."),
-    FunctionSpec("shard_failed", "batchline.handlers.shard_failed.handler", "ShardFailedFunctionArn",
-                 "Records why a shard could not be run."),
-    FunctionSpec("finalize", "batchline.handlers.finalize.handler", "FinalizeFunctionArn",
-                 "Writes results.jsonl, errors.jsonl and summary.json for the job."),
+    FunctionSpec(
+        "plan",
+        "batchline.handlers.plan.handler",
+        "PlanFunctionArn",
+        "Validates the input file, counts tokens and cuts it into shards.",
+    ),
+    FunctionSpec(
+        "submit",
+        "batchline.handlers.submit.handler",
+        "SubmitFunctionArn",
+        "Uploads one shard and creates its OpenAI batch.",
+    ),
+    FunctionSpec(
+        "check", "batchline.handlers.check.handler", "CheckFunctionArn", "Reads a batch's status and progress."
+    ),
+    FunctionSpec(
+        "collect",
+        "batchline.handlers.collect.handler",
+        "CollectFunctionArn",
+        "Joins a finished batch's output and error files back to input lines.",
+    ),
+    FunctionSpec(
+        "shard_failed",
+        "batchline.handlers.shard_failed.handler",
+        "ShardFailedFunctionArn",
+        "Records why a shard could not be run.",
+    ),
+    FunctionSpec(
+        "finalize",
+        "batchline.handlers.finalize.handler",
+        "FinalizeFunctionArn",
+        "Writes results.jsonl, errors.jsonl and summary.json for the job.",
+    ),
 )
 
 MAP_CONCURRENCY_SUBSTITUTION = "MapMaxConcurrency"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from accounting_check import assert_every_line_accounted_for
+from batchline.settings import load_settings
 from lines import BAD_LINES, chat, embedding, response
 
-from batchline.settings import load_settings
 from batchline_local.emulator import EmulatorServer, OpenAIEmulator
 from batchline_local.local_run import run_local_job
 
@@ -84,8 +84,14 @@ def test_a_shard_the_provider_refuses_becomes_errors_and_the_other_shards_still_
 def test_a_request_the_provider_refuses_inside_a_batch_is_reported_with_the_providers_message(tmp_path):
     # Passes our checks (the field is present) but the endpoint answers 400: it lands in the
     # batch's error file, and from there in errors.jsonl with the provider's own words.
-    refused = json.dumps({"custom_id": "numeric-input", "method": "POST", "url": "/v1/responses",
-                          "body": {"model": "gpt-4o-mini", "input": 5}})
+    refused = json.dumps(
+        {
+            "custom_id": "numeric-input",
+            "method": "POST",
+            "url": "/v1/responses",
+            "body": {"model": "gpt-4o-mini", "input": 5},
+        }
+    )
     path = write_input(tmp_path, [response("fine"), refused, response("also-fine")])
     result = run_local_job(path, tmp_path / "out", load_settings(FAST))
     results, errors = assert_every_line_accounted_for(path, tmp_path / "out")

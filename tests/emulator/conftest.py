@@ -15,9 +15,7 @@ from .helpers import sdk_client
 
 @pytest.fixture
 def fast_settings() -> Settings:
-    return load_settings(
-        {"emulator": {"validating_seconds": 0, "in_progress_seconds": 0.05, "finalizing_seconds": 0}}
-    )
+    return load_settings({"emulator": {"validating_seconds": 0, "in_progress_seconds": 0.05, "finalizing_seconds": 0}})
 
 
 @pytest.fixture

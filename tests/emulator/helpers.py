@@ -54,9 +54,7 @@ def upload(client: openai.OpenAI, lines: list[Any] | bytes, *, purpose: str = "b
     return client.files.create(file=("input.jsonl", content), purpose=purpose).id
 
 
-def start_batch(
-    client: openai.OpenAI, lines: list[Any], endpoint: str = "/v1/chat/completions", **kwargs: Any
-):
+def start_batch(client: openai.OpenAI, lines: list[Any], endpoint: str = "/v1/chat/completions", **kwargs: Any):
     return client.batches.create(
         input_file_id=upload(client, lines), endpoint=endpoint, completion_window="24h", **kwargs
     )

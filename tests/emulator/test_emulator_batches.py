@@ -114,9 +114,7 @@ def test_embeddings_batch_returns_vectors_and_input_token_usage(client: openai.O
     assert batch.usage.output_tokens == 0
 
 
-def test_request_the_endpoint_refuses_goes_to_the_error_file_and_is_not_billed(
-    client: openai.OpenAI, server
-) -> None:
+def test_request_the_endpoint_refuses_goes_to_the_error_file_and_is_not_billed(client: openai.OpenAI, server) -> None:
     good = chat_line("good", "Hello there")
     no_messages = {
         "custom_id": "no-messages",

@@ -11,9 +11,7 @@ from .helpers import chat_line, read_jsonl, start_batch, wait_for_batch
 
 
 def test_ledger_bills_each_batch_request_once_and_each_realtime_call(client: openai.OpenAI, server) -> None:
-    batch = wait_for_batch(
-        client, start_batch(client, [chat_line(f"r{i}", f"prompt {i}") for i in range(3)]).id
-    )
+    batch = wait_for_batch(client, start_batch(client, [chat_line(f"r{i}", f"prompt {i}") for i in range(3)]).id)
     realtime = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
     client.batches.retrieve(batch.id)  # reading a finished batch again must not bill again
 
@@ -21,9 +19,7 @@ def test_ledger_bills_each_batch_request_once_and_each_realtime_call(client: ope
 
     batch_entries = [entry for entry in ledger if entry["batch_id"] == batch.id]
     assert sorted(entry["custom_id"] for entry in batch_entries) == ["r0", "r1", "r2"]
-    results = {
-        r["custom_id"]: r["response"]["body"]["usage"] for r in read_jsonl(client, batch.output_file_id)
-    }
+    results = {r["custom_id"]: r["response"]["body"]["usage"] for r in read_jsonl(client, batch.output_file_id)}
     for entry in batch_entries:
         assert (entry["model"], entry["url"]) == ("gpt-4o-mini", "/v1/chat/completions")
         usage = results[entry["custom_id"]]

@@ -35,9 +35,7 @@ def test_chat_completion_usage_matches_tiktoken(client: openai.OpenAI) -> None:
     assert completion.usage.prompt_tokens == tiktoken_chat_prompt_tokens(messages, "o200k_base")
     assert completion.usage.completion_tokens == tiktoken_text_tokens(choice.message.content, "o200k_base")
     assert 1 <= completion.usage.completion_tokens <= 40
-    assert (
-        completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
-    )
+    assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
 
 
 def test_model_encoding_comes_from_the_price_table(client: openai.OpenAI) -> None:
@@ -82,9 +80,7 @@ def test_embeddings_are_deterministic_unit_vectors_in_float_and_base64(client: o
     inputs = ["first sentence", "a second, longer sentence"]
 
     default = client.embeddings.create(model="text-embedding-3-small", input=inputs)  # SDK asks for base64
-    as_floats = client.embeddings.create(
-        model="text-embedding-3-small", input=inputs, encoding_format="float"
-    )
+    as_floats = client.embeddings.create(model="text-embedding-3-small", input=inputs, encoding_format="float")
     raw = client.embeddings.create(model="text-embedding-3-small", input=inputs, encoding_format="base64")
 
     assert [d.index for d in default.data] == [0, 1]
@@ -158,9 +154,7 @@ def test_every_response_carries_request_id_and_rate_limit_headers(client: openai
     ],
     ids=["no-model", "stream", "no-messages", "bad-embedding-input"],
 )
-def test_invalid_realtime_request_is_a_bad_request_and_not_billed(
-    client: openai.OpenAI, server, call
-) -> None:
+def test_invalid_realtime_request_is_a_bad_request_and_not_billed(client: openai.OpenAI, server, call) -> None:
     with pytest.raises(openai.BadRequestError):
         call(client)
 

@@ -49,9 +49,7 @@ def test_serve_forever_answers_the_sdk_until_the_process_stops() -> None:
         _wait_until_healthy(f"http://127.0.0.1:{port}/_emulator/health")
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="test", max_retries=0)
 
-        answer = client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
-        )
+        answer = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
 
         assert answer.choices[0].message.content
     finally:

@@ -7,13 +7,13 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-from lines import BAD_LINES, chat, embedding
-from moto import mock_aws
-
 from batchline.domain.errors import InputNotFoundError
 from batchline.handlers import check, collect, dependencies, finalize, plan, submit
 from batchline.settings import load_settings, runtime_environment_variables
 from batchline.topology import TABLE_PARTITION_KEY, TABLE_SORT_KEY
+from lines import BAD_LINES, chat, embedding
+from moto import mock_aws
+
 from batchline_local.emulator import EmulatorServer
 from batchline_local.moto_patches import LocalLambdaContext
 
@@ -27,7 +27,9 @@ CONTEXT = LocalLambdaContext("test", 1024, "arn:aws:lambda:us-east-1:12345678901
 def aws(monkeypatch) -> Iterator[dict]:
     with mock_aws(), EmulatorServer(settings=SETTINGS) as emulator:
         monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        for name, value in runtime_environment_variables(SETTINGS, table_name="jobs", output_bucket="output-files").items():
+        for name, value in runtime_environment_variables(
+            SETTINGS, table_name="jobs", output_bucket="output-files"
+        ).items():
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "test")
@@ -37,8 +39,14 @@ def aws(monkeypatch) -> Iterator[dict]:
         s3.create_bucket(Bucket="output-files")
         boto3.client("dynamodb").create_table(
             TableName="jobs",
-            KeySchema=[{"AttributeName": TABLE_PARTITION_KEY, "KeyType": "HASH"}, {"AttributeName": TABLE_SORT_KEY, "KeyType": "RANGE"}],
-            AttributeDefinitions=[{"AttributeName": TABLE_PARTITION_KEY, "AttributeType": "S"}, {"AttributeName": TABLE_SORT_KEY, "AttributeType": "S"}],
+            KeySchema=[
+                {"AttributeName": TABLE_PARTITION_KEY, "KeyType": "HASH"},
+                {"AttributeName": TABLE_SORT_KEY, "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": TABLE_PARTITION_KEY, "AttributeType": "S"},
+                {"AttributeName": TABLE_SORT_KEY, "AttributeType": "S"},
+            ],
             BillingMode="PAY_PER_REQUEST",
         )
         yield {"s3": s3, "emulator": emulator}
@@ -57,11 +65,22 @@ def test_plan_writes_shards_manifests_and_invalid_lines_and_records_the_job(aws)
     assert planned["shard_count"] == 3 and planned["invalid"] == 1 and planned["valid"] == 7
     job_id = planned["job_id"]
     first = planned["shards"][0]
-    body = aws["s3"].get_object(Bucket="output-files", Key=f"staging/{job_id}/shards/{first['shard_id']}/requests.jsonl")["Body"].read()
+    body = (
+        aws["s3"]
+        .get_object(Bucket="output-files", Key=f"staging/{job_id}/shards/{first['shard_id']}/requests.jsonl")["Body"]
+        .read()
+    )
     assert [json.loads(line)["custom_id"] for line in body.splitlines()] == ["c0", "c1", "c2", "c3"]
-    invalid = aws["s3"].get_object(Bucket="output-files", Key=f"staging/{job_id}/invalid.jsonl")["Body"].read().splitlines()
+    invalid = (
+        aws["s3"].get_object(Bucket="output-files", Key=f"staging/{job_id}/invalid.jsonl")["Body"].read().splitlines()
+    )
     assert json.loads(invalid[0]) | {"message": None} == {
-        "custom_id": None, "line": 7, "stage": "validation", "code": "invalid_json", "message": None, "status_code": None
+        "custom_id": None,
+        "line": 7,
+        "stage": "validation",
+        "code": "invalid_json",
+        "message": None,
+        "status_code": None,
     }
     job = dependencies.job_store().get_job(job_id)
     assert (job["status"], job["input_lines"], job["shard_count"]) == ("running", 8, 3)
@@ -94,8 +113,14 @@ def test_check_collect_and_finalize_join_results_back_to_input_lines(aws):
 
     assert outcome["status"] == "completed_with_errors"
     prefix = f"jobs/{planned['job_id']}"
-    results = [json.loads(x) for x in aws["s3"].get_object(Bucket="output-files", Key=f"{prefix}/results.jsonl")["Body"].read().splitlines()]
-    errors = [json.loads(x) for x in aws["s3"].get_object(Bucket="output-files", Key=f"{prefix}/errors.jsonl")["Body"].read().splitlines()]
+    results = [
+        json.loads(x)
+        for x in aws["s3"].get_object(Bucket="output-files", Key=f"{prefix}/results.jsonl")["Body"].read().splitlines()
+    ]
+    errors = [
+        json.loads(x)
+        for x in aws["s3"].get_object(Bucket="output-files", Key=f"{prefix}/errors.jsonl")["Body"].read().splitlines()
+    ]
     summary = json.loads(aws["s3"].get_object(Bucket="output-files", Key=f"{prefix}/summary.json")["Body"].read())
     assert [(r["line"], r["custom_id"]) for r in results] == [(1, "c0"), (2, "e0"), (3, "c1"), (5, "c2")]
     assert [(e["line"], e["code"]) for e in errors] == [(4, "not_an_object")]
@@ -108,9 +133,14 @@ def test_a_missing_input_fails_plan_clearly_and_finalize_still_writes_a_summary(
     event = {"bucket": "input-files", "key": "gone.jsonl", "poll_seconds": 1}
     with pytest.raises(InputNotFoundError, match="s3://input-files/gone.jsonl does not exist"):
         plan.handler(event, CONTEXT)
-    failure = {"Error": "InputNotFoundError", "Cause": json.dumps({"errorMessage": "s3://input-files/gone.jsonl does not exist"})}
+    failure = {
+        "Error": "InputNotFoundError",
+        "Cause": json.dumps({"errorMessage": "s3://input-files/gone.jsonl does not exist"}),
+    }
     outcome = finalize.handler({**event, "error": failure}, CONTEXT)
     assert outcome["status"] == "failed"
     assert outcome["message"] == "InputNotFoundError: s3://input-files/gone.jsonl does not exist"
-    summary = json.loads(aws["s3"].get_object(Bucket="output-files", Key=f"jobs/{outcome['job_id']}/summary.json")["Body"].read())
+    summary = json.loads(
+        aws["s3"].get_object(Bucket="output-files", Key=f"jobs/{outcome['job_id']}/summary.json")["Body"].read()
+    )
     assert summary["status"] == "failed" and summary["input_lines"] == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from batchline.domain.outcomes import BatchJoiner
 from batchline.settings import load_settings
 
@@ -23,14 +22,20 @@ def out_line(custom_id, *, status=200, body=None, error=None, response=True):
 
 @pytest.fixture
 def joiner():
-    return BatchJoiner(manifest={"a": 1, "b": 5, "c": 9, "d": 12}, model="gpt-4o-mini", prices=load_settings().price_book())
+    return BatchJoiner(
+        manifest={"a": 1, "b": 5, "c": 9, "d": 12}, model="gpt-4o-mini", prices=load_settings().price_book()
+    )
 
 
 def test_results_and_both_error_shapes_are_joined_to_their_lines(joiner):
     usage = {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
     lines = [
         out_line("c", body={"id": "x", "usage": usage}),
-        out_line("a", status=400, body={"error": {"message": "bad temperature", "type": "invalid_request_error", "code": None}}),
+        out_line(
+            "a",
+            status=400,
+            body={"error": {"message": "bad temperature", "type": "invalid_request_error", "code": None}},
+        ),
         out_line("b", response=False, error={"code": "batch_expired", "message": "not executed in time"}),
     ]
     outcomes = list(joiner.provider_lines(lines))

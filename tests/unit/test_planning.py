@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from fakes import MemoryPlanOutputs
-from lines import BAD_LINES, chat, embedding, response
-
 from batchline.domain.planning import Planner, PlanSummary, decode_manifest_entry, encode_manifest_entry
 from batchline.domain.request_line import RequestValidator, iter_physical_lines
 from batchline.domain.tokens import ParallelTokenCounter, token_counter
 from batchline.settings import BATCH_ENDPOINTS, load_settings
+from fakes import MemoryPlanOutputs
+from lines import BAD_LINES, chat, embedding, response
 
 
 @pytest.fixture
@@ -26,7 +25,10 @@ def plan(lines: list[str], token_pool, *, max_requests: int = 50_000, max_bytes:
     outputs = MemoryPlanOutputs()
     planner = Planner(
         validator=RequestValidator(
-            endpoints=BATCH_ENDPOINTS, prices=settings.price_book(), assumed_output_tokens=100, max_line_bytes=max_bytes - 1
+            endpoints=BATCH_ENDPOINTS,
+            prices=settings.price_book(),
+            assumed_output_tokens=100,
+            max_line_bytes=max_bytes - 1,
         ),
         prices=settings.price_book(),
         outputs=outputs,
@@ -86,10 +88,14 @@ def test_bad_lines_never_sink_the_valid_ones(token_pool):
 def test_token_totals_and_estimates_come_from_exact_counts_and_the_price_table(token_pool):
     summary, outputs = plan([chat(f"c{i}", f"message {i}") for i in range(3000)], token_pool)
     counter = token_counter("o200k_base")
-    expected = sum(counter.prompt_tokens("/v1/chat/completions", {"messages": [{"role": "user", "content": f"message {i}"}]}) for i in range(3000))
+    expected = sum(
+        counter.prompt_tokens("/v1/chat/completions", {"messages": [{"role": "user", "content": f"message {i}"}]})
+        for i in range(3000)
+    )
     assert summary.prompt_tokens == expected
     assert [r.prompt_tokens for r in outputs.shards["00001"].requests][:2] == [
-        counter.prompt_tokens("/v1/chat/completions", {"messages": [{"role": "user", "content": f"message {i}"}]}) for i in range(2)
+        counter.prompt_tokens("/v1/chat/completions", {"messages": [{"role": "user", "content": f"message {i}"}]})
+        for i in range(2)
     ]
     prices = load_settings().price_book()
     assert summary.estimated_cost_usd == pytest.approx(prices.batch_cost("gpt-4o-mini", expected, 3000 * 20))

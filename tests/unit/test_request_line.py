@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from lines import BAD_LINES, chat, embedding
-
 from batchline.domain.request_line import InvalidLine, RequestValidator, ValidRequest, iter_physical_lines
 from batchline.settings import BATCH_ENDPOINTS, load_settings
+from lines import BAD_LINES, chat, embedding
 
 
 @pytest.fixture
@@ -31,7 +30,12 @@ def test_a_valid_chat_line_keeps_its_exact_bytes_and_its_output_cap(validator):
     raw = chat("row-1", max_completion_tokens=7).encode()
     outcome = validator.validate(3, raw)
     assert isinstance(outcome, ValidRequest)
-    assert (outcome.line, outcome.custom_id, outcome.url, outcome.model) == (3, "row-1", "/v1/chat/completions", "gpt-4o-mini")
+    assert (outcome.line, outcome.custom_id, outcome.url, outcome.model) == (
+        3,
+        "row-1",
+        "/v1/chat/completions",
+        "gpt-4o-mini",
+    )
     assert outcome.raw == raw
     assert outcome.max_output_tokens == 7
 

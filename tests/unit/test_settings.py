@@ -1,7 +1,6 @@
 import json
 
 import pytest
-
 from batchline.settings import SettingsError, load_settings, runtime_environment, settings_from_cdk_json
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tiktoken
-
 from batchline.domain.tokens import ParallelTokenCounter, max_output_tokens, token_counter
 
 O200K = tiktoken.get_encoding("o200k_base")
@@ -29,7 +28,9 @@ def test_chat_messages_count_per_message_overhead_names_and_reply_priming():
         {"role": "assistant", "content": "Quite a few."},
     ]
     body = {"model": "gpt-4o-mini", "messages": messages}
-    assert token_counter("o200k_base").prompt_tokens("/v1/chat/completions", body) == reference_chat_tokens(O200K, messages)
+    assert token_counter("o200k_base").prompt_tokens("/v1/chat/completions", body) == reference_chat_tokens(
+        O200K, messages
+    )
 
 
 def test_text_that_spells_a_special_token_is_counted_as_text():
@@ -40,7 +41,12 @@ def test_text_that_spells_a_special_token_is_counted_as_text():
 
 
 def test_content_parts_count_only_their_text():
-    messages = [{"role": "user", "content": [{"type": "text", "text": "describe"}, {"type": "image_url", "image_url": {"url": "x"}}]}]
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "describe"}, {"type": "image_url", "image_url": {"url": "x"}}],
+        }
+    ]
     counted = token_counter("o200k_base").prompt_tokens("/v1/chat/completions", {"messages": messages})
     assert counted == 3 + 3 + len(O200K.encode("user")) + len(O200K.encode("describe"))
 
@@ -48,7 +54,9 @@ def test_content_parts_count_only_their_text():
 def test_embedding_inputs_of_every_shape():
     counter = token_counter("cl100k_base")
     assert counter.prompt_tokens("/v1/embeddings", {"input": "red kettle"}) == len(CL100K.encode("red kettle"))
-    assert counter.prompt_tokens("/v1/embeddings", {"input": ["red", "blue kettle"]}) == 1 + len(CL100K.encode("blue kettle"))
+    assert counter.prompt_tokens("/v1/embeddings", {"input": ["red", "blue kettle"]}) == 1 + len(
+        CL100K.encode("blue kettle")
+    )
     assert counter.prompt_tokens("/v1/embeddings", {"input": [101, 102, 103]}) == 3
     assert counter.prompt_tokens("/v1/embeddings", {"input": [[1, 2], [3]]}) == 3
 
@@ -56,7 +64,9 @@ def test_embedding_inputs_of_every_shape():
 def test_responses_input_string_and_instructions():
     counter = token_counter("o200k_base")
     body = {"instructions": "Be brief.", "input": "Summarise the review."}
-    assert counter.prompt_tokens("/v1/responses", body) == len(O200K.encode("Be brief.")) + len(O200K.encode("Summarise the review."))
+    assert counter.prompt_tokens("/v1/responses", body) == len(O200K.encode("Be brief.")) + len(
+        O200K.encode("Summarise the review.")
+    )
 
 
 def test_parallel_counting_gives_the_same_counts_in_the_same_order():

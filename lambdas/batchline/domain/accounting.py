@@ -55,7 +55,9 @@ class JobAccount:
         if self.input_lines == 0:
             return "the input file holds no request (it is empty or blank)"
         if self.succeeded + self.failed == 0 and self.invalid == self.input_lines:
-            return f"no valid request in the input: all {self.input_lines} non-blank lines are invalid (see errors.jsonl)"
+            return (
+                f"no valid request in the input: all {self.input_lines} non-blank lines are invalid (see errors.jsonl)"
+            )
         if self.failure:
             return self.failure
         if self.succeeded == 0:

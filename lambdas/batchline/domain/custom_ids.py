@@ -59,7 +59,7 @@ class CustomIdRegistry:
         old = (self._hashes, self._checks, self._lines)
         self._allocate(self._capacity * 2)
         hashes, checks, lines, mask = self._hashes, self._checks, self._lines, self._mask
-        for fingerprint, check, line in zip(*old):
+        for fingerprint, check, line in zip(*old, strict=True):
             if not line:
                 continue
             slot = fingerprint & mask

@@ -127,7 +127,9 @@ class Planner:
                         block = []
                     continue
                 outcome = InvalidLine(
-                    number, outcome.custom_id, "duplicate_custom_id",
+                    number,
+                    outcome.custom_id,
+                    "duplicate_custom_id",
                     f"custom_id {outcome.custom_id!r} was already used on line {first}",
                 )
             summary.invalid += 1

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from batchline.domain.fast_lines import fast_parse
 from batchline.domain.pricing import PriceBook
 from batchline.domain.streams import split_lines
 from batchline.domain.tokens import TokenCounter, max_output_tokens, prompt_parts, token_counter
@@ -97,23 +98,31 @@ class RequestValidator:
     def validate(self, line: int, raw: bytes) -> ValidRequest | InvalidLine:
         if len(raw) > self._max_line_bytes:
             return InvalidLine(
-                line, None, "line_too_large",
+                line,
+                None,
+                "line_too_large",
                 f"line is {len(raw)} bytes; one request may be at most {self._max_line_bytes} bytes",
             )
+        fast = fast_parse(raw, self._assumed_output_tokens)
+        if fast is not None:
+            custom_id, url, model, fixed, texts, cap = fast
+            price = self._prices.price_for(model)
+            if price is not None and url in self._endpoints:
+                return ValidRequest(line, custom_id, url, model, raw, cap, fixed, texts, token_counter(price.encoding))
+        return self._validate_general(line, raw)
+
+    def _validate_general(self, line: int, raw: bytes) -> ValidRequest | InvalidLine:
+        """Any shape of line; the one place that decides error codes and messages."""
         try:
             record = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             try:
                 raw.decode()
             except UnicodeDecodeError as bad:
-                return InvalidLine(
-                    line, None, "invalid_encoding", f"line is not valid UTF-8 at byte {bad.start + 1}"
-                )
+                return InvalidLine(line, None, "invalid_encoding", f"line is not valid UTF-8 at byte {bad.start + 1}")
             return InvalidLine(line, None, "invalid_json", f"line is not valid JSON: {exc}")
         if type(record) is not dict:
-            return InvalidLine(
-                line, None, "not_an_object", f"line must be a JSON object, got {type(record).__name__}"
-            )
+            return InvalidLine(line, None, "not_an_object", f"line must be a JSON object, got {type(record).__name__}")
         custom_id = record.get("custom_id")
         if type(custom_id) is not str or not custom_id:
             code = "missing_custom_id" if custom_id is None else "invalid_custom_id"
@@ -124,7 +133,9 @@ class RequestValidator:
         url = record.get("url")
         if url not in self._endpoints:
             return InvalidLine(
-                line, custom_id, "invalid_url",
+                line,
+                custom_id,
+                "invalid_url",
                 f"field 'url' must be one of {', '.join(sorted(self._endpoints))}, got {url!r}",
             )
         body = record.get("body")
@@ -136,14 +147,14 @@ class RequestValidator:
         price = self._prices.price_for(model)
         if price is None:
             return InvalidLine(
-                line, custom_id, "unknown_model",
+                line,
+                custom_id,
+                "unknown_model",
                 f"model {model!r} has no entry in the pricing table; add it to the 'pricing' setting",
             )
         required = REQUIRED_BODY_FIELDS[url]
         if body.get(required) in (None, "", []):
-            return InvalidLine(
-                line, custom_id, "missing_field", f"field 'body.{required}' is required for {url}"
-            )
+            return InvalidLine(line, custom_id, "missing_field", f"field 'body.{required}' is required for {url}")
         if url == "/v1/chat/completions" and type(body["messages"]) is not list:
             return InvalidLine(line, custom_id, "invalid_field", "field 'body.messages' must be a list")
         fixed, texts = prompt_parts(url, body)

@@ -163,9 +163,7 @@ class ParallelTokenCounter:
         The caller parses the next lines meanwhile, so parsing and encoding overlap.
         """
         step = max(64, -(-len(jobs) // self._threads))
-        futures = [
-            self._pool.submit(_count_slice, jobs[start:start + step]) for start in range(0, len(jobs), step)
-        ]
+        futures = [self._pool.submit(_count_slice, jobs[start : start + step]) for start in range(0, len(jobs), step)]
 
         def result() -> list[int]:
             counts: list[int] = []

@@ -43,7 +43,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     gateway = openai_batches()
     batch = gateway.retrieve_batch(batch_id)
 
-    manifest = dict((custom_id, line) for line, custom_id in map(decode_manifest_entry, storage.lines(layout.shard_manifest(shard_id))))
+    manifest = dict(
+        (custom_id, line)
+        for line, custom_id in map(decode_manifest_entry, storage.lines(layout.shard_manifest(shard_id)))
+    )
     joiner = BatchJoiner(manifest=manifest, model=shard["model"], prices=settings.price_book())
     results, errors = LineOrderedSpool(), LineOrderedSpool()
     try:

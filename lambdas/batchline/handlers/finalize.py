@@ -112,8 +112,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
     bucket = environment().output_bucket
     summary = account.summary(
-        outputs={name: f"s3://{bucket}/{key}" for name, key in
-                 (("results", layout.results), ("errors", layout.errors), ("summary", layout.summary))},
+        outputs={
+            name: f"s3://{bucket}/{key}"
+            for name, key in (("results", layout.results), ("errors", layout.errors), ("summary", layout.summary))
+        },
         started_at=job.get("started_at"),
         finished_at=now_iso(),
     )

@@ -81,7 +81,13 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "shard_count": len(shards),
         # Only what each Map iteration needs: the state payload must stay far below 256 KB.
         "shards": [
-            {"job_id": job_id, "shard_id": s["shard_id"], "url": s["url"], "model": s["model"], "requests": s["requests"]}
+            {
+                "job_id": job_id,
+                "shard_id": s["shard_id"],
+                "url": s["url"],
+                "model": s["model"],
+                "requests": s["requests"],
+            }
             for s in shards
         ],
     }
