@@ -99,3 +99,15 @@ def test_a_request_the_provider_refuses_inside_a_batch_is_reported_with_the_prov
     assert [(e["line"], e["stage"], e["status_code"]) for e in errors] == [(2, "provider", 400)]
     assert "input" in errors[0]["message"]
     assert result.summary["failed"] == 1 and result.summary["status"] == "completed_with_errors"
+
+
+def test_openai_base_url_sends_the_job_to_that_server_instead_of_a_built_in_emulator(tmp_path, monkeypatch):
+    settings = load_settings(FAST)
+    path = write_input(tmp_path, [chat("c0"), embedding("e0")])
+    with EmulatorServer(settings=settings) as elsewhere:
+        monkeypatch.setenv("OPENAI_BASE_URL", elsewhere.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "key-for-elsewhere")
+        result = run_local_job(path, tmp_path / "out", settings)
+        billed = sorted(entry["custom_id"] for entry in elsewhere.emulator.ledger())
+    assert result.execution_status == "SUCCEEDED"
+    assert billed == ["c0", "e0"]
