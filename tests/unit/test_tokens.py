@@ -85,3 +85,11 @@ def test_output_cap_comes_from_the_request_else_the_assumption():
     assert max_output_tokens("/v1/responses", {"max_output_tokens": 12}, 256) == 12
     assert max_output_tokens("/v1/completions", {}, 256) == 16
     assert max_output_tokens("/v1/embeddings", {"max_tokens": 99}, 256) == 0
+
+
+def test_counting_many_texts_at_once_is_exact_even_when_a_text_spells_the_separator():
+    counter = token_counter("cl100k_base")
+    texts = ["plain words", "", "  spaces  ", "ends with newline\n", "\nstarts with one", "emoji 🤔🤔"]
+    assert counter.count_many(texts) == [len(CL100K.encode_ordinary(t)) for t in texts]
+    tricky = ["before <|endoftext|> after", "next"]
+    assert counter.count_many(tricky) == [len(CL100K.encode_ordinary(t)) for t in tricky]
