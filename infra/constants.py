@@ -1,0 +1,44 @@
+"""The infrastructure's fixed choices and paths, in one place.
+
+What a user tunes lives in ``batchline.settings`` (cdk.json's ``batchline`` context); what is here
+follows from the design and changes only with the code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CDK_JSON = REPO_ROOT / "cdk.json"
+LAMBDAS_DIR = REPO_ROOT / "lambdas"
+UV_LOCK = REPO_ROOT / "uv.lock"
+PYPROJECT = REPO_ROOT / "pyproject.toml"
+TOOLS_BIN = REPO_ROOT / ".tools" / "bin"  # uv and a pip, created by `make install`
+ENCODINGS_CACHE = REPO_ROOT / ".cache" / "tiktoken"  # filled and verified by `make install`
+ENCODINGS_INSTALLER = REPO_ROOT / "scripts" / "install_encodings.py"
+
+SETTINGS_CONTEXT_KEY = "batchline"
+# CDK feature flags the stack relies on. They belong in cdk.json's context; until they are there the
+# app sets them (a value in cdk.json or on the command line still wins).
+FEATURE_FLAGS = {
+    # Server access logs are delivered under a bucket policy, not the legacy LogDeliveryWrite ACL.
+    "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": True,
+}
+STACK_ID = "Batchline"
+SERVICE_NAME = "batchline"
+
+# The layer's tiktoken/ folder lands here; the functions point TIKTOKEN_CACHE_DIR at it.
+LAYER_ENCODINGS_DIR = "/opt/tiktoken"
+SECRET_ARN_ENV = "OPENAI_API_KEY_SECRET_ARN"
+
+# Settings carries no retention for working files, so it is fixed here: long enough to resume or
+# investigate a job (a batch may take its whole 24 h window), short enough not to pay for shards forever.
+STAGING_RETENTION_DAYS = 14
+# A multipart upload left open by a killed function keeps costing money until aborted.
+INCOMPLETE_UPLOAD_DAYS = 1
+ACCESS_LOG_RETENTION_DAYS = 90
+
+TABLE_TTL_ATTRIBUTE = "expires_at"
+
+# The functions that call OpenAI and so may read the API key.
+OPENAI_CALLERS = frozenset({"submit", "check", "collect"})

@@ -1,0 +1,82 @@
+"""A first look at the cold path: one dashboard and an alarm on failed jobs, sent to an SNS topic.
+
+Deliberately small; subscribe to the topic (email, chat) to be told when a job fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+PERIOD = Duration.minutes(5)
+
+
+class ColdPathMonitoring(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        state_machine: sfn.IStateMachine,
+        functions: Mapping[str, lambda_.IFunction],
+        table: dynamodb.ITable,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.alarm_topic = sns.Topic(self, "AlarmTopic", display_name="batchline alarms", enforce_ssl=True)
+
+        failed = state_machine.metric_failed(period=PERIOD, statistic="Sum", label="failed")
+        self.failed_jobs_alarm = cloudwatch.Alarm(
+            self,
+            "FailedJobs",
+            alarm_description="A batchline job failed: its summary.json and errors.jsonl in the output "
+            "bucket, and the execution's history, say why.",
+            metric=failed,
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        self.failed_jobs_alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.alarm_topic))
+
+        self.dashboard = cloudwatch.Dashboard(
+            self,
+            "Dashboard",
+            dashboard_name=f"{Stack.of(self).stack_name}-cold-path",
+            default_interval=Duration.days(1),
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Jobs (state machine executions)",
+                left=[
+                    state_machine.metric_started(period=PERIOD, statistic="Sum", label="started"),
+                    state_machine.metric_succeeded(period=PERIOD, statistic="Sum", label="succeeded"),
+                    failed,
+                ],
+                width=8,
+            ),
+            cloudwatch.GraphWidget(
+                title="Function errors",
+                left=[
+                    function.metric_errors(period=PERIOD, statistic="Sum", label=name)
+                    for name, function in functions.items()
+                ],
+                width=8,
+            ),
+            cloudwatch.GraphWidget(
+                title="Job table throttles",
+                left=[
+                    table.metric(name, period=PERIOD, statistic="Sum", label=label)
+                    for name, label in (("ReadThrottleEvents", "reads"), ("WriteThrottleEvents", "writes"))
+                ],
+                width=8,
+            ),
+            cloudwatch.AlarmStatusWidget(title="Alarms", alarms=[self.failed_jobs_alarm], width=24),
+        )

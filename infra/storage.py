@@ -1,0 +1,187 @@
+"""Where jobs arrive, where their files go, and the table that tracks them.
+
+Access is granted per need (`grant_*`), never as a whole bucket or table: each function's role gets
+only the prefixes and actions its handler uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
+from batchline.topology import TABLE_PARTITION_KEY, TABLE_SORT_KEY
+from constructs import Construct
+
+from infra.constants import ACCESS_LOG_RETENTION_DAYS, INCOMPLETE_UPLOAD_DAYS, TABLE_TTL_ATTRIBUTE
+
+
+def _private_bucket(scope: Construct, construct_id: str, **props) -> s3.Bucket:
+    return s3.Bucket(
+        scope,
+        construct_id,
+        encryption=s3.BucketEncryption.S3_MANAGED,
+        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+        enforce_ssl=True,
+        removal_policy=RemovalPolicy.RETAIN,
+        **props,
+    )
+
+
+class Storage(Construct):
+    """The input bucket (its new objects start jobs), the output bucket and the job table."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        output_prefix: str,
+        staging_prefix: str,
+        staging_retention: Duration,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self._output_prefix = output_prefix.strip("/")
+        self._staging_prefix = staging_prefix.strip("/")
+
+        self.access_logs = _private_bucket(
+            self,
+            "AccessLogs",
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            lifecycle_rules=[
+                s3.LifecycleRule(id="expire-access-logs", expiration=Duration.days(ACCESS_LOG_RETENTION_DAYS))
+            ],
+        )
+        Validations.of(self.access_logs).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-S1",
+                reason="This bucket is the server access log destination of the input and output buckets; "
+                "logging it into itself would log its own log deliveries without end.",
+            )
+        )
+
+        self.input_bucket = _private_bucket(
+            self,
+            "Input",
+            versioned=True,
+            server_access_logs_bucket=self.access_logs,
+            server_access_logs_prefix="input/",
+        )
+        # Native EventBridge delivery on the bucket itself. The L2 `event_bridge_enabled` flag would add
+        # a custom-resource Lambda (and its managed policy and wildcard grant) just to set this property.
+        input_resource = self.input_bucket.node.default_child
+        assert isinstance(input_resource, s3.CfnBucket)
+        input_resource.notification_configuration = s3.CfnBucket.NotificationConfigurationProperty(
+            event_bridge_configuration=s3.CfnBucket.EventBridgeConfigurationProperty(event_bridge_enabled=True)
+        )
+
+        self.output_bucket = _private_bucket(
+            self,
+            "Output",
+            versioned=True,
+            server_access_logs_bucket=self.access_logs,
+            server_access_logs_prefix="output/",
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="expire-staging",
+                    prefix=f"{self._staging_prefix}/",
+                    expiration=staging_retention,
+                    noncurrent_version_expiration=Duration.days(1),
+                ),
+                s3.LifecycleRule(
+                    id="abort-incomplete-uploads",
+                    abort_incomplete_multipart_upload_after=Duration.days(INCOMPLETE_UPLOAD_DAYS),
+                ),
+            ],
+        )
+
+        self.table = dynamodb.Table(
+            self,
+            "Jobs",
+            partition_key=dynamodb.Attribute(name=TABLE_PARTITION_KEY, type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name=TABLE_SORT_KEY, type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            time_to_live_attribute=TABLE_TTL_ATTRIBUTE,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
+    # --- S3: one grant per way a handler touches a prefix -------------------------------------------
+
+    def grant_read_input(self, grantee: iam.IGrantable) -> iam.Grant:
+        """GetObject, which also covers HeadObject, on the uploaded input files."""
+        return self._allow_objects(
+            grantee,
+            ["s3:GetObject"],
+            self.input_bucket,
+            "*",
+            "A job's input is whatever key the user uploaded, known only when its event arrives; "
+            "the grant is read-only (GetObject, which HeadObject needs) on the input bucket's objects.",
+        )
+
+    def grant_read_staging(self, grantee: iam.IGrantable) -> iam.Grant:
+        return self._allow_objects(
+            grantee, ["s3:GetObject"], self.output_bucket, f"{self._staging_prefix}/*", self._staging_reason
+        )
+
+    def grant_write_staging(self, grantee: iam.IGrantable) -> iam.Grant:
+        """PutObject covers the multipart calls too; aborting an upload is its own action."""
+        return self._allow_objects(
+            grantee,
+            ["s3:PutObject", "s3:AbortMultipartUpload"],
+            self.output_bucket,
+            f"{self._staging_prefix}/*",
+            self._staging_reason,
+        )
+
+    def grant_write_results(self, grantee: iam.IGrantable) -> iam.Grant:
+        return self._allow_objects(
+            grantee,
+            ["s3:PutObject", "s3:AbortMultipartUpload"],
+            self.output_bucket,
+            f"{self._output_prefix}/*",
+            f"A job's results, errors and summary are written under {self._output_prefix}/<job_id>/, "
+            "the job id being made at run time from the input's name and ETag; the grant is limited "
+            "to that prefix and to writing.",
+        )
+
+    def grant_probe_output(self, grantee: iam.IGrantable) -> iam.Grant:
+        """ListBucket, so that HeadObject on a missing key answers 404 (absent) rather than 403."""
+        return iam.Grant.add_to_principal(
+            grantee=grantee, actions=["s3:ListBucket"], resource_arns=[self.output_bucket.bucket_arn]
+        )
+
+    # --- DynamoDB ---------------------------------------------------------------------------------
+
+    def grant_table(self, grantee: iam.IGrantable, actions: Sequence[str]) -> iam.Grant:
+        """Exactly these item actions on the job table (it has no index)."""
+        return iam.Grant.add_to_principal(
+            grantee=grantee, actions=[f"dynamodb:{action}" for action in actions], resource_arns=[self.table.table_arn]
+        )
+
+    @property
+    def _staging_reason(self) -> str:
+        return (
+            f"Working files live under {self._staging_prefix}/<job_id>/..., their names made at run time; "
+            "the grant is limited to that prefix (which a lifecycle rule expires) and to the listed actions."
+        )
+
+    def _allow_objects(
+        self, grantee: iam.IGrantable, actions: list[str], bucket: s3.Bucket, pattern: str, reason: str
+    ) -> iam.Grant:
+        """Grant on the objects matching `pattern`, and acknowledge that one wildcard on the grantee."""
+        grant = iam.Grant.add_to_principal(
+            grantee=grantee, actions=actions, resource_arns=[bucket.arn_for_objects(pattern)]
+        )
+        principal = grantee.grant_principal
+        if isinstance(principal, Construct):
+            stack = Stack.of(bucket)
+            bucket_id = stack.resolve(stack.get_logical_id(bucket.node.default_child))
+            Validations.of(principal).acknowledge(
+                Acknowledgment(id=f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/{pattern}]", reason=reason)
+            )
+        return grant
