@@ -110,11 +110,15 @@ class RuntimeEnvironment(_Frozen):
     output_bucket: str = Field(min_length=1)
     settings: Settings
     openai_base_url: str | None = None
-    openai_api_key: str = Field(min_length=1)
+    # Deployed functions get the secret's ARN and read the key when they first call OpenAI; a
+    # local run passes the key itself. Functions that never call OpenAI need neither.
+    openai_api_key: str | None = None
+    openai_api_key_secret_arn: str | None = None
 
 
 SETTINGS_ENV = "BATCHLINE_SETTINGS"
-_REQUIRED_ENV = {"table_name": "TABLE_NAME", "output_bucket": "OUTPUT_BUCKET", "openai_api_key": "OPENAI_API_KEY"}
+OPENAI_KEY_SECRET_ENV = "OPENAI_API_KEY_SECRET_ARN"
+_REQUIRED_ENV = {"table_name": "TABLE_NAME", "output_bucket": "OUTPUT_BUCKET"}
 
 
 def runtime_environment_variables(settings: Settings, *, table_name: str, output_bucket: str) -> dict[str, str]:
@@ -135,7 +139,8 @@ def runtime_environment() -> RuntimeEnvironment:
     return RuntimeEnvironment(
         table_name=os.environ["TABLE_NAME"],
         output_bucket=os.environ["OUTPUT_BUCKET"],
-        openai_api_key=os.environ["OPENAI_API_KEY"],
+        openai_api_key=os.environ.get("OPENAI_API_KEY") or None,
+        openai_api_key_secret_arn=os.environ.get(OPENAI_KEY_SECRET_ENV) or None,
         openai_base_url=os.environ.get("OPENAI_BASE_URL") or None,
         settings=load_settings(json.loads(os.environ[SETTINGS_ENV])),
     )

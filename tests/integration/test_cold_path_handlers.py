@@ -9,7 +9,7 @@ import boto3
 import pytest
 from batchline.domain.errors import InputNotFoundError
 from batchline.handlers import check, collect, dependencies, finalize, plan, submit
-from batchline.settings import load_settings, runtime_environment_variables
+from batchline.settings import SettingsError, load_settings, runtime_environment_variables
 from batchline.topology import TABLE_PARTITION_KEY, TABLE_SORT_KEY
 from lines import BAD_LINES, chat, embedding
 from moto import mock_aws
@@ -144,3 +144,22 @@ def test_a_missing_input_fails_plan_clearly_and_finalize_still_writes_a_summary(
         aws["s3"].get_object(Bucket="output-files", Key=f"jobs/{outcome['job_id']}/summary.json")["Body"].read()
     )
     assert summary["status"] == "failed" and summary["input_lines"] == 0
+
+
+def test_deployed_functions_read_the_openai_key_from_secrets_manager(aws, monkeypatch):
+    secret_arn = boto3.client("secretsmanager").create_secret(Name="openai", SecretString="sk-from-secret")["ARN"]
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.setenv("OPENAI_API_KEY_SECRET_ARN", secret_arn)
+    dependencies.reset()
+    planned = plan.handler(put_input(aws["s3"], [chat("c0")]), CONTEXT)
+    submitted = submit.handler({"shard": planned["shards"][0]}, CONTEXT)
+    assert submitted["batch_id"].startswith("batch_")
+    assert dependencies.openai_batches()._client.api_key == "sk-from-secret"
+
+
+def test_a_function_with_no_key_anywhere_says_which_variables_to_set(aws, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    dependencies.reset()
+    planned = plan.handler(put_input(aws["s3"], [chat("c0")]), CONTEXT)  # Plan needs no key
+    with pytest.raises(SettingsError, match="OPENAI_API_KEY or OPENAI_API_KEY_SECRET_ARN"):
+        submit.handler({"shard": planned["shards"][0]}, CONTEXT)

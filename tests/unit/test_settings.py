@@ -35,7 +35,6 @@ def test_a_missing_environment_variable_is_named(monkeypatch):
     monkeypatch.setenv("BATCHLINE_SETTINGS", json.dumps({}))
     monkeypatch.setenv("TABLE_NAME", "t")
     monkeypatch.delenv("OUTPUT_BUCKET", raising=False)
-    monkeypatch.setenv("OPENAI_API_KEY", "k")
     with pytest.raises(SettingsError, match="OUTPUT_BUCKET"):
         runtime_environment()
     runtime_environment.cache_clear()

@@ -8,6 +8,7 @@ from aws_lambda_powertools import Logger
 
 from batchline.adapters.job_store import JobStore
 from batchline.adapters.openai_batches import OpenAIBatches
+from batchline.adapters.openai_credentials import openai_api_key
 from batchline.adapters.s3_objects import S3Objects
 from batchline.settings import RuntimeEnvironment, runtime_environment
 
@@ -31,10 +32,15 @@ def output_objects() -> S3Objects:
     return objects(environment().output_bucket)
 
 
-@cache
 def openai_batches() -> OpenAIBatches:
+    """The key is looked up (and its secret re-read after a few minutes) on each use."""
     env = environment()
-    return OpenAIBatches(api_key=env.openai_api_key, base_url=env.openai_base_url)
+    return _openai_batches_for(openai_api_key(env), env.openai_base_url)
+
+
+@cache
+def _openai_batches_for(api_key: str, base_url: str | None) -> OpenAIBatches:
+    return OpenAIBatches(api_key=api_key, base_url=base_url)
 
 
 def reset() -> None:
@@ -42,5 +48,5 @@ def reset() -> None:
     from batchline.adapters.job_store import dynamodb_resource
     from batchline.adapters.s3_objects import s3_client
 
-    for cached in (job_store, openai_batches, runtime_environment, dynamodb_resource, s3_client):
+    for cached in (job_store, _openai_batches_for, runtime_environment, dynamodb_resource, s3_client):
         cached.cache_clear()
