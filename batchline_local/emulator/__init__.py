@@ -1,11 +1,13 @@
 """An OpenAI-compatible emulator: Files, Batches and the model endpoints on a real localhost server.
 
 Batchline's local run and tests point the official openai SDK at it, so the code under test is the
-code that talks to api.openai.com. Pace, limits and token counting come from batchline's own
-settings and token counter.
+code that talks to api.openai.com. Pace, rate limits, faults and token counting come from
+batchline's own settings (``settings.emulator``) and token counter; BATCHLINE_EMULATOR_FAULTS
+overrides the faults of an emulator built from settings.
 """
 
 from .core import OpenAIEmulator
+from .faults import FAULTS_ENV, Faults
 from .server import EmulatorServer, serve_forever
 
-__all__ = ["EmulatorServer", "OpenAIEmulator", "serve_forever"]
+__all__ = ["FAULTS_ENV", "EmulatorServer", "Faults", "OpenAIEmulator", "serve_forever"]

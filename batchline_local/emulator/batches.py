@@ -8,10 +8,15 @@ that span, so a cancel half way keeps half the work, as OpenAI does), then ``fin
 ``finalizing_seconds`` in ``cancelling``; a batch still unfinished 24 h after creation expires.
 Requests are executed in a shuffled order seeded by the batch id, which is also the order of the
 output file, because OpenAI does not keep input order and batchline must join on custom_id.
+
+Two injected faults (see the faults module) bend this timeline: a ``stuck`` batch never leaves
+``validating`` (until cancelled, or until its 24 h window ends, as a real stuck batch does), and a
+batch with ``expire_after`` set expires as soon as that many of its requests have completed.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import uuid
 from collections.abc import Callable
@@ -70,6 +75,8 @@ class BatchRecord:
     output_file_id: str | None = None
     error_file_id: str | None = None
     total: int = 0
+    stuck: bool = False
+    expire_after: int | None = None  # requests completed before an injected expiry
 
     def __post_init__(self) -> None:
         self.execution_order: list[BatchLine] = list(self.plan.requests)
@@ -153,7 +160,7 @@ def _step(batch: BatchRecord, now: float, execute: Executor, publish: Publisher)
     """Make at most one status transition; True when one was made, so the caller tries again."""
     pace = batch.pace
     if batch.status == "validating":
-        validated_at = batch.created_at + pace.validating_seconds
+        validated_at = math.inf if batch.stuck else batch.created_at + pace.validating_seconds
         if validated_at > batch.expires_at and now >= batch.expires_at:
             _close(batch, "expired", batch.expires_at, "batch_expired", publish)
             return True
@@ -171,7 +178,13 @@ def _step(batch: BatchRecord, now: float, execute: Executor, publish: Publisher)
     if batch.status == "in_progress":
         started = batch.reached["in_progress_at"]
         ends = started + pace.in_progress_seconds
-        _execute_due(batch, min(now, ends, batch.expires_at), ends, execute)
+        if batch.expire_after is not None:
+            cut_at = started + pace.in_progress_seconds * batch.expire_after / max(1, len(batch.execution_order))
+            if now >= cut_at and cut_at <= batch.expires_at:
+                _execute_due(batch, cut_at, ends, execute, limit=batch.expire_after)
+                _close(batch, "expired", cut_at, "batch_expired", publish)
+                return True
+        _execute_due(batch, min(now, ends, batch.expires_at), ends, execute, limit=batch.expire_after)
         if now >= ends and ends <= batch.expires_at:
             batch.status = "finalizing"
             batch.reached["finalizing_at"] = ends
@@ -200,12 +213,15 @@ def _step(batch: BatchRecord, now: float, execute: Executor, publish: Publisher)
     return False
 
 
-def _execute_due(batch: BatchRecord, horizon: float, ends: float, execute: Executor) -> None:
-    """Run every request whose slot in the in_progress span has come by ``horizon``."""
+def _execute_due(
+    batch: BatchRecord, horizon: float, ends: float, execute: Executor, *, limit: int | None = None
+) -> None:
+    """Run every request whose slot in the in_progress span has come by ``horizon`` (at most ``limit`` in all)."""
     order = batch.execution_order
     started = batch.reached["in_progress_at"]
     span = ends - started
-    while len(batch.outcomes) < len(order):
+    stop = len(order) if limit is None else min(limit, len(order))
+    while len(batch.outcomes) < stop:
         index = len(batch.outcomes)
         due = ends if index == len(order) - 1 else started + span * (index + 1) / len(order)
         if due > horizon:

@@ -3,19 +3,27 @@
 No HTTP here: the server module only parses requests and calls these methods, and tests can drive
 the logic directly. Every method takes one lock, so the threaded HTTP server sees consistent state.
 The billing ledger records every request the emulator executed and billed, batch or realtime, so
-a test can prove that batchline never pays for the same request twice.
+a test can prove that batchline never pays for the same request twice: refusals (429, 5xx, a
+request failed by an injected fault) are never in it.
+
+The realtime endpoints are rate limited per model (ratelimits module) and both paths fail on
+request (faults module); both are configured by ``settings.emulator``.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from batchline.domain.tokens import max_output_tokens
 from batchline.settings import (
     BATCH_ENDPOINTS,
     OPENAI_MAX_BYTES_PER_FILE,
@@ -25,9 +33,11 @@ from batchline.settings import (
 
 from . import batches as lifecycle
 from .batches import BatchRecord, RequestOutcome
-from .errors import EmulatorError, InvalidRequest, NotFound
+from .errors import EmulatorError, InsufficientQuota, InvalidRequest, NotFound, RateLimited, ServerError
+from .faults import Faults, hits
+from .ratelimits import ORGANIZATION, RateLimiter, format_duration, retry_after
 from .responses import Execution, respond
-from .validation import BatchLine, check_batch_upload, plan_batch
+from .validation import BatchLine, BatchPlan, LineError, check_batch_upload, plan_batch
 
 FALLBACK_ENCODING = "o200k_base"
 MAX_METADATA_PAIRS = 16
@@ -37,6 +47,11 @@ DEFAULT_BATCH_PAGE = 20
 MAX_BATCH_PAGE = 100
 DEFAULT_FILE_PAGE = 10_000
 MAX_FILE_PAGE = 10_000
+# The injected realtime 429s and 5xx come from a generator seeded with this, so a run is repeatable.
+FAULT_SEED = 1234
+INJECTED_RETRY_AFTER_SECONDS = 1
+ENQUEUED_TOKEN_LIMIT = "90,000"
+REQUEST_ERROR_MESSAGE = "The server had an error while processing your request."
 
 
 @dataclass(frozen=True)
@@ -81,6 +96,14 @@ class LedgerEntry:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
         }
+
+
+@dataclass(frozen=True)
+class RealtimeAnswer:
+    """A realtime request's 200 answer: the endpoint's body and the rate-limit headers that go with it."""
+
+    body: dict[str, Any]
+    headers: dict[str, str]
 
 
 def _new_id(prefix: str) -> str:
@@ -143,18 +166,21 @@ class OpenAIEmulator:
 
     The file limits are parameters so that tests can provoke the oversize and too-many-requests
     refusals with small files; they default to OpenAI's own limits. ``clock`` lets a test move time
-    (for example past the 24 h window) without waiting.
+    (for example past the 24 h window, or to the next rate-limit window) without waiting. ``faults``
+    defaults to ``settings.emulator.faults``; `from_settings` also honours BATCHLINE_EMULATOR_FAULTS.
     """
 
     def __init__(
         self,
         settings: Settings,
         *,
+        faults: Faults | None = None,
         max_bytes_per_file: int = OPENAI_MAX_BYTES_PER_FILE,
         max_requests_per_file: int = OPENAI_MAX_REQUESTS_PER_FILE,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self.faults = faults if faults is not None else Faults.from_settings(settings.emulator.faults, {})
         self.max_bytes_per_file = max_bytes_per_file
         self.max_requests_per_file = max_requests_per_file
         self._clock = clock
@@ -162,7 +188,25 @@ class OpenAIEmulator:
         self._lock = threading.RLock()
         self._files: dict[str, StoredFile] = {}
         self._batches: dict[str, BatchRecord] = {}
+        self._batches_created = 0
         self._ledger: list[LedgerEntry] = []
+        pace = settings.emulator
+        self._limiter = RateLimiter(
+            requests=pace.requests_per_minute,
+            tokens=pace.tokens_per_minute,
+            window_seconds=pace.rate_window_seconds,
+            clock=clock,
+        )
+        self._fault_rng = random.Random(FAULT_SEED)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, environ: Mapping[str, str] | None = None, **options: Any
+    ) -> OpenAIEmulator:
+        """The emulator the local run and the CLI serve: faults from BATCHLINE_EMULATOR_FAULTS when it is
+        set, else from ``settings.emulator.faults``. Raise ValueError naming a wrong fault item."""
+        faults = Faults.from_settings(settings.emulator.faults, os.environ if environ is None else environ)
+        return cls(settings, faults=faults, **options)
 
     # ----- tokens -------------------------------------------------------------------------------
 
@@ -255,6 +299,8 @@ class OpenAIEmulator:
                 code="invalid_value",
             )
         checked_metadata = _check_metadata(metadata)
+        if self.faults.insufficient_quota:
+            raise InsufficientQuota()
         with self._lock:
             input_file = self._files.get(input_file_id) if isinstance(input_file_id, str) else None
             if input_file is None:
@@ -269,6 +315,12 @@ class OpenAIEmulator:
                     param="input_file_id",
                     code="invalid_value",
                 )
+            index = self._batches_created
+            self._batches_created += 1
+            plan = plan_batch(input_file.content, endpoint)
+            if index < self.faults.token_limit:
+                plan = _token_limited(plan)
+            share = self.faults.expire
             batch = BatchRecord(
                 id=_new_id("batch_"),
                 endpoint=endpoint,
@@ -276,8 +328,10 @@ class OpenAIEmulator:
                 completion_window=completion_window,
                 metadata=checked_metadata,
                 created_at=self._clock(),
-                plan=plan_batch(input_file.content, endpoint),
+                plan=plan,
                 pace=self.settings.emulator,
+                stuck=index < self.faults.stuck,
+                expire_after=None if share is None else math.floor(share * len(plan.requests)),
             )
             self._batches[batch.id] = batch
             # Not advanced here: like OpenAI, the create call always answers "validating".
@@ -314,22 +368,17 @@ class OpenAIEmulator:
 
     def _execute_batch_request(self, batch: BatchRecord, request: BatchLine, at: float) -> RequestOutcome:
         request_id = _new_id("req_")
+        # The injected server error is keyed on the batch too, so the same request resubmitted in a
+        # new batch can succeed, while looking at the same batch again always gives the same answer.
+        if hits(self.faults.request_error, batch.id, request.custom_id):
+            server_error = {"message": REQUEST_ERROR_MESSAGE, "type": "server_error", "param": None, "code": None}
+            return _refused(request.custom_id, request_id, 500, {"error": server_error})
         try:
             execution = self._execute(request.url, request.body, at)
         except EmulatorError as refused:
             # The endpoint refused this one request: it goes to the error file with the HTTP
             # status and error body, and nothing is billed.
-            line = {
-                "id": lifecycle.new_batch_request_id(),
-                "custom_id": request.custom_id,
-                "response": {
-                    "status_code": refused.status_code,
-                    "request_id": request_id,
-                    "body": refused.body(),
-                },
-                "error": None,
-            }
-            return RequestOutcome(line=line, succeeded=False, input_tokens=0, output_tokens=0)
+            return _refused(request.custom_id, request_id, refused.status_code, refused.body())
         self._record(execution, url=request.url, custom_id=request.custom_id, batch_id=batch.id)
         line = {
             "id": lifecycle.new_batch_request_id(),
@@ -350,14 +399,59 @@ class OpenAIEmulator:
 
     # ----- realtime -----------------------------------------------------------------------------
 
-    def realtime(self, url: str, body: Any) -> Execution:
-        """Answer one realtime request the way the endpoint at ``url`` would, and bill it."""
+    def realtime(self, url: str, body: Any, *, client_request_id: str | None = None) -> RealtimeAnswer:
+        """Answer one realtime request the way the endpoint at ``url`` would, and bill it.
+
+        Order of refusals: an invalid request (400) charges nothing; then the injected faults; then
+        the model's rate-limit window, which charges the request's prompt tokens plus its output cap
+        or refuses it (429) charging nothing. Only an answered request reaches the ledger, under the
+        caller's ``X-Client-Request-Id`` (batchline sends the request's custom_id there).
+        """
         if not isinstance(body, dict):
             raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
         execution = self._execute(url, body, self._clock())
+        self._inject_realtime_fault(execution.model)
+        cost = execution.prompt_tokens + max_output_tokens(url, body, self.settings.assumed_output_tokens)
+        headers = self._limiter.admit(execution.model, cost)
         with self._lock:
-            self._record(execution, url=url, custom_id=None, batch_id=None)
-        return execution
+            self._record(execution, url=url, custom_id=client_request_id, batch_id=None)
+        latency = self.settings.emulator.realtime_latency_seconds
+        if latency > 0:
+            time.sleep(latency)  # outside every lock: concurrent requests wait side by side
+        return RealtimeAnswer(body=execution.body, headers=headers)
+
+    def _inject_realtime_fault(self, model: str) -> None:
+        faults = self.faults
+        if faults.insufficient_quota:
+            self._limiter.count_refusal(model, 429)
+            raise InsufficientQuota(headers=self._limiter.headers(model))
+        if not (faults.http_5xx or faults.http_429):
+            return
+        with self._lock:
+            draw = self._fault_rng.random()
+            status = self._fault_rng.choice((500, 502, 503))
+        if draw < faults.http_5xx:
+            self._limiter.count_refusal(model, status)
+            raise ServerError(status, headers=self._limiter.headers(model))
+        if draw < faults.http_5xx + faults.http_429:
+            self._limiter.count_refusal(model, 429)
+            limit = self._limiter.requests
+            message = (
+                f"Rate limit reached for {model} in organization {ORGANIZATION} on requests per min (RPM): "
+                f"Limit {limit}, Used {limit}, Requested 1. "
+                f"Please try again in {format_duration(INJECTED_RETRY_AFTER_SECONDS)}."
+            )
+            headers = {**retry_after(INJECTED_RETRY_AFTER_SECONDS), **self._limiter.headers(model)}
+            raise RateLimited(message, limit_type="requests", headers=headers)
+
+    def stats(self) -> dict[str, Any]:
+        """Realtime usage per model: requests answered and refused, tokens charged, usage per rate window.
+
+        ``{"window_seconds", "requests_per_window", "tokens_per_window", "models": {model: {"requests_ok",
+        "requests_429", "requests_5xx", "tokens_charged", "windows": [{"window_start", "requests", "tokens",
+        "refused"}]}}}``, windows oldest first.
+        """
+        return self._limiter.stats()
 
     # ----- billing ledger -----------------------------------------------------------------------
 
@@ -379,3 +473,28 @@ class OpenAIEmulator:
             for batch in self._batches.values():
                 self._advance(batch)
             return [entry.to_dict() for entry in self._ledger]
+
+
+def _refused(custom_id: str, request_id: str, status_code: int, body: dict[str, Any]) -> RequestOutcome:
+    """An error-file line for a batch request the endpoint answered with an error; nothing billed."""
+    line = {
+        "id": lifecycle.new_batch_request_id(),
+        "custom_id": custom_id,
+        "response": {"status_code": status_code, "request_id": request_id, "body": body},
+        "error": None,
+    }
+    return RequestOutcome(line=line, succeeded=False, input_tokens=0, output_tokens=0)
+
+
+def _token_limited(plan: BatchPlan) -> BatchPlan:
+    """The plan of a batch refused for the enqueued-token limit, as OpenAI reports it."""
+    message = (
+        f"Enqueued token limit reached for {plan.model} in organization {ORGANIZATION}. "
+        f"Limit: {ENQUEUED_TOKEN_LIMIT} enqueued tokens. "
+        "Please try again once some in_progress batches have been completed."
+    )
+    return BatchPlan(
+        requests=(),
+        model=plan.model,
+        errors=(LineError(code="token_limit_exceeded", line=None, message=message, param=None),),
+    )

@@ -14,7 +14,6 @@ import time
 import uuid
 from typing import Any
 
-from batchline.domain.tokens import max_output_tokens
 from batchline.settings import BATCH_ENDPOINTS, Settings
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
@@ -23,7 +22,6 @@ from werkzeug.wrappers import Request, Response
 
 from .core import OpenAIEmulator
 from .errors import EmulatorError, InvalidRequest, MissingApiKey, NotFound
-from .ratelimits import RateLimits
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +41,7 @@ def _routes() -> Map:
         Rule("/v1/batches/<batch_id>", methods=["GET"], endpoint="retrieve_batch"),
         Rule("/v1/batches/<batch_id>/cancel", methods=["POST"], endpoint="cancel_batch"),
         Rule("/_emulator/ledger", methods=["GET"], endpoint="ledger"),
+        Rule("/_emulator/stats", methods=["GET"], endpoint="stats"),
         Rule("/_emulator/health", methods=["GET"], endpoint="health"),
     ]
     rules += [Rule(url, methods=["POST"], endpoint="realtime") for url in BATCH_ENDPOINTS]
@@ -80,15 +79,13 @@ def _has_api_key(request: Request) -> bool:
 class EmulatorApp:
     """The WSGI application: routes a request to OpenAIEmulator and answers in OpenAI's shapes."""
 
-    def __init__(self, emulator: OpenAIEmulator, rate_limits: RateLimits | None = None) -> None:
+    def __init__(self, emulator: OpenAIEmulator) -> None:
         self.emulator = emulator
-        self.rate_limits = rate_limits or RateLimits()
         self._routes = _routes()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
         started = time.monotonic()
-        token_cost = 0
         try:
             if request.path.startswith(API_PREFIX) and not _has_api_key(request):
                 raise MissingApiKey(
@@ -99,19 +96,15 @@ class EmulatorApp:
                 endpoint, args = self._routes.bind_to_environ(environ).match()
             except HTTPException:
                 raise NotFound(f"Invalid URL ({request.method} {request.path})", code="unknown_url") from None
-            if endpoint == "realtime":
-                response, token_cost = self._realtime(request)
-            else:
-                response = getattr(self, f"_{endpoint}")(request, **args)
+            response = getattr(self, f"_{endpoint}")(request, **args)
         except EmulatorError as error:
             response = self._json(error.body(), status=error.status_code)
+            response.headers.update(error.headers)
         except Exception:
             logger.exception("emulator failed on %s %s", request.method, request.path)
             response = self._json(EmulatorError("The emulator failed; see its log.").body(), status=500)
         response.headers["x-request-id"] = f"req_{uuid.uuid4().hex}"
         response.headers["openai-processing-ms"] = str(int((time.monotonic() - started) * 1000))
-        if request.path.startswith(API_PREFIX):
-            response.headers.update(self.rate_limits.headers(token_cost))
         return response(environ, start_response)
 
     @staticmethod
@@ -174,18 +167,19 @@ class EmulatorApp:
 
     # ----- realtime and emulator-only routes ----------------------------------------------------
 
-    def _realtime(self, request: Request) -> tuple[Response, int]:
-        body = _json_body(request)
-        latency = self.emulator.settings.emulator.realtime_latency_seconds
-        if latency:
-            time.sleep(latency)
-        execution = self.emulator.realtime(request.path, body)
-        # What OpenAI charges against the tokens-per-minute limit: the prompt plus the output cap.
-        cap = max_output_tokens(request.path, body, self.emulator.settings.assumed_output_tokens)
-        return self._json(execution.body), execution.prompt_tokens + cap
+    def _realtime(self, request: Request) -> Response:
+        answer = self.emulator.realtime(
+            request.path, _json_body(request), client_request_id=request.headers.get("X-Client-Request-Id")
+        )
+        response = self._json(answer.body)
+        response.headers.update(answer.headers)
+        return response
 
     def _ledger(self, request: Request) -> Response:
         return self._json({"object": "list", "data": self.emulator.ledger()})
+
+    def _stats(self, request: Request) -> Response:
+        return self._json(self.emulator.stats())
 
     def _health(self, request: Request) -> Response:
         return self._json({"status": "ok"})
@@ -202,8 +196,10 @@ class EmulatorServer:
     """The emulator on a free localhost port in a daemon thread, for tests and the local run.
 
     ``with EmulatorServer(settings=settings) as server:`` then
-    ``openai.OpenAI(base_url=server.base_url, api_key="x")``. Pass ``emulator=`` instead of
-    ``settings=`` to serve an emulator built with test limits or a test clock.
+    ``openai.OpenAI(base_url=server.base_url, api_key="x")``. Built from ``settings=``, it takes its
+    pace, rate limits and faults from ``settings.emulator``, the faults overridden by
+    BATCHLINE_EMULATOR_FAULTS when that is set. Pass ``emulator=`` instead of ``settings=`` to serve
+    an emulator built with test limits or a test clock.
     """
 
     def __init__(
@@ -217,7 +213,7 @@ class EmulatorServer:
         if emulator is None:
             if settings is None:
                 raise TypeError("EmulatorServer needs settings or an emulator")
-            emulator = OpenAIEmulator(settings)
+            emulator = OpenAIEmulator.from_settings(settings)
         self.emulator = emulator
         self._host = host
         self._port = port
@@ -278,6 +274,9 @@ class EmulatorServer:
 
 def serve_forever(host: str, port: int, settings: Settings) -> None:
     """Serve the emulator in the foreground until interrupted (the CLI's entry point)."""
-    server = make_server(host, port, EmulatorApp(OpenAIEmulator(settings)), threaded=True)
+    emulator = OpenAIEmulator.from_settings(settings)
+    server = make_server(host, port, EmulatorApp(emulator), threaded=True)
     logger.info("OpenAI emulator listening on http://%s:%s%s", host, server.server_port, API_PREFIX)
+    if emulator.faults.describe():
+        logger.warning("OpenAI emulator injecting faults: %s", emulator.faults.describe())
     server.serve_forever()

@@ -9,6 +9,7 @@ import pytest
 from batchline.settings import Settings, load_settings
 
 from batchline_local.emulator import EmulatorServer, OpenAIEmulator
+from batchline_local.emulator.faults import FAULTS_ENV
 
 from .helpers import sdk_client
 
@@ -42,3 +43,9 @@ def server(fast_settings: Settings) -> Iterator[EmulatorServer]:
 @pytest.fixture
 def client(server: EmulatorServer) -> openai.OpenAI:
     return sdk_client(server)
+
+
+@pytest.fixture(autouse=True)
+def _no_faults_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A BATCHLINE_EMULATOR_FAULTS left in the shell must not inject faults into every test here."""
+    monkeypatch.delenv(FAULTS_ENV, raising=False)
