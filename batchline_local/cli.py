@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from batchline.domain.routing import MODES
 from batchline.settings import SettingsError, settings_from_cdk_json
 from rich.console import Console
 
@@ -41,13 +42,22 @@ def local_run(
         Path, typer.Option("--out", help="directory that receives results.jsonl, errors.jsonl, summary.json")
     ] = Path("out"),
     cdk_json: Annotated[Path, typer.Option(help="settings file (the batchline key of its context)")] = DEFAULT_CDK_JSON,
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            help="batch, realtime or auto (sent as the object's batchline-mode metadata); default from settings"
+        ),
+    ] = None,
 ) -> None:
     """Run one job end to end: moto + the real state machine + the OpenAI emulator (or OPENAI_BASE_URL)."""
     _use_bundled_encodings()
     from batchline_local.local_run import print_summary, run_local_job
 
     settings = _settings(cdk_json)
-    result = run_local_job(input_path, out, settings, console=console)
+    if mode is not None and mode not in MODES:
+        console.print(f"[red]--mode must be one of {', '.join(MODES)}, not {mode!r}[/]")
+        raise typer.Exit(2)
+    result = run_local_job(input_path, out, settings, console=console, mode=mode)
     print_summary(result, Console())
     if result.execution_status != "SUCCEEDED":
         raise typer.Exit(1)

@@ -71,6 +71,7 @@ def run_local_job(
     console: Console | None = None,
     timeout_seconds: float = 3600,
     openai: tuple[str, str] | None = None,
+    mode: str | None = None,
 ) -> LocalRunResult:
     """Run one job; `openai` = (base_url, api_key) of a server to use instead of the default one."""
     console = console or Console(stderr=True)
@@ -86,7 +87,7 @@ def run_local_job(
         ) as aws,
     ):
         console.print(f"[bold]batchline[/] local run of [cyan]{input_path}[/] (OpenAI at {base_url})")
-        job_id = aws.upload_input(str(input_path), input_path.name)
+        job_id = aws.upload_input(str(input_path), input_path.name, mode=mode)
         execution = aws.wait_for_execution(timeout=30)
         status = _watch(aws, job_id, execution["executionArn"], console, timeout_seconds)
         layout = JobLayout(job_id, settings.output_prefix)
@@ -118,17 +119,22 @@ def _watch(aws: LocalAws, job_id: str, execution_arn: str, console: Console, tim
             job = store.get_job(job_id)
             if job is not None:
                 shards = store.list_shards(job_id)
-                done = sum(
-                    (s.get("request_counts") or {}).get("completed", 0)
-                    + (s.get("request_counts") or {}).get("failed", 0)
-                    for s in shards
-                )
-                collected = sum(1 for s in shards if s.get("status") in ("collected", "failed"))
+                if job.get("route") == "realtime":
+                    done = job.get("realtime_done", 0)
+                    description = f"realtime: {len(shards)} shards queued, status {job.get('status', '?')}"
+                else:
+                    done = sum(
+                        (s.get("request_counts") or {}).get("completed", 0)
+                        + (s.get("request_counts") or {}).get("failed", 0)
+                        for s in shards
+                    )
+                    collected = sum(1 for s in shards if s.get("status") in ("collected", "failed"))
+                    description = f"batch: {len(shards)} shards, {collected} collected, status {job.get('status', '?')}"
                 progress.update(
                     task,
                     total=max(job.get("valid", 0), 1),
                     completed=min(done, job.get("valid", 0)),
-                    description=f"{len(shards)} shards, {collected} collected, status {job.get('status', '?')}",
+                    description=description,
                 )
             if status != "RUNNING":
                 return status

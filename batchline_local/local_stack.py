@@ -18,6 +18,7 @@ from typing import Any
 
 import boto3
 from batchline.domain.layout import make_job_id
+from batchline.domain.routing import METADATA_KEY
 from batchline.handlers import dependencies
 from batchline.settings import Settings, runtime_environment_variables
 from batchline.topology import (
@@ -25,6 +26,7 @@ from batchline.topology import (
     FUNCTIONS,
     TABLE_PARTITION_KEY,
     TABLE_SORT_KEY,
+    WORKER,
     asl_substitutions,
     execution_input_template,
     object_created_pattern,
@@ -33,6 +35,7 @@ from batchline.topology import (
 from moto.server import ThreadedMotoServer
 
 from batchline_local import moto_patches
+from batchline_local.event_source import SqsEventSource
 
 LOCAL_ACCOUNT = "123456789012"
 
@@ -56,6 +59,9 @@ class LocalAws:
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._saved_env: dict[str, str | None] = {}
         self.state_machine_arn = ""
+        self.queue_url = ""
+        self.dead_letter_queue_url = ""
+        self._event_source: SqsEventSource | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> LocalAws:
@@ -99,7 +105,14 @@ class LocalAws:
         with urllib.request.urlopen(request, timeout=10) as response:
             response.read()
 
+    @property
+    def visibility_timeout_seconds(self) -> int:
+        """Six times the worker's timeout, as AWS advises for an SQS event source."""
+        return 6 * self.settings.realtime.worker_timeout_seconds
+
     def stop(self) -> None:
+        if self._event_source is not None:
+            self._event_source.stop()
         self._server.stop()
         moto_patches.restore_environment()
         for name, value in self._saved_env.items():
@@ -138,30 +151,56 @@ class LocalAws:
             ],
             BillingMode="PAY_PER_REQUEST",
         )
+        sqs = self.client("sqs")
+        realtime = self.settings.realtime
+        dlq_url = sqs.create_queue(QueueName=self.names.dead_letter_queue)["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.queue_url = sqs.create_queue(
+            QueueName=self.names.queue,
+            Attributes={
+                "VisibilityTimeout": str(self.visibility_timeout_seconds),
+                "RedrivePolicy": json.dumps(
+                    {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(realtime.max_receive_count)}
+                ),
+            },
+        )["QueueUrl"]
+        self.dead_letter_queue_url = dlq_url
         role_arn = self.client("iam").create_role(
             RoleName="batchline-local",
             AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
         )["Role"]["Arn"]
         environment = {
             **runtime_environment_variables(
-                self.settings, table_name=self.names.table, output_bucket=self.names.output_bucket
+                self.settings,
+                table_name=self.names.table,
+                output_bucket=self.names.output_bucket,
+                queue_url=self.queue_url,
             ),
             **self._openai,
             "TIKTOKEN_CACHE_DIR": os.environ.get("TIKTOKEN_CACHE_DIR", ""),
         }
         lambda_client = self.client("lambda")
         arns = {}
-        for spec in FUNCTIONS:
+        for spec in (*FUNCTIONS, WORKER):
             arns[spec.name] = lambda_client.create_function(
                 FunctionName=f"batchline-{spec.name}",
                 Runtime="python3.12",
                 Role=role_arn,
                 Handler=spec.handler,
                 Code={"ZipFile": _placeholder_zip()},
-                Timeout=self.settings.functions.timeout_seconds,
+                Timeout=realtime.worker_timeout_seconds if spec is WORKER else self.settings.functions.timeout_seconds,
                 MemorySize=self.settings.functions.memory_mb,
                 Environment={"Variables": environment},
             )["FunctionArn"]
+        self._event_source = SqsEventSource(
+            sqs=self.client("sqs"),
+            lambda_client=self.client("lambda"),
+            queue_url=self.queue_url,
+            function_name=f"batchline-{WORKER.name}",
+            batch_size=realtime.batch_size,
+            max_concurrency=realtime.max_concurrency,
+            region=self.settings.region,
+        ).start()
         definition = render_asl(asl_substitutions(arns, self.settings.map_max_concurrency))
         sfn = self.client("stepfunctions")
         self.state_machine_arn = sfn.create_state_machine(
@@ -187,10 +226,14 @@ class LocalAws:
         )
 
     # -- use ---------------------------------------------------------------------------------
-    def upload_input(self, path: str, key: str) -> str:
-        """Drop a file in the input bucket (the trigger starts the job); return the job's id."""
+    def upload_input(self, path: str, key: str, *, mode: str | None = None) -> str:
+        """Drop a file in the input bucket (the trigger starts the job); return the job's id.
+
+        `mode` travels as the object's ``batchline-mode`` metadata, as a user would set it.
+        """
         s3 = self.client("s3")
-        s3.upload_file(path, self.names.input_bucket, key)
+        extra = {"Metadata": {METADATA_KEY: mode}} if mode else None
+        s3.upload_file(path, self.names.input_bucket, key, ExtraArgs=extra)
         etag = s3.head_object(Bucket=self.names.input_bucket, Key=key)["ETag"].strip('"')
         return make_job_id(key, etag)
 

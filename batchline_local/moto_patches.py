@@ -5,7 +5,10 @@
    environment and a Lambda context, and reports an exception the way Lambda does (header
    ``x-amz-function-error: Unhandled`` and an ``errorType``), so the state machine's Retry and
    Catch see the real error class.
-2. EventBridge to Step Functions: moto delivers S3's object-created events to rules but has no
+2. Atomic conditional writes: DynamoDB applies a conditional update atomically; moto, serving
+   many threads, checks and writes without a lock, so two workers could both pass a rate-limit
+   condition. Here every write to a moto table holds one lock, as DynamoDB's guarantee implies.
+3. EventBridge to Step Functions: moto delivers S3's object-created events to rules but has no
    ``states`` target. Here such a target starts an execution with the rule's InputTransformer
    applied, exactly the wiring the deployed stack has.
 """
@@ -136,14 +139,28 @@ def _send_to_targets_with_states(original: Callable) -> Callable:
     return send_to_targets
 
 
+_DYNAMODB_WRITE_LOCK = threading.RLock()
+
+
+def _atomic(write: Callable) -> Callable:
+    def locked(*args, **kwargs):  # noqa: ANN002, ANN003
+        with _DYNAMODB_WRITE_LOCK:
+            return write(*args, **kwargs)
+
+    return locked
+
+
 def install() -> None:
-    """Apply both patches once per process."""
+    """Apply the patches once per process."""
     global _installed
     if _installed:
         return
     from moto.awslambda_simple.models import LambdaSimpleBackend
+    from moto.dynamodb.models import DynamoDBBackend
     from moto.events.models import Rule
 
     LambdaSimpleBackend.invoke = _invoke_in_process
     Rule.send_to_targets = _send_to_targets_with_states(Rule.send_to_targets)
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+        setattr(DynamoDBBackend, name, _atomic(getattr(DynamoDBBackend, name)))
     _installed = True

@@ -43,6 +43,8 @@ class ResourceNames(_Frozen):
     table: str = "batchline-jobs"
     state_machine: str = "batchline-cold-path"
     event_rule: str = "batchline-input-object-created"
+    queue: str = "batchline-realtime-requests"
+    dead_letter_queue: str = "batchline-realtime-dead-letters"
 
 
 class FunctionSizing(_Frozen):
@@ -58,9 +60,48 @@ class EmulatorSettings(_Frozen):
     in_progress_seconds: float = Field(0.2, ge=0)
     finalizing_seconds: float = Field(0.0, ge=0)
     realtime_latency_seconds: float = Field(0.0, ge=0)
+    # Rate limits enforced on the realtime endpoints, per model, the way OpenAI enforces them:
+    # a budget of requests and of tokens (prompt + max output) per window, 429 past it.
+    requests_per_minute: int = Field(10_000, ge=1)
+    tokens_per_minute: int = Field(30_000_000, ge=1)
+    rate_window_seconds: float = Field(60.0, gt=0, description="shorter than a minute only to make benchmarks quick")
+    # Failures on request, e.g. "token_limit=2,expire=0.5,http_429=0.1" (see the emulator's faults module).
+    faults: str = ""
+
+
+class RateLimit(_Frozen):
+    requests_per_minute: int = Field(ge=1)
+    tokens_per_minute: int = Field(ge=1)
+
+
+class RealtimeSettings(_Frozen):
+    """The hot path: SQS-fed workers calling the realtime API at the provider's limit, never above."""
+
+    # The provider's limits for the organisation, per model (a model not listed gets the default).
+    default_limit: RateLimit = RateLimit(requests_per_minute=500, tokens_per_minute=200_000)
+    limits: dict[str, RateLimit] = Field(default_factory=dict)
+    rate_window_seconds: float = Field(60.0, gt=0, description="the provider's accounting window")
+    batch_size: int = Field(10, ge=1, le=10, description="SQS messages per worker invocation")
+    max_concurrency: int = Field(4, ge=2, le=1000, description="event source maximum concurrency")
+    reserved_concurrency: int = Field(4, ge=1, le=1000)
+    max_receive_count: int = Field(5, ge=1, le=1000, description="deliveries before a message goes to the DLQ")
+    max_attempts: int = Field(4, ge=1, le=20, description="calls per request within one delivery")
+    backoff_base_seconds: float = Field(0.5, gt=0)
+    backoff_max_seconds: float = Field(20.0, gt=0)
+    max_wait_for_capacity_seconds: float = Field(90.0, gt=0)
+    circuit_failure_threshold: int = Field(8, ge=1)
+    circuit_cooldown_seconds: float = Field(30.0, gt=0)
+    worker_timeout_seconds: int = Field(300, ge=30, le=900)
+    stall_seconds: float = Field(900.0, gt=0, description="no progress this long ends the wait; the rest are errors")
+
+    def limit_for(self, model: str) -> RateLimit:
+        return self.limits.get(model, self.default_limit)
 
 
 class Settings(_Frozen):
+    default_mode: Literal["batch", "realtime", "auto"] = "batch"
+    auto_realtime_max_requests: int = Field(2_000, ge=0, description="auto mode: realtime up to this many requests")
+    realtime: RealtimeSettings = RealtimeSettings()
     shard_max_requests: int = Field(OPENAI_MAX_REQUESTS_PER_FILE, ge=1, le=OPENAI_MAX_REQUESTS_PER_FILE)
     shard_max_bytes: int = Field(OPENAI_MAX_BYTES_PER_FILE, ge=1024, le=OPENAI_MAX_BYTES_PER_FILE)
     map_max_concurrency: int = Field(10, ge=1, le=40, description="shards worked on at once")
@@ -114,6 +155,7 @@ class RuntimeEnvironment(_Frozen):
     # local run passes the key itself. Functions that never call OpenAI need neither.
     openai_api_key: str | None = None
     openai_api_key_secret_arn: str | None = None
+    queue_url: str | None = None  # the realtime queue; only the functions of the hot path need it
 
 
 SETTINGS_ENV = "BATCHLINE_SETTINGS"
@@ -121,12 +163,15 @@ OPENAI_KEY_SECRET_ENV = "OPENAI_API_KEY_SECRET_ARN"
 _REQUIRED_ENV = {"table_name": "TABLE_NAME", "output_bucket": "OUTPUT_BUCKET"}
 
 
-def runtime_environment_variables(settings: Settings, *, table_name: str, output_bucket: str) -> dict[str, str]:
+def runtime_environment_variables(
+    settings: Settings, *, table_name: str, output_bucket: str, queue_url: str
+) -> dict[str, str]:
     """The environment both the stack and the local run give every function."""
     return {
         SETTINGS_ENV: settings.model_dump_json(),
         "TABLE_NAME": table_name,
         "OUTPUT_BUCKET": output_bucket,
+        "QUEUE_URL": queue_url,
     }
 
 
@@ -142,5 +187,6 @@ def runtime_environment() -> RuntimeEnvironment:
         openai_api_key=os.environ.get("OPENAI_API_KEY") or None,
         openai_api_key_secret_arn=os.environ.get(OPENAI_KEY_SECRET_ENV) or None,
         openai_base_url=os.environ.get("OPENAI_BASE_URL") or None,
+        queue_url=os.environ.get("QUEUE_URL") or None,
         settings=load_settings(json.loads(os.environ[SETTINGS_ENV])),
     )

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-STATE_MACHINE_ASL = Path(__file__).resolve().parents[2] / "statemachine" / "cold_path.asl.json"
+STATE_MACHINE_ASL = Path(__file__).resolve().parents[2] / "statemachine" / "job.asl.json"
 
 TABLE_PARTITION_KEY = "pk"
 TABLE_SORT_KEY = "sk"
@@ -22,6 +22,15 @@ class FunctionSpec:
     name: str  # short name; the stack prefixes it
     handler: str  # "module.function" inside the lambdas/ package root
     substitution: str  # the ASL placeholder that receives its ARN
+    description: str
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """The SQS-fed function of the hot path: not called by the state machine, but by its queue."""
+
+    name: str
+    handler: str
     description: str
 
 
@@ -54,11 +63,29 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         "Records why a shard could not be run.",
     ),
     FunctionSpec(
+        "enqueue",
+        "batchline.handlers.enqueue.handler",
+        "EnqueueFunctionArn",
+        "Puts one shard's requests on the realtime queue.",
+    ),
+    FunctionSpec(
+        "realtime_progress",
+        "batchline.handlers.realtime_progress.handler",
+        "RealtimeProgressFunctionArn",
+        "Counts a realtime job's requests that have an outcome.",
+    ),
+    FunctionSpec(
         "finalize",
         "batchline.handlers.finalize.handler",
         "FinalizeFunctionArn",
         "Writes results.jsonl, errors.jsonl and summary.json for the job.",
     ),
+)
+
+WORKER = WorkerSpec(
+    "worker",
+    "batchline.handlers.worker.handler",
+    "Calls the realtime API for queued requests at the shared rate limit.",
 )
 
 MAP_CONCURRENCY_SUBSTITUTION = "MapMaxConcurrency"

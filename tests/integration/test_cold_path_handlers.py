@@ -28,7 +28,7 @@ def aws(monkeypatch) -> Iterator[dict]:
     with mock_aws(), EmulatorServer(settings=SETTINGS) as emulator:
         monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
         for name, value in runtime_environment_variables(
-            SETTINGS, table_name="jobs", output_bucket="output-files"
+            SETTINGS, table_name="jobs", output_bucket="output-files", queue_url="not-used-by-the-batch-route"
         ).items():
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url)

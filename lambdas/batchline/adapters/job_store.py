@@ -6,6 +6,7 @@ Query reads a whole job. Floats are stored as Decimal, as DynamoDB requires.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache
@@ -18,6 +19,8 @@ from batchline.topology import TABLE_PARTITION_KEY, TABLE_SORT_KEY
 
 JOB_SORT_KEY = "JOB"
 SHARD_PREFIX = "SHARD#"
+OUTCOME_PREFIX = "OUT#"
+_LINE_DIGITS = 12  # zero-padded so that sort keys order outcomes by input line
 
 
 def now_iso() -> str:
@@ -86,6 +89,79 @@ class JobStore:
         self._table.update_item(
             Key=key, UpdateExpression=expression, ExpressionAttributeNames=names, ExpressionAttributeValues=values
         )
+
+    # -- realtime outcomes: one item per request, written once --------------------------------
+    def record_outcome(self, job_id: str, line: int, *, record: str, succeeded: bool, tally: dict) -> bool:
+        """Store a request's outcome and count it on the job, atomically and only the first time.
+
+        Returns False when the request already had an outcome (a duplicate delivery): nothing is
+        counted twice. `tally` holds numbers to ADD to the job (tokens, cost).
+        """
+        # The resource's client serializes plain Python values itself (boto3 injects that).
+        job_key = self._key(job_id, JOB_SORT_KEY)
+        outcome_item = {
+            **self._key(job_id, f"{OUTCOME_PREFIX}{line:0{_LINE_DIGITS}d}"),
+            "line": line,
+            "ok": succeeded,
+            "record": record,
+        }
+        additions = {"realtime_done": 1, "realtime_succeeded" if succeeded else "realtime_failed": 1, **tally}
+        names = {f"#a{i}": name for i, name in enumerate(additions)}
+        values = {f":a{i}": _to_dynamo(value) for i, value in enumerate(additions.values())}
+        values[":now"] = now_iso()
+        client = self._table.meta.client
+        try:
+            client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self._table.name,
+                            "Item": _to_dynamo(outcome_item),
+                            "ConditionExpression": f"attribute_not_exists({TABLE_SORT_KEY})",
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table.name,
+                            "Key": job_key,
+                            "UpdateExpression": "ADD "
+                            + ", ".join(f"#a{i} :a{i}" for i in range(len(additions)))
+                            + " SET realtime_updated_at = :now",
+                            "ExpressionAttributeNames": names,
+                            "ExpressionAttributeValues": values,
+                        }
+                    },
+                ]
+            )
+        except client.exceptions.TransactionCanceledException as exc:
+            reasons = exc.response.get("CancellationReasons", [])
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                return False
+            raise RuntimeError(f"recording the outcome of line {line} failed: {reasons}") from exc
+        return True
+
+    def has_outcome(self, job_id: str, line: int) -> bool:
+        key = self._key(job_id, f"{OUTCOME_PREFIX}{line:0{_LINE_DIGITS}d}")
+        return "Item" in self._table.get_item(Key=key, ProjectionExpression=TABLE_SORT_KEY, ConsistentRead=True)
+
+    def outcomes(self, job_id: str) -> Iterator[tuple[int, bool, str]]:
+        """(line, succeeded, record) of every realtime outcome, in input order, page by page."""
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": Key(TABLE_PARTITION_KEY).eq(f"JOB#{job_id}")
+            & Key(TABLE_SORT_KEY).begins_with(OUTCOME_PREFIX),
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self._table.query(**kwargs)
+            for item in page["Items"]:
+                yield int(item["line"]), bool(item["ok"]), item["record"]
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def halt_job(self, job_id: str, reason: str) -> None:
+        """Stop a job for good (e.g. insufficient quota): workers record its remaining requests as errors."""
+        self._update(self._key(job_id, JOB_SORT_KEY), {"halted": reason})
 
     def get_job(self, job_id: str) -> dict | None:
         item = self._table.get_item(Key=self._key(job_id, JOB_SORT_KEY), ConsistentRead=True).get("Item")

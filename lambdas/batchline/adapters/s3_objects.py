@@ -24,14 +24,20 @@ class S3Objects:
         self._part_bytes = part_bytes
         self._client = client or s3_client()
 
-    def etag(self, key: str) -> str | None:
-        """The object's ETag, or None when there is no such object."""
+    def head(self, key: str) -> tuple[str, dict[str, str]] | None:
+        """(ETag, user metadata) of the object, or None when there is no such object."""
         try:
-            return self._client.head_object(Bucket=self.bucket, Key=key)["ETag"].strip('"')
+            head = self._client.head_object(Bucket=self.bucket, Key=key)
         except self._client.exceptions.ClientError as exc:
             if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
+        return head["ETag"].strip('"'), head.get("Metadata", {})
+
+    def etag(self, key: str) -> str | None:
+        """The object's ETag, or None when there is no such object."""
+        head = self.head(key)
+        return head[0] if head else None
 
     def exists(self, key: str) -> bool:
         return self.etag(key) is not None

@@ -57,3 +57,19 @@ class JobLayout:
 
     def shard_errors(self, shard_id: str) -> str:
         return f"{STAGING_PREFIX}/{self.job_id}/shards/{shard_id}/errors.jsonl"
+
+    @property
+    def realtime_results(self) -> str:
+        return f"{STAGING_PREFIX}/{self.job_id}/realtime/results.jsonl"
+
+    @property
+    def realtime_errors(self) -> str:
+        return f"{STAGING_PREFIX}/{self.job_id}/realtime/errors.jsonl"
+
+    def realtime_body(self, line: int) -> str:
+        """A request body too large for an SQS message."""
+        return f"{STAGING_PREFIX}/{self.job_id}/realtime/bodies/{line}.json"
+
+    def realtime_outcome(self, line: int) -> str:
+        """An outcome record too large for a DynamoDB item."""
+        return f"{STAGING_PREFIX}/{self.job_id}/realtime/outcomes/{line}.json"

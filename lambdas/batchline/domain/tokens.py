@@ -194,9 +194,7 @@ class ParallelTokenCounter:
     def submit(self, jobs: Sequence[tuple[TokenCounter, list[str]]]) -> Callable[[], list[int]]:
         """Start counting each (counter, texts) job in the background; call the result for the counts."""
         step = max(64, -(-len(jobs) // self._threads))
-        futures = [
-            self._pool.submit(_count_slice, jobs[start : start + step]) for start in range(0, len(jobs), step)
-        ]
+        futures = [self._pool.submit(_count_slice, jobs[start : start + step]) for start in range(0, len(jobs), step)]
 
         def result() -> list[int]:
             counts: list[int] = []

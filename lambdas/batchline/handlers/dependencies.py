@@ -6,11 +6,14 @@ from functools import cache
 
 from aws_lambda_powertools import Logger
 
-from batchline.adapters.job_store import JobStore
+from batchline.adapters.dynamo_limits import DynamoCircuitBreaker, DynamoRateLimiter
+from batchline.adapters.job_store import JobStore, dynamodb_resource
 from batchline.adapters.openai_batches import OpenAIBatches
 from batchline.adapters.openai_credentials import openai_api_key
-from batchline.adapters.s3_objects import S3Objects
-from batchline.settings import RuntimeEnvironment, runtime_environment
+from batchline.adapters.openai_realtime import OpenAIRealtime
+from batchline.adapters.s3_objects import S3Objects, s3_client
+from batchline.adapters.sqs_queue import RequestQueue, sqs_client
+from batchline.settings import RuntimeEnvironment, SettingsError, runtime_environment
 
 logger = Logger(service="batchline")
 
@@ -43,10 +46,46 @@ def _openai_batches_for(api_key: str, base_url: str | None) -> OpenAIBatches:
     return OpenAIBatches(api_key=api_key, base_url=base_url)
 
 
+def openai_realtime() -> OpenAIRealtime:
+    env = environment()
+    return _openai_realtime_for(openai_api_key(env), env.openai_base_url)
+
+
+@cache
+def _openai_realtime_for(api_key: str, base_url: str | None) -> OpenAIRealtime:
+    return OpenAIRealtime(api_key=api_key, base_url=base_url)
+
+
+@cache
+def request_queue() -> RequestQueue:
+    queue_url = environment().queue_url
+    if not queue_url:
+        raise SettingsError("missing environment variable QUEUE_URL (the realtime queue)")
+    return RequestQueue(queue_url)
+
+
+@cache
+def rate_limiter() -> DynamoRateLimiter:
+    return DynamoRateLimiter(dynamodb_resource().Table(environment().table_name), environment().settings.realtime)
+
+
+@cache
+def circuit_breaker() -> DynamoCircuitBreaker:
+    return DynamoCircuitBreaker(dynamodb_resource().Table(environment().table_name), environment().settings.realtime)
+
+
 def reset() -> None:
     """Forget every cached client and setting (tests and the local run change the environment)."""
-    from batchline.adapters.job_store import dynamodb_resource
-    from batchline.adapters.s3_objects import s3_client
-
-    for cached in (job_store, _openai_batches_for, runtime_environment, dynamodb_resource, s3_client):
+    for cached in (
+        job_store,
+        _openai_batches_for,
+        _openai_realtime_for,
+        request_queue,
+        rate_limiter,
+        circuit_breaker,
+        runtime_environment,
+        dynamodb_resource,
+        s3_client,
+        sqs_client,
+    ):
         cached.cache_clear()

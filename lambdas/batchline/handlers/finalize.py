@@ -38,6 +38,34 @@ def _unfinished(storage: S3Objects, layout: JobLayout, shard: dict, reason: str)
             yield line, orjson.dumps(record) + b"\n"
 
 
+def _stage_realtime_outcomes(storage: S3Objects, layout: JobLayout, shards: list[dict], reason: str) -> None:
+    """Realtime outcomes, joined to every planned request, into a results and an errors file.
+
+    Both inputs are in line order (the manifests, and the outcome items' sort keys), so one pass
+    finds each request's outcome, or reports it as never answered.
+    """
+    manifests = merge_by_line(
+        (decode_manifest_entry(entry) for entry in storage.lines(layout.shard_manifest(shard["shard_id"])) if entry)
+        for shard in shards
+    )
+    outcomes = job_store().outcomes(layout.job_id)
+    pending = next(outcomes, None)
+    with storage.writer(layout.realtime_results) as results, storage.writer(layout.realtime_errors) as errors:
+        for line, custom_id in manifests:
+            if pending is not None and pending[0] == line:
+                _, succeeded, record = pending
+                raw = record.encode()
+                if raw.startswith(b'{"line"') and b'"record_key"' in raw[:200]:
+                    raw = b"".join(storage.chunks(orjson.loads(raw)["record_key"]))
+                (results if succeeded else errors).write(raw + b"\n")
+                pending = next(outcomes, None)
+            else:
+                record = error_record(
+                    custom_id=custom_id, line=line, stage=STAGE_PROVIDER, code="not_completed", message=reason
+                )
+                errors.write(orjson.dumps(record) + b"\n")
+
+
 def _failure_text(error: dict | None) -> str | None:
     if not error:
         return None
@@ -84,6 +112,14 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     result_streams, error_streams = [], []
     if planned and storage.exists(layout.invalid_lines):
         error_streams.append(_numbered(storage, layout.invalid_lines))
+    if job.get("route") == "realtime":
+        reason = failure or job.get("halted") or "no outcome before the job stopped waiting (see the dead-letter queue)"
+        _stage_realtime_outcomes(storage, layout, shards, reason)
+        result_streams.append(_numbered(storage, layout.realtime_results))
+        error_streams.append(_numbered(storage, layout.realtime_errors))
+        for name in ("input_tokens", "output_tokens", "cost_usd", "cost_usd_if_realtime"):
+            setattr(account, name, getattr(account, name) + job.get(name, 0))
+        shards = []  # their requests are accounted for above
     for shard in shards:
         if shard.get("status") == "collected":
             result_streams.append(_numbered(storage, layout.shard_results(shard["shard_id"])))

@@ -10,6 +10,7 @@ from batchline.domain.errors import InputNotFoundError
 from batchline.domain.layout import JobLayout, make_job_id
 from batchline.domain.planning import Planner
 from batchline.domain.request_line import RequestValidator, iter_physical_lines
+from batchline.domain.routing import requested_mode, route_for
 from batchline.domain.tokens import ParallelTokenCounter
 from batchline.handlers.dependencies import environment, job_store, logger, objects, output_objects
 from batchline.settings import BATCH_ENDPOINTS
@@ -22,13 +23,15 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     settings = environment().settings
     bucket, key = event["bucket"], event["key"]
     source = objects(bucket)
-    etag = source.etag(key)
-    if etag is None:
+    head = source.head(key)
+    if head is None:
         raise InputNotFoundError(f"s3://{bucket}/{key} does not exist (deleted after upload, or a wrong key)")
+    etag, metadata = head
+    mode = requested_mode(key=key, metadata=metadata, default=settings.default_mode)
     job_id = make_job_id(key, etag)
     logger.append_keys(job_id=job_id)
     store = job_store()
-    store.put_job(job_id, status="planning", bucket=bucket, key=key, started_at=now_iso())
+    store.put_job(job_id, status="planning", bucket=bucket, key=key, mode=mode, started_at=now_iso())
 
     prices = settings.price_book()
     validator = RequestValidator(
@@ -57,10 +60,14 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         counter.close()
 
     shards = [plan.as_dict() for plan in summary.shards]
+    route = route_for(
+        mode, valid_requests=summary.valid, auto_realtime_max_requests=settings.auto_realtime_max_requests
+    )
     store.put_shards(job_id, [{**shard, "status": "planned"} for shard in shards])
     store.update_job(
         job_id,
         status="running" if shards else "finalizing",
+        route=route,
         input_lines=summary.input_lines,
         valid=summary.valid,
         invalid=summary.invalid,
@@ -71,10 +78,11 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     )
     logger.info(
         "planned",
-        extra={"input_lines": summary.input_lines, "invalid": summary.invalid, "shards": len(shards)},
+        extra={"input_lines": summary.input_lines, "invalid": summary.invalid, "shards": len(shards), "route": route},
     )
     return {
         "job_id": job_id,
+        "route": route,
         "input_lines": summary.input_lines,
         "valid": summary.valid,
         "invalid": summary.invalid,

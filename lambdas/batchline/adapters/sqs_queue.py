@@ -1,0 +1,66 @@
+"""The realtime queue: requests go on in batches of up to 10 messages and 256 KB.
+
+A request too large for one SQS message (256 KB) still goes: its body is kept in S3 and the
+message carries the key instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from functools import cache
+from typing import Any
+
+import boto3
+import orjson
+
+SQS_MAX_MESSAGE_BYTES = 262_144
+SQS_MAX_BATCH_MESSAGES = 10
+# Room left for the message envelope and attributes.
+_BODY_BUDGET = SQS_MAX_MESSAGE_BYTES - 2_048
+
+
+@cache
+def sqs_client() -> Any:
+    return boto3.client("sqs")
+
+
+class RequestQueue:
+    def __init__(self, queue_url: str, *, client: Any = None) -> None:
+        self._url = queue_url
+        self._client = client or sqs_client()
+
+    def send_all(self, messages: Iterable[dict], *, spill: Callable[[dict], dict]) -> int:
+        """Send every message; `spill(message)` moves an oversized body to S3 and returns the lighter message."""
+        sent = 0
+        entries: list[dict] = []
+        size = 0
+        for message in messages:
+            body = orjson.dumps(message)
+            if len(body) > _BODY_BUDGET:
+                body = orjson.dumps(spill(message))
+            if len(entries) == SQS_MAX_BATCH_MESSAGES or size + len(body) > SQS_MAX_MESSAGE_BYTES:
+                sent += self._send(entries)
+                entries, size = [], 0
+            entries.append({"Id": str(len(entries)), "MessageBody": body.decode()})
+            size += len(body)
+        if entries:
+            sent += self._send(entries)
+        return sent
+
+    def retry_in(self, receipt_handle: str, seconds: float) -> None:
+        """Make a message visible again after `seconds`, not after the whole visibility timeout."""
+        self._client.change_message_visibility(
+            QueueUrl=self._url, ReceiptHandle=receipt_handle, VisibilityTimeout=max(0, min(43_200, round(seconds)))
+        )
+
+    def _send(self, entries: list[dict]) -> int:
+        pending = entries
+        for _ in range(5):
+            failed = self._client.send_message_batch(QueueUrl=self._url, Entries=pending).get("Failed", [])
+            if not failed:
+                return len(entries)
+            failed_ids = {f["Id"] for f in failed if not f.get("SenderFault")}
+            if len(failed_ids) != len(failed):
+                raise RuntimeError(f"SQS refused messages: {failed}")
+            pending = [e for e in pending if e["Id"] in failed_ids]
+        raise RuntimeError(f"SQS kept failing {len(pending)} messages")

@@ -1,0 +1,68 @@
+"""Enqueue: put one shard's requests on the realtime queue, one message per request.
+
+Each message carries what a worker needs to call at the shared limit without re-reading the
+input: the line, the custom_id, the endpoint, the model, the token cost (prompt tokens counted
+exactly plus the output cap) and the request body, or an S3 key when the body is too big for SQS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from batchline.adapters.job_store import now_iso
+from batchline.domain.layout import JobLayout
+from batchline.domain.planning import decode_manifest_entry
+from batchline.domain.request_line import RequestValidator, ValidRequest
+from batchline.handlers.dependencies import environment, job_store, logger, output_objects, request_queue
+from batchline.settings import BATCH_ENDPOINTS
+
+
+def _messages(job_id: str, shard_id: str, raws: Iterator[bytes], manifest: Iterator[bytes]) -> Iterator[dict]:
+    settings = environment().settings
+    validator = RequestValidator(
+        endpoints=BATCH_ENDPOINTS,
+        prices=settings.price_book(),
+        assumed_output_tokens=settings.assumed_output_tokens,
+        max_line_bytes=settings.shard_max_bytes,
+    )
+    for raw, entry in zip(raws, manifest, strict=True):
+        line, custom_id = decode_manifest_entry(entry)
+        request = validator.validate(line, raw)
+        if not isinstance(request, ValidRequest):  # planned lines are valid; anything else is a bug
+            raise ValueError(f"line {line} of shard {shard_id} no longer validates: {request.message}")
+        yield {
+            "job_id": job_id,
+            "shard_id": shard_id,
+            "line": line,
+            "custom_id": custom_id,
+            "url": request.url,
+            "model": request.model,
+            "token_cost": request.count_prompt_tokens() + request.max_output_tokens,
+            "body": orjson.loads(raw)["body"],
+        }
+
+
+@logger.inject_lambda_context(log_event=False, clear_state=True)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    shard = event["shard"]
+    job_id, shard_id = shard["job_id"], shard["shard_id"]
+    logger.append_keys(job_id=job_id, shard_id=shard_id)
+    layout = JobLayout(job_id, environment().settings.output_prefix)
+    storage = output_objects()
+
+    def spill(message: dict) -> dict:
+        key = layout.realtime_body(message["line"])
+        storage.put(key, orjson.dumps(message["body"]), "application/json")
+        return {**{k: v for k, v in message.items() if k != "body"}, "body_key": key}
+
+    raws = (raw for raw in storage.lines(layout.shard_requests(shard_id)) if raw)
+    manifest = (entry for entry in storage.lines(layout.shard_manifest(shard_id)) if entry)
+    sent = request_queue().send_all(_messages(job_id, shard_id, raws, manifest), spill=spill)
+    store = job_store()
+    store.update_shard(job_id, shard_id, status="enqueued", enqueued=sent)
+    store.update_job(job_id, realtime_updated_at=now_iso())
+    logger.info("enqueued", extra={"messages": sent})
+    return {"shard_id": shard_id, "enqueued": sent}

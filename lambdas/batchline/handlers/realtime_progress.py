@@ -1,0 +1,26 @@
+"""RealtimeProgress: how many of a realtime job's requests have an outcome; done when all do.
+
+A job also stops waiting when nothing has moved for `stall_seconds` (messages stuck in the dead
+letter queue, say): Finalize then reports the requests without an outcome as errors.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from batchline.adapters.job_store import now_iso
+from batchline.handlers.dependencies import environment, job_store, logger
+
+
+@logger.inject_lambda_context(log_event=False, clear_state=True)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    job_id = event["plan"]["job_id"]
+    job = job_store().get_job(job_id) or {}
+    done, total = job.get("realtime_done", 0), job.get("valid", 0)
+    last = job.get("realtime_updated_at") or job.get("started_at") or now_iso()
+    idle = (datetime.fromisoformat(now_iso()) - datetime.fromisoformat(last)).total_seconds()
+    stalled = done < total and idle > environment().settings.realtime.stall_seconds
+    if stalled:
+        logger.warning("realtime job stalled", extra={"done": done, "total": total, "idle_seconds": idle})
+    return {"done": done, "total": total, "finished": done >= total or stalled, "stalled": stalled}

@@ -1,0 +1,159 @@
+"""Worker: consume realtime requests from SQS and call the provider at the shared limit.
+
+Partial batch responses: a message whose request is not finished (no room in the rate limit,
+circuit open, retries used up for this delivery) is reported as failed and comes back later;
+the others are deleted. Exactly once, as far as the user can tell: the call is idempotent on
+(job, custom_id), so a message delivered twice never buys a second answer, and the outcome is
+written once with a conditional write. A message on its last delivery records a final error
+instead of failing, so even a request that never got an answer is accounted for.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import cache
+from typing import Any
+
+import orjson
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+
+from batchline.domain.layout import JobLayout
+from batchline.domain.outcomes import STAGE_PROVIDER, error_record, result_record, usage_tokens
+from batchline.domain.realtime import CallPolicy, Outcome, RealtimeRequest, RetryLater, execute
+from batchline.handlers.dependencies import (
+    circuit_breaker,
+    environment,
+    job_store,
+    logger,
+    openai_realtime,
+    output_objects,
+    rate_limiter,
+    request_queue,
+)
+from batchline.topology import TABLE_PARTITION_KEY, TABLE_SORT_KEY
+
+ROUTE_REALTIME = "realtime"
+# An outcome record larger than this goes to S3; DynamoDB items stop at 400 KB.
+_MAX_RECORD_BYTES = 350_000
+# Idempotency records outlive any job: a request answered once is never paid for again.
+_IDEMPOTENCY_SECONDS = 7 * 24 * 3600
+
+# A batch whose every message must come back is still a normal answer, not a function error.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+@cache
+def _idempotency() -> IdempotencyConfig:
+    return IdempotencyConfig(event_key_jmespath="[job_id, custom_id]", expires_after_seconds=_IDEMPOTENCY_SECONDS)
+
+
+@cache
+def _call_once():
+    """The provider call, made idempotent on (job_id, custom_id) with Powertools."""
+    persistence = DynamoDBPersistenceLayer(
+        table_name=environment().table_name,
+        key_attr=TABLE_PARTITION_KEY,
+        sort_key_attr=TABLE_SORT_KEY,
+        expiry_attr="expires_at",
+    )
+
+    @idempotent_function(data_keyword_argument="request", config=_idempotency(), persistence_store=persistence)
+    def call_and_record(request: dict) -> dict:
+        """Returns a small summary: the response itself is stored by `_record`, not in the idempotency item."""
+        settings = environment().settings.realtime
+        outcome = execute(
+            RealtimeRequest(**request),
+            provider=openai_realtime(),
+            limiter=rate_limiter(),
+            circuit=circuit_breaker(),
+            policy=CallPolicy(
+                max_attempts=settings.max_attempts,
+                backoff_base_seconds=settings.backoff_base_seconds,
+                backoff_max_seconds=settings.backoff_max_seconds,
+                sleep=time.sleep,
+            ),
+        )
+        _record(request, outcome)
+        return {"succeeded": outcome.succeeded, "code": outcome.code, "message": outcome.message}
+
+    return call_and_record
+
+
+def _record(message: dict, outcome: Outcome) -> None:
+    job_id, line, custom_id, model = message["job_id"], message["line"], message["custom_id"], message["model"]
+    prices = environment().settings.price_book()
+    tally: dict[str, Any] = {}
+    if outcome.succeeded:
+        record = result_record(custom_id=custom_id, line=line, route=ROUTE_REALTIME, model=model, response=outcome.body)
+        input_tokens, output_tokens = usage_tokens(record["usage"])
+        cost = prices.realtime_cost(model, input_tokens, output_tokens)
+        # Counters are integers (nano-dollars): atomic ADDs of floats would drift, and DynamoDB
+        # numbers such as 6E-8 trip some clients.
+        nano = round(cost * 1e9)
+        tally = {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cost_nano_usd": nano,
+            "cost_if_realtime_nano_usd": nano,
+        }
+    else:
+        record = error_record(
+            custom_id=custom_id,
+            line=line,
+            stage=STAGE_PROVIDER,
+            code=outcome.code or "provider_error",
+            message=outcome.message or "",
+            status_code=outcome.status_code,
+        )
+        record["route"] = ROUTE_REALTIME
+    raw = orjson.dumps(record)
+    if len(raw) > _MAX_RECORD_BYTES:
+        key = JobLayout(job_id, environment().settings.output_prefix).realtime_outcome(line)
+        output_objects().put(key, raw, "application/json")
+        raw = orjson.dumps({"line": line, "record_key": key})
+    if not job_store().record_outcome(job_id, line, record=raw.decode(), succeeded=outcome.succeeded, tally=tally):
+        logger.info("duplicate delivery: outcome already recorded", extra={"line": line})
+
+
+def _final_error(code: str, text: str) -> Outcome:
+    return Outcome(succeeded=False, code=code, message=text)
+
+
+def record_handler(record: SQSRecord) -> None:
+    message = orjson.loads(record.body)
+    job_id, line = message["job_id"], message["line"]
+    store = job_store()
+    if store.has_outcome(job_id, line):
+        return  # answered on an earlier delivery
+    halted = (store.get_job(job_id) or {}).get("halted")
+    if halted:
+        _record(message, _final_error("job_halted", f"not sent: the job was stopped ({halted})"))
+        return
+    if "body_key" in message:
+        message["body"] = orjson.loads(b"".join(output_objects().chunks(message.pop("body_key"))))
+    request = {k: message[k] for k in ("job_id", "line", "custom_id", "url", "model", "body", "token_cost")}
+    try:
+        summary = _call_once()(request=request)
+    except RetryLater as exc:
+        receives = int(record.attributes.approximate_receive_count or 1)
+        if receives < environment().settings.realtime.max_receive_count:
+            request_queue().retry_in(record.receipt_handle, exc.delay_seconds)
+            raise
+        _record(message, _final_error("retries_exhausted", f"no answer after {receives} deliveries: {exc}"))
+        return
+    if summary["code"] == "insufficient_quota":
+        store.halt_job(job_id, f"{summary['code']}: {summary['message']}")
+        logger.error("job halted", extra={"reason": summary["code"]})
+
+
+@logger.inject_lambda_context(log_event=False, clear_state=True)
+def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
+    _idempotency().register_lambda_context(context)
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
