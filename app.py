@@ -22,7 +22,7 @@ def build_app(context: Mapping[str, Any] | None = None, outdir: str | None = Non
         app,
         STACK_ID,
         settings=settings,
-        description="batchline: the OpenAI Batch API at scale (cold path)",
+        description="batchline: OpenAI requests at scale, as batches or through the realtime queue",
         env=Environment(region=settings.region),
     )
     # Any unacknowledged finding fails synth; acknowledgements sit beside the resources they concern.

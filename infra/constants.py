@@ -41,4 +41,17 @@ ACCESS_LOG_RETENTION_DAYS = 90
 TABLE_TTL_ATTRIBUTE = "expires_at"
 
 # The functions that call OpenAI and so may read the API key.
-OPENAI_CALLERS = frozenset({"submit", "check", "collect"})
+OPENAI_CALLERS = frozenset({"submit", "check", "collect", "worker"})
+
+# The realtime queue. AWS advises a visibility timeout of at least six times the consumer's timeout,
+# so that a batch still being worked on (or retried by Lambda) is not delivered again meanwhile.
+VISIBILITY_TIMEOUT_FACTOR = 6
+# The dead-letter queue keeps a message as long as SQS allows: long enough to look into it and redrive.
+DEAD_LETTER_RETENTION_DAYS = 14
+
+# Keys under the staging prefix (batchline.domain.layout) that a grant narrower than the whole
+# prefix covers; tests check that the layout's keys match them.
+SHARD_FILES = "*/shards/*"  # a shard's requests.jsonl and manifest.tsv
+REALTIME_BODIES = "*/realtime/bodies/*"  # request bodies too large for an SQS message
+REALTIME_OUTCOMES = "*/realtime/outcomes/*"  # outcome records too large for a DynamoDB item
+REALTIME_MERGED = ("*/realtime/results.jsonl", "*/realtime/errors.jsonl")  # finalize's join of the outcomes

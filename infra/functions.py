@@ -1,7 +1,9 @@
-"""One Lambda function per entry of ``batchline.topology.FUNCTIONS``, each with a role of its own.
+"""The Lambda functions, each with a role of its own.
 
-The roles start empty but for writing their own log group; the stack grants each one what its
-handler uses, so a function can never do more than its code needs.
+``JobFunctions`` holds one function per entry of ``batchline.topology.FUNCTIONS`` (the ones the
+state machine calls); the hot path's worker is built by ``batchline_function`` too. The roles start
+empty but for writing their own log group; the stack grants each one what its handler uses, so a
+function can never do more than its code needs.
 """
 
 from __future__ import annotations
@@ -25,57 +27,93 @@ def construct_name(function_name: str) -> str:
     return "".join(part.capitalize() for part in function_name.split("_"))
 
 
-class ColdPathFunctions(Construct):
-    """The functions the state machine calls: plan, submit, check, collect, shard_failed, finalize."""
+def function_code(code_dir: str) -> lambda_.Code:
+    """The lambdas/ package as one asset, shared by every function."""
+    return lambda_.Code.from_asset(code_dir, exclude=CODE_EXCLUDES)
+
+
+def batchline_function(
+    scope: Construct,
+    *,
+    name: str,
+    handler: str,
+    description: str,
+    code: lambda_.Code,
+    layer: lambda_.ILayerVersion,
+    environment: Mapping[str, str],
+    memory_mb: int,
+    timeout: Duration,
+    ephemeral_storage_mb: int | None = None,
+    reserved_concurrency: int | None = None,
+) -> lambda_.Function:
+    """A function with its own role and log group, on the runtime the layer is built for."""
+    stem = construct_name(name)
+    role = iam.Role(
+        scope,
+        f"{stem}Role",
+        assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+        description=f"batchline {name} function: only what its handler uses",
+    )
+    log_group = logs.LogGroup(scope, f"{stem}Logs", retention=LOG_RETENTION)
+    log_group.grant_write(role)
+    function = lambda_.Function(
+        scope,
+        f"{stem}Function",
+        description=description,
+        runtime=lambda_.Runtime.PYTHON_3_12,
+        architecture=lambda_.Architecture.X86_64,
+        handler=handler,
+        code=code,
+        layers=[layer],
+        memory_size=memory_mb,
+        timeout=timeout,
+        ephemeral_storage_size=Size.mebibytes(ephemeral_storage_mb) if ephemeral_storage_mb else None,
+        reserved_concurrent_executions=reserved_concurrency,
+        environment=dict(environment),
+        role=role,
+        log_group=log_group,
+    )
+    Validations.of(function).acknowledge(
+        Acknowledgment(
+            id="AwsSolutions-L1",
+            reason="Pinned to Python 3.12 on purpose: the dependency layer is built from cp312 "
+            "manylinux wheels (pip --python-version 3.12), so the runtime moves only together "
+            "with the layer and a test run, not whenever a newer runtime appears.",
+        )
+    )
+    return function
+
+
+class JobFunctions(Construct):
+    """The functions the state machine calls: plan, submit, check, collect, shard_failed, enqueue,
+    realtime_progress, finalize."""
 
     def __init__(
         self,
         scope: Construct,
         construct_id: str,
         *,
-        code_dir: str,
+        code: lambda_.Code,
         layer: lambda_.ILayerVersion,
         sizing: FunctionSizing,
         environment: Mapping[str, str],
     ) -> None:
         super().__init__(scope, construct_id)
-        code = lambda_.Code.from_asset(code_dir, exclude=CODE_EXCLUDES)
-        self.functions: dict[str, lambda_.Function] = {}
-        for spec in FUNCTIONS:
-            stem = construct_name(spec.name)
-            role = iam.Role(
+        self.functions: dict[str, lambda_.Function] = {
+            spec.name: batchline_function(
                 self,
-                f"{stem}Role",
-                assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-                description=f"batchline {spec.name} function: only what its handler uses",
-            )
-            log_group = logs.LogGroup(self, f"{stem}Logs", retention=LOG_RETENTION)
-            log_group.grant_write(role)
-            function = lambda_.Function(
-                self,
-                f"{stem}Function",
-                description=spec.description,
-                runtime=lambda_.Runtime.PYTHON_3_12,
-                architecture=lambda_.Architecture.X86_64,
+                name=spec.name,
                 handler=spec.handler,
+                description=spec.description,
                 code=code,
-                layers=[layer],
-                memory_size=sizing.memory_mb,
+                layer=layer,
+                environment=environment,
+                memory_mb=sizing.memory_mb,
                 timeout=Duration.seconds(sizing.timeout_seconds),
-                ephemeral_storage_size=Size.mebibytes(sizing.ephemeral_storage_mb),
-                environment=dict(environment),
-                role=role,
-                log_group=log_group,
+                ephemeral_storage_mb=sizing.ephemeral_storage_mb,
             )
-            Validations.of(function).acknowledge(
-                Acknowledgment(
-                    id="AwsSolutions-L1",
-                    reason="Pinned to Python 3.12 on purpose: the dependency layer is built from cp312 "
-                    "manylinux wheels (pip --python-version 3.12), so the runtime moves only together "
-                    "with the layer and a test run, not whenever a newer runtime appears.",
-                )
-            )
-            self.functions[spec.name] = function
+            for spec in FUNCTIONS
+        }
 
     def role(self, name: str) -> iam.IRole:
         role = self.functions[name].role

@@ -1,6 +1,7 @@
-"""A first look at the cold path: one dashboard and an alarm on failed jobs, sent to an SNS topic.
+"""A first look at jobs and the realtime queue: one dashboard, and alarms sent to an SNS topic.
 
-Deliberately small; subscribe to the topic (email, chat) to be told when a job fails.
+Deliberately small; subscribe to the topic (email, chat) to be told when a job fails or a realtime
+request lands in the dead-letter queue.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 PERIOD = Duration.minutes(5)
 
 
-class ColdPathMonitoring(Construct):
+class Monitoring(Construct):
     def __init__(
         self,
         scope: Construct,
@@ -27,10 +29,14 @@ class ColdPathMonitoring(Construct):
         *,
         state_machine: sfn.IStateMachine,
         functions: Mapping[str, lambda_.IFunction],
+        worker: lambda_.IFunction,
+        queue: sqs.IQueue,
+        dead_letter_queue: sqs.IQueue,
         table: dynamodb.ITable,
     ) -> None:
         super().__init__(scope, construct_id)
         self.alarm_topic = sns.Topic(self, "AlarmTopic", display_name="batchline alarms", enforce_ssl=True)
+        notify = cloudwatch_actions.SnsAction(self.alarm_topic)
 
         failed = state_machine.metric_failed(period=PERIOD, statistic="Sum", label="failed")
         self.failed_jobs_alarm = cloudwatch.Alarm(
@@ -44,12 +50,29 @@ class ColdPathMonitoring(Construct):
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
-        self.failed_jobs_alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.alarm_topic))
+        self.failed_jobs_alarm.add_alarm_action(notify)
+
+        dead_letters = dead_letter_queue.metric_approximate_number_of_messages_visible(
+            period=PERIOD, statistic="Maximum", label="dead letters"
+        )
+        self.dead_letters_alarm = cloudwatch.Alarm(
+            self,
+            "DeadLetters",
+            alarm_description="A realtime request failed every delivery and waits in the dead-letter queue "
+            "(DeadLetterQueueUrl): its job reports it as an error once it stops waiting. Look at the "
+            "worker's logs, fix the cause, then redrive the messages or delete them.",
+            metric=dead_letters,
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        self.dead_letters_alarm.add_alarm_action(notify)
 
         self.dashboard = cloudwatch.Dashboard(
             self,
             "Dashboard",
-            dashboard_name=f"{Stack.of(self).stack_name}-cold-path",
+            dashboard_name=f"{Stack.of(self).stack_name}-jobs",
             default_interval=Duration.days(1),
         )
         self.dashboard.add_widgets(
@@ -78,5 +101,34 @@ class ColdPathMonitoring(Construct):
                 ],
                 width=8,
             ),
-            cloudwatch.AlarmStatusWidget(title="Alarms", alarms=[self.failed_jobs_alarm], width=24),
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Realtime queue",
+                left=[
+                    queue.metric_approximate_number_of_messages_visible(
+                        period=PERIOD, statistic="Maximum", label="waiting"
+                    ),
+                    dead_letters,
+                ],
+                right=[
+                    queue.metric_approximate_age_of_oldest_message(
+                        period=PERIOD, statistic="Maximum", label="oldest (s)"
+                    )
+                ],
+                width=12,
+            ),
+            cloudwatch.GraphWidget(
+                title="Realtime worker",
+                left=[
+                    worker.metric_errors(period=PERIOD, statistic="Sum", label="errors"),
+                    worker.metric_throttles(period=PERIOD, statistic="Sum", label="throttles"),
+                ],
+                width=12,
+            ),
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.AlarmStatusWidget(
+                title="Alarms", alarms=[self.failed_jobs_alarm, self.dead_letters_alarm], width=24
+            ),
         )

@@ -1,6 +1,10 @@
-"""The cold path's control flow: a new input object -> EventBridge rule -> the state machine.
+"""A job's control flow: a new input object -> EventBridge rule -> the state machine.
 
-The state machine is the ASL file as it is, its ``${...}`` placeholders filled by
+The state machine plans the input, then takes the batch route (one OpenAI batch per shard) or the
+realtime route (enqueue every request for the hot path's worker, wait until each has an outcome),
+and finalizes.
+
+It is the ASL file (``topology.STATE_MACHINE_ASL``) as it is, its ``${...}`` placeholders filled by
 ``topology.asl_substitutions``; the trigger's pattern and input come from ``topology`` too, so the
 deployed flow and the local run are built from the same data.
 """
@@ -52,7 +56,7 @@ def event_pattern(pattern: Mapping) -> events.EventPattern:
     return events.EventPattern(**{key.replace("-", "_"): value for key, value in pattern.items()})
 
 
-class ColdPathOrchestration(Construct):
+class JobOrchestration(Construct):
     def __init__(
         self,
         scope: Construct,
@@ -69,14 +73,15 @@ class ColdPathOrchestration(Construct):
         self.log_group = logs.LogGroup(
             self,
             "ExecutionLogs",
-            log_group_name=f"/aws/vendedlogs/states/{Stack.of(self).stack_name}-cold-path",
+            log_group_name=f"/aws/vendedlogs/states/{Stack.of(self).stack_name}-jobs",
             retention=LOG_RETENTION,
         )
         function_arns = {name: function.function_arn for name, function in functions.items()}
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",
-            comment="batchline cold path: plan, one OpenAI batch per shard, finalize",
+            comment="batchline job: plan, then one OpenAI batch per shard or every request via the realtime queue, "
+            "then finalize",
             definition_body=sfn.DefinitionBody.from_file(str(STATE_MACHINE_ASL)),
             definition_substitutions=asl_substitutions(function_arns, map_max_concurrency),
             logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),

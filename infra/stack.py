@@ -1,7 +1,8 @@
 """The batchline stack: composes one construct per concern and grants what crosses between them.
 
-Every permission a function holds is granted here, next to the handler behaviour that needs it.
-The hot path (queue + worker) will be one more construct composed the same way.
+Every permission a handler uses is granted here, next to the handler behaviour that needs it (the
+worker's event source mapping grants its own polling, in ``hot_path``). The realtime queue comes
+before the functions, because every function's environment names it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import aws_iam as iam
 from batchline.domain.layout import STAGING_PREFIX
 from batchline.settings import Settings, runtime_environment_variables
 from constructs import Construct
@@ -17,14 +19,19 @@ from infra.constants import (
     LAMBDAS_DIR,
     LAYER_ENCODINGS_DIR,
     OPENAI_CALLERS,
+    REALTIME_BODIES,
+    REALTIME_MERGED,
+    REALTIME_OUTCOMES,
     SECRET_ARN_ENV,
     SERVICE_NAME,
+    SHARD_FILES,
     STAGING_RETENTION_DAYS,
 )
-from infra.functions import ColdPathFunctions
+from infra.functions import JobFunctions, function_code
+from infra.hot_path import RealtimeQueue, RealtimeWorker
 from infra.lambda_layer import DependenciesLayer
-from infra.observability import ColdPathMonitoring
-from infra.orchestration import ColdPathOrchestration
+from infra.observability import Monitoring
+from infra.orchestration import JobOrchestration
 from infra.secrets import OpenAIKeySecret
 from infra.storage import Storage
 
@@ -42,25 +49,41 @@ class BatchlineStack(Stack):
         )
         api_key = OpenAIKeySecret(self, "OpenAIApiKey")
         dependencies = DependenciesLayer(self, "Dependencies")
+        queue = RealtimeQueue(self, "RealtimeQueue", realtime=settings.realtime)
         environment = {
             **runtime_environment_variables(
-                settings, table_name=storage.table.table_name, output_bucket=storage.output_bucket.bucket_name
+                settings,
+                table_name=storage.table.table_name,
+                output_bucket=storage.output_bucket.bucket_name,
+                queue_url=queue.queue.queue_url,
             ),
             "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
             "TIKTOKEN_CACHE_DIR": LAYER_ENCODINGS_DIR,
             SECRET_ARN_ENV: api_key.secret_arn,
         }
-        functions = ColdPathFunctions(
+        code = function_code(str(LAMBDAS_DIR))
+        functions = JobFunctions(
             self,
             "Functions",
-            code_dir=str(LAMBDAS_DIR),
+            code=code,
             layer=dependencies.layer,
             sizing=settings.functions,
             environment=environment,
         )
-        self._grant_function_access(storage, api_key, functions)
+        worker = RealtimeWorker(
+            self,
+            "RealtimeWorker",
+            queue=queue,
+            realtime=settings.realtime,
+            code=code,
+            layer=dependencies.layer,
+            environment=environment,
+            memory_mb=settings.functions.memory_mb,
+        )
+        roles = {name: functions.role(name) for name in functions.functions} | {"worker": worker.role}
+        self._grant_function_access(storage, api_key, queue, roles)
 
-        orchestration = ColdPathOrchestration(
+        orchestration = JobOrchestration(
             self,
             "Orchestration",
             functions=functions.functions,
@@ -68,59 +91,105 @@ class BatchlineStack(Stack):
             map_max_concurrency=settings.map_max_concurrency,
             poll_seconds=settings.poll_seconds,
         )
-        monitoring = ColdPathMonitoring(
+        monitoring = Monitoring(
             self,
             "Monitoring",
             state_machine=orchestration.state_machine,
             functions=functions.functions,
+            worker=worker.function,
+            queue=queue.queue,
+            dead_letter_queue=queue.dead_letter_queue,
             table=storage.table,
         )
 
         outputs = {
             "InputBucketName": (storage.input_bucket.bucket_name, "Upload a JSONL file here to start a job."),
             "OutputBucketName": (storage.output_bucket.bucket_name, "Results, errors and summary of each job."),
-            "JobTableName": (storage.table.table_name, "One item per job and per shard."),
-            "StateMachineArn": (orchestration.state_machine.state_machine_arn, "The cold path's state machine."),
+            "JobTableName": (storage.table.table_name, "One item per job, per shard and per realtime outcome."),
+            "StateMachineArn": (orchestration.state_machine.state_machine_arn, "The job state machine."),
+            "QueueUrl": (queue.queue.queue_url, "The realtime requests the worker drains."),
+            "DeadLetterQueueUrl": (
+                queue.dead_letter_queue.queue_url,
+                "Realtime requests that failed every delivery; look, fix, then redrive.",
+            ),
             "OpenAIApiKeySecretArn": (api_key.secret_arn, "Put the OpenAI API key here after deploy."),
-            "DashboardName": (monitoring.dashboard.dashboard_name, "CloudWatch dashboard of the cold path."),
-            "AlarmTopicArn": (monitoring.alarm_topic.topic_arn, "Subscribe here to hear of failed jobs."),
+            "DashboardName": (monitoring.dashboard.dashboard_name, "CloudWatch dashboard of jobs and the queue."),
+            "AlarmTopicArn": (monitoring.alarm_topic.topic_arn, "Subscribe here to hear of failed jobs, dead letters."),
         }
         for output_id, (value, description) in outputs.items():
             CfnOutput(self, output_id, value=value, description=description)
 
     @staticmethod
-    def _grant_function_access(storage: Storage, api_key: OpenAIKeySecret, functions: ColdPathFunctions) -> None:
+    def _grant_function_access(
+        storage: Storage, api_key: OpenAIKeySecret, queue: RealtimeQueue, roles: dict[str, iam.IRole]
+    ) -> None:
         """Each role gets what its handler does, read from lambdas/batchline/handlers/*.py."""
-        role = functions.role
-
         # plan: streams the input (Head/GetObject), writes shard files and invalid lines to staging
         # (Put + multipart, abort on failure), creates the job and its shards.
-        storage.grant_read_input(role("plan"))
-        storage.grant_write_staging(role("plan"))
-        storage.grant_table(role("plan"), ["PutItem", "UpdateItem", "BatchWriteItem"])
+        storage.grant_read_input(roles["plan"])
+        storage.grant_write_staging(roles["plan"])
+        storage.grant_table(roles["plan"], ["PutItem", "UpdateItem", "BatchWriteItem"])
 
         # submit: downloads the shard's requests file, reads and updates the shard record.
-        storage.grant_read_staging(role("submit"))
-        storage.grant_table(role("submit"), ["GetItem", "UpdateItem"])
+        storage.grant_read_staging(roles["submit"])
+        storage.grant_table(roles["submit"], ["GetItem", "UpdateItem"])
 
         # check: records the batch's status on the shard.
-        storage.grant_table(role("check"), ["UpdateItem"])
+        storage.grant_table(roles["check"], ["UpdateItem"])
 
         # collect: reads the manifest, writes the shard's results and errors, records the tally.
-        storage.grant_read_staging(role("collect"))
-        storage.grant_write_staging(role("collect"))
-        storage.grant_table(role("collect"), ["UpdateItem"])
+        storage.grant_read_staging(roles["collect"])
+        storage.grant_write_staging(roles["collect"])
+        storage.grant_table(roles["collect"], ["UpdateItem"])
 
         # shard_failed: records why a shard stopped.
-        storage.grant_table(role("shard_failed"), ["UpdateItem"])
+        storage.grant_table(roles["shard_failed"], ["UpdateItem"])
+
+        # enqueue: reads the shard's requests and manifest, puts a body too big for SQS in S3 (one
+        # PutObject), sends the messages in batches (SendMessageBatch is authorised as SendMessage),
+        # marks the shard enqueued and touches the job.
+        storage.grant_read_staging(
+            roles["enqueue"], SHARD_FILES, what="A shard's requests.jsonl and manifest.tsv, read to build its messages"
+        )
+        storage.grant_put_staging(
+            roles["enqueue"], REALTIME_BODIES, what="Request bodies too large for an SQS message, one object per line"
+        )
+        queue.grant(roles["enqueue"], "sqs:SendMessage")
+        storage.grant_table(roles["enqueue"], ["UpdateItem"])
+
+        # realtime_progress: reads the job's counters.
+        storage.grant_table(roles["realtime_progress"], ["GetItem"])
 
         # finalize: may head the input to derive the job id, merges staging files (and checks whether
-        # invalid.jsonl exists), writes the job's results, errors and summary, reads and updates the job.
-        storage.grant_read_input(role("finalize"))
-        storage.grant_read_staging(role("finalize"))
-        storage.grant_probe_output(role("finalize"))
-        storage.grant_write_results(role("finalize"))
-        storage.grant_table(role("finalize"), ["GetItem", "Query", "UpdateItem"])
+        # invalid.jsonl exists), joins the realtime outcomes (Query) into two staging files, writes the
+        # job's results, errors and summary, reads and updates the job.
+        storage.grant_read_input(roles["finalize"])
+        storage.grant_read_staging(roles["finalize"])
+        for merged in REALTIME_MERGED:
+            storage.grant_write_staging(
+                roles["finalize"], merged, what="A realtime job's outcomes joined to every planned line, as one file"
+            )
+        storage.grant_probe_output(roles["finalize"])
+        storage.grant_write_results(roles["finalize"])
+        storage.grant_table(roles["finalize"], ["GetItem", "Query", "UpdateItem"])
+
+        # worker: reads a spilled body, spills an outcome too big for an item (one PutObject each);
+        # Powertools idempotency (Get/Put/Update/DeleteItem), the outcome transaction (Put + Update:
+        # TransactWriteItems is authorised per item action), the job (GetItem, UpdateItem to halt it),
+        # the rate-limit and circuit items (GetItem, UpdateItem); it hands a message back for the next
+        # rate window with ChangeMessageVisibility. Its polling is granted with its event source.
+        storage.grant_read_staging(
+            roles["worker"],
+            REALTIME_BODIES,
+            what="Request bodies too large for an SQS message, read back by the worker",
+        )
+        storage.grant_put_staging(
+            roles["worker"],
+            REALTIME_OUTCOMES,
+            what="Outcome records too large for a DynamoDB item, one object per line",
+        )
+        storage.grant_table(roles["worker"], ["GetItem", "PutItem", "UpdateItem", "DeleteItem"])
+        queue.grant(roles["worker"], "sqs:ChangeMessageVisibility")
 
         for name in sorted(OPENAI_CALLERS):
-            api_key.grant_read(role(name))
+            api_key.grant_read(roles[name])

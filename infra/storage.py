@@ -123,20 +123,17 @@ class Storage(Construct):
             "the grant is read-only (GetObject, which HeadObject needs) on the input bucket's objects.",
         )
 
-    def grant_read_staging(self, grantee: iam.IGrantable) -> iam.Grant:
-        return self._allow_objects(
-            grantee, ["s3:GetObject"], self.output_bucket, f"{self._staging_prefix}/*", self._staging_reason
-        )
+    def grant_read_staging(self, grantee: iam.IGrantable, keys: str = "*", *, what: str = "") -> iam.Grant:
+        """GetObject on the working files under staging/ that `keys` matches (all of them by default)."""
+        return self._allow_staging(grantee, ["s3:GetObject"], keys, what)
 
-    def grant_write_staging(self, grantee: iam.IGrantable) -> iam.Grant:
-        """PutObject covers the multipart calls too; aborting an upload is its own action."""
-        return self._allow_objects(
-            grantee,
-            ["s3:PutObject", "s3:AbortMultipartUpload"],
-            self.output_bucket,
-            f"{self._staging_prefix}/*",
-            self._staging_reason,
-        )
+    def grant_write_staging(self, grantee: iam.IGrantable, keys: str = "*", *, what: str = "") -> iam.Grant:
+        """For streamed writers: PutObject covers the multipart calls too; aborting an upload is its own action."""
+        return self._allow_staging(grantee, ["s3:PutObject", "s3:AbortMultipartUpload"], keys, what)
+
+    def grant_put_staging(self, grantee: iam.IGrantable, keys: str, *, what: str) -> iam.Grant:
+        """For objects written whole with one PutObject: no multipart upload to abort."""
+        return self._allow_staging(grantee, ["s3:PutObject"], keys, what)
 
     def grant_write_results(self, grantee: iam.IGrantable) -> iam.Grant:
         return self._allow_objects(
@@ -163,12 +160,23 @@ class Storage(Construct):
             grantee=grantee, actions=[f"dynamodb:{action}" for action in actions], resource_arns=[self.table.table_arn]
         )
 
-    @property
-    def _staging_reason(self) -> str:
-        return (
-            f"Working files live under {self._staging_prefix}/<job_id>/..., their names made at run time; "
-            "the grant is limited to that prefix (which a lifecycle rule expires) and to the listed actions."
-        )
+    def _allow_staging(self, grantee: iam.IGrantable, actions: list[str], keys: str, what: str) -> iam.Grant:
+        """`what` says which working files a grant narrower than the whole prefix is for."""
+        pattern = f"{self._staging_prefix}/{keys}"
+        if keys == "*":
+            reason = (
+                f"Working files live under {self._staging_prefix}/<job_id>/..., their names made at run time; "
+                "the grant is limited to that prefix (which a lifecycle rule expires) and to the listed actions."
+            )
+        else:
+            if not what:
+                raise ValueError(f"say which working files the grant on {pattern} is for")
+            reason = (
+                f"{what}: their keys ({pattern}) hold the job id (and a shard id or line number), known "
+                "only at run time; the grant is limited to those keys, which a lifecycle rule expires, and "
+                "to the listed actions."
+            )
+        return self._allow_objects(grantee, actions, self.output_bucket, pattern, reason)
 
     def _allow_objects(
         self, grantee: iam.IGrantable, actions: list[str], bucket: s3.Bucket, pattern: str, reason: str

@@ -1,8 +1,10 @@
 """The synthesized stack is what the design promises: private storage, one least-privilege role per
-function, the state machine and trigger built from topology, the secret, monitoring, cdk-nag clean.
+function, the state machine and trigger built from topology, the realtime queue and its worker built
+from the realtime settings, the secret, monitoring, cdk-nag clean.
 
-The app is built once for the module (jsii start-up is slow) with bundling skipped; `make synth`
-builds the layer for real.
+The app is built once for the module (jsii start-up is slow) with bundling skipped, and once more
+with realtime settings unlike the defaults, so that a value read from settings cannot pass for a
+hard-coded one; `make synth` builds the layer for real.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pytest
 from aws_cdk import App
 from aws_cdk.assertions import Template
+from batchline.domain.layout import STAGING_PREFIX, JobLayout
 from batchline.settings import Settings, SettingsError, load_settings, settings_from_cdk_json
 from batchline.topology import (
     EXECUTION_INPUT_PATHS,
@@ -22,23 +26,41 @@ from batchline.topology import (
     STATE_MACHINE_ASL,
     TABLE_PARTITION_KEY,
     TABLE_SORT_KEY,
+    WORKER,
     execution_input_template,
     object_created_pattern,
 )
 from cdk_nag import AwsSolutionsChecks
 
 from app import build_app
-from infra.constants import STACK_ID, STAGING_RETENTION_DAYS, TABLE_TTL_ATTRIBUTE
+from infra.constants import (
+    REALTIME_BODIES,
+    REALTIME_MERGED,
+    REALTIME_OUTCOMES,
+    SHARD_FILES,
+    STACK_ID,
+    STAGING_RETENTION_DAYS,
+    TABLE_TTL_ATTRIBUTE,
+)
 from infra.lambda_layer import LayerBuildError, runtime_requirements, verified_encodings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CDK_JSON = REPO_ROOT / "cdk.json"
 NO_BUNDLING = {"aws:cdk:bundling-stacks": []}
-HANDLERS = {spec.handler: spec.name for spec in FUNCTIONS}
+HANDLERS = {spec.handler: spec.name for spec in (*FUNCTIONS, WORKER)}
+# Every realtime value unlike its default (and the cold path's sizing), as an operator might tune them.
+TUNED_REALTIME = {
+    "batch_size": 7,
+    "max_concurrency": 3,
+    "reserved_concurrency": 6,
+    "max_receive_count": 9,
+    "worker_timeout_seconds": 120,
+}
 
 
-def cdk_context() -> dict:
-    return {**json.loads(CDK_JSON.read_text())["context"], **NO_BUNDLING}
+def cdk_context(**batchline: object) -> dict:
+    context = json.loads(CDK_JSON.read_text())["context"]
+    return {**context, "batchline": {**context["batchline"], **batchline}, **NO_BUNDLING}
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +81,22 @@ def template(app: App) -> Template:
 @pytest.fixture(scope="module")
 def resources(template: Template) -> dict:
     return template.to_json()["Resources"]
+
+
+@pytest.fixture(scope="module")
+def tuned(app: App, tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Template]:
+    """The stack built with TUNED_REALTIME (after `app`: jsii is then already running)."""
+    context = cdk_context(realtime=TUNED_REALTIME)
+    tuned_app = build_app(context, outdir=str(tmp_path_factory.mktemp("cdk.out.tuned")))
+    return load_settings(context["batchline"]), Template.from_stack(tuned_app.node.find_child(STACK_ID))
+
+
+@pytest.fixture(scope="module", params=["cdk.json", "tuned"])
+def deployed(request: pytest.FixtureRequest, settings: Settings, template: Template) -> tuple[Settings, dict, Template]:
+    """(settings, resources, template) of the default stack, then of the tuned one."""
+    if request.param == "tuned":
+        settings, template = request.getfixturevalue("tuned")
+    return settings, template.to_json()["Resources"], template
 
 
 def of_type(resources: dict, kind: str) -> dict[str, dict]:
@@ -158,19 +196,21 @@ def test_job_table_uses_topology_keys_on_demand_with_pitr_and_ttl(template, reso
 # --- functions ----------------------------------------------------------------------------------
 
 
-def test_one_function_per_topology_entry_sized_from_settings(resources, settings):
+def test_every_topology_function_and_the_worker_run_their_handler_sized_from_settings(resources, settings):
     functions = functions_by_name(resources)
-    assert sorted(functions) == sorted(spec.name for spec in FUNCTIONS)
+    assert sorted(functions) == sorted([spec.name for spec in FUNCTIONS] + [WORKER.name])
     (layer_id,) = of_type(resources, "AWS::Lambda::LayerVersion")
-    for _, props in functions.values():
+    for name, (_, props) in functions.items():
         assert props["Runtime"] == "python3.12"
         assert props["Architectures"] == ["x86_64"]
         assert props["MemorySize"] == settings.functions.memory_mb
-        assert props["Timeout"] == settings.functions.timeout_seconds
-        assert props["EphemeralStorage"] == {"Size": settings.functions.ephemeral_storage_mb}
         assert props["Layers"] == [{"Ref": layer_id}]
+        if name != WORKER.name:
+            assert props["Timeout"] == settings.functions.timeout_seconds
+            assert props["EphemeralStorage"] == {"Size": settings.functions.ephemeral_storage_mb}
+            assert "ReservedConcurrentExecutions" not in props
     roles = {props["Role"]["Fn::GetAtt"][0] for _, props in functions.values()}
-    assert len(roles) == len(FUNCTIONS)  # one role per function
+    assert len(roles) == len(FUNCTIONS) + 1  # one role per function, the worker's included
 
 
 def test_every_function_gets_the_deployed_settings_and_resource_names(template, resources, settings):
@@ -179,6 +219,7 @@ def test_every_function_gets_the_deployed_settings_and_resource_names(template, 
         assert load_settings(json.loads(env["BATCHLINE_SETTINGS"])) == settings
         assert env["TABLE_NAME"] == {"Ref": output_ref(template, "JobTableName")}
         assert env["OUTPUT_BUCKET"] == {"Ref": output_ref(template, "OutputBucketName")}
+        assert env["QUEUE_URL"] == {"Ref": output_ref(template, "QueueUrl")}
         assert env["POWERTOOLS_SERVICE_NAME"] == "batchline"
         assert env["TIKTOKEN_CACHE_DIR"] == "/opt/tiktoken"
         assert env["OPENAI_API_KEY_SECRET_ARN"] == {"Ref": output_ref(template, "OpenAIApiKeySecretArn")}
@@ -217,15 +258,41 @@ EXPECTED_ACCESS = {
         ("secretsmanager:GetSecretValue", "secret"),
     },
     "shard_failed": {("dynamodb:UpdateItem", "table")},
+    "enqueue": {
+        ("s3:GetObject", "output/staging/*/shards/*"),
+        ("s3:PutObject", "output/staging/*/realtime/bodies/*"),
+        ("sqs:SendMessage", "queue"),
+        ("dynamodb:UpdateItem", "table"),
+    },
+    "realtime_progress": {("dynamodb:GetItem", "table")},
     "finalize": {
         ("s3:GetObject", "input/*"),
         ("s3:GetObject", "output/staging/*"),
+        ("s3:PutObject", "output/staging/*/realtime/results.jsonl"),
+        ("s3:PutObject", "output/staging/*/realtime/errors.jsonl"),
+        ("s3:AbortMultipartUpload", "output/staging/*/realtime/results.jsonl"),
+        ("s3:AbortMultipartUpload", "output/staging/*/realtime/errors.jsonl"),
         ("s3:ListBucket", "output"),
         ("s3:PutObject", "output/jobs/*"),
         ("s3:AbortMultipartUpload", "output/jobs/*"),
         ("dynamodb:GetItem", "table"),
         ("dynamodb:Query", "table"),
         ("dynamodb:UpdateItem", "table"),
+    },
+    "worker": {
+        ("s3:GetObject", "output/staging/*/realtime/bodies/*"),
+        ("s3:PutObject", "output/staging/*/realtime/outcomes/*"),
+        # Powertools idempotency, the outcome transaction (Put + Update), job, rate-limit and circuit items.
+        ("dynamodb:GetItem", "table"),
+        ("dynamodb:PutItem", "table"),
+        ("dynamodb:UpdateItem", "table"),
+        ("dynamodb:DeleteItem", "table"),
+        # The event source mapping polls with the worker's role; the handler hands messages back.
+        ("sqs:ReceiveMessage", "queue"),
+        ("sqs:DeleteMessage", "queue"),
+        ("sqs:GetQueueAttributes", "queue"),
+        ("sqs:ChangeMessageVisibility", "queue"),
+        ("secretsmanager:GetSecretValue", "secret"),
     },
 }
 WRITE_OWN_LOGS = {("logs:CreateLogStream", "own log group"), ("logs:PutLogEvents", "own log group")}
@@ -237,6 +304,8 @@ def test_each_function_role_holds_exactly_what_its_handler_uses(template, resour
         output_ref(template, "OutputBucketName"): "output",
         output_ref(template, "JobTableName"): "table",
         output_ref(template, "OpenAIApiKeySecretArn"): "secret",
+        output_ref(template, "QueueUrl"): "queue",
+        output_ref(template, "DeadLetterQueueUrl"): "dead-letter queue",
     }
 
     def describe(resource, own_logs: str) -> str:
@@ -247,7 +316,7 @@ def test_each_function_role_holds_exactly_what_its_handler_uses(template, resour
         logical_id = resource["Ref"] if "Ref" in resource else resource["Fn::GetAtt"][0]
         return "own log group" if logical_id == own_logs else names.get(logical_id, logical_id)
 
-    assert set(EXPECTED_ACCESS) == {spec.name for spec in FUNCTIONS}
+    assert set(EXPECTED_ACCESS) == {spec.name for spec in FUNCTIONS} | {WORKER.name}
     for name, (_, props) in functions_by_name(resources).items():
         role_id = props["Role"]["Fn::GetAtt"][0]
         own_logs = props["LoggingConfig"]["LogGroup"]["Ref"]
@@ -265,6 +334,85 @@ def test_each_function_role_holds_exactly_what_its_handler_uses(template, resour
         ]
 
 
+@pytest.mark.parametrize(
+    ("pattern", "key"),
+    [
+        (SHARD_FILES, JobLayout("report-3f2a", "jobs").shard_requests("00007")),
+        (SHARD_FILES, JobLayout("report-3f2a", "jobs").shard_manifest("00007")),
+        (REALTIME_BODIES, JobLayout("report-3f2a", "jobs").realtime_body(41)),
+        (REALTIME_OUTCOMES, JobLayout("report-3f2a", "jobs").realtime_outcome(41)),
+        (REALTIME_MERGED[0], JobLayout("report-3f2a", "jobs").realtime_results),
+        (REALTIME_MERGED[1], JobLayout("report-3f2a", "jobs").realtime_errors),
+    ],
+)
+def test_narrow_staging_grants_cover_the_keys_the_handlers_use(pattern, key):
+    # IAM's "*" spans "/" like fnmatch's: a key the layout moves out of its pattern would be denied.
+    assert fnmatchcase(key, f"{STAGING_PREFIX}/{pattern}")
+
+
+# --- the hot path ---------------------------------------------------------------------------------
+
+
+def the_queues(template: Template, resources: dict) -> tuple[dict, dict]:
+    return (
+        resources[output_ref(template, "QueueUrl")]["Properties"],
+        resources[output_ref(template, "DeadLetterQueueUrl")]["Properties"],
+    )
+
+
+def test_queue_redrives_to_the_dead_letter_queue_after_max_receive_count_and_outlasts_the_worker(deployed):
+    settings, resources, template = deployed
+    queue, _ = the_queues(template, resources)
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": [output_ref(template, "DeadLetterQueueUrl"), "Arn"]},
+        "maxReceiveCount": settings.realtime.max_receive_count,
+    }
+    assert queue["VisibilityTimeout"] == 6 * settings.realtime.worker_timeout_seconds
+
+
+def test_both_queues_are_encrypted_refuse_plain_http_and_dead_letters_stay_14_days(template, resources):
+    queue, dead_letters = the_queues(template, resources)
+    assert queue["SqsManagedSseEnabled"] is True and dead_letters["SqsManagedSseEnabled"] is True
+    assert dead_letters["MessageRetentionPeriod"] == 14 * 24 * 3600
+    assert "RedrivePolicy" not in dead_letters
+    ssl_only = {
+        queue_ref["Ref"]
+        for policy in of_type(resources, "AWS::SQS::QueuePolicy").values()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if statement["Effect"] == "Deny" and statement.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+        for queue_ref in policy["Properties"]["Queues"]
+    }
+    assert ssl_only == set(of_type(resources, "AWS::SQS::Queue"))
+    assert len(ssl_only) == 2
+
+
+def test_worker_drains_the_queue_in_batches_at_most_max_concurrency_at_once_reporting_item_failures(deployed):
+    settings, resources, template = deployed
+    (mapping,) = of_type(resources, "AWS::Lambda::EventSourceMapping").values()
+    props = mapping["Properties"]
+    worker_id, worker = functions_by_name(resources)[WORKER.name]
+    assert props["FunctionName"] == {"Ref": worker_id}
+    assert props["EventSourceArn"] == {"Fn::GetAtt": [output_ref(template, "QueueUrl"), "Arn"]}
+    assert props["BatchSize"] == settings.realtime.batch_size
+    assert props["ScalingConfig"] == {"MaximumConcurrency": settings.realtime.max_concurrency}
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert worker["Timeout"] == settings.realtime.worker_timeout_seconds
+    assert worker["ReservedConcurrentExecutions"] == settings.realtime.reserved_concurrency
+
+
+def test_tuned_realtime_settings_are_not_the_defaults(tuned):
+    # Otherwise the parametrized hot-path tests above would prove nothing about reading settings.
+    settings, _ = tuned
+    defaults = load_settings({}).realtime
+    for name, value in TUNED_REALTIME.items():
+        assert getattr(settings.realtime, name) == value != getattr(defaults, name), name
+
+
+def test_max_concurrency_above_reserved_concurrency_fails_the_app_naming_both(app):
+    with pytest.raises(SettingsError, match=r"realtime\.max_concurrency.*realtime\.reserved_concurrency"):
+        build_app(cdk_context(realtime={"max_concurrency": 8, "reserved_concurrency": 4}))
+
+
 # --- orchestration ------------------------------------------------------------------------------
 
 
@@ -273,13 +421,14 @@ def test_state_machine_substitutions_are_exactly_the_asl_placeholders(template, 
     substitutions = machine["Properties"]["DefinitionSubstitutions"]
     placeholders = set(re.findall(r"\$\{(\w+)\}", STATE_MACHINE_ASL.read_text()))
     assert set(substitutions) == placeholders
+    assert {"EnqueueFunctionArn", "RealtimeProgressFunctionArn"} <= placeholders
     assert substitutions["MapMaxConcurrency"] == str(settings.map_max_concurrency)
     functions = functions_by_name(resources)
     for spec in FUNCTIONS:
         assert substitutions[spec.substitution] == {"Fn::GetAtt": [functions[spec.name][0], "Arn"]}
 
 
-def test_state_machine_logs_all_events_traces_and_may_invoke_exactly_the_functions(resources):
+def test_state_machine_logs_all_events_traces_and_may_invoke_exactly_its_functions(resources):
     (machine,) = of_type(resources, "AWS::StepFunctions::StateMachine").values()
     props = machine["Properties"]
     assert props["LoggingConfiguration"]["Level"] == "ALL"
@@ -287,7 +436,8 @@ def test_state_machine_logs_all_events_traces_and_may_invoke_exactly_the_functio
     role_id = props["RoleArn"]["Fn::GetAtt"][0]
     invoke = [s for s in statements_of_role(resources, role_id) if "lambda:InvokeFunction" in as_list(s["Action"])]
     assert len(invoke) == 1 and as_list(invoke[0]["Action"]) == ["lambda:InvokeFunction"]
-    expected = [{"Fn::GetAtt": [logical_id, "Arn"]} for logical_id, _ in functions_by_name(resources).values()]
+    functions = functions_by_name(resources)
+    expected = [{"Fn::GetAtt": [functions[spec.name][0], "Arn"]} for spec in FUNCTIONS]  # never the worker
     assert sorted(map(json.dumps, invoke[0]["Resource"])) == sorted(map(json.dumps, expected))
 
 
@@ -317,26 +467,61 @@ def test_api_key_secret_holds_no_value_in_the_template(template, resources):
         for s in statements_of_role(resources, fn["Role"]["Fn::GetAtt"][0])
         if "secretsmanager:GetSecretValue" in as_list(s["Action"])
     }
-    assert readers == {"submit", "check", "collect"}
+    assert readers == {"submit", "check", "collect", "worker"}
 
 
-def test_failed_jobs_raise_an_alarm_on_the_topic_and_the_dashboard_shows_the_cold_path(template, resources):
+def alarms_by_metric(resources: dict) -> dict[tuple[str, str], dict]:
+    alarms = {}
+    for alarm in of_type(resources, "AWS::CloudWatch::Alarm").values():
+        metric = alarm["Properties"]["Metrics"][0]["MetricStat"]["Metric"]
+        alarms[(metric["Namespace"], metric["MetricName"])] = alarm["Properties"]
+    return alarms
+
+
+def test_a_failed_job_and_a_dead_letter_each_raise_an_alarm_on_the_topic(template, resources):
     (topic_id,) = of_type(resources, "AWS::SNS::Topic")
     assert output_ref(template, "AlarmTopicArn") == topic_id
-    (alarm,) = of_type(resources, "AWS::CloudWatch::Alarm").values()
-    props = alarm["Properties"]
-    assert props["AlarmActions"] == [{"Ref": topic_id}]
-    metric = props["Metrics"][0]["MetricStat"]["Metric"]
-    assert (metric["Namespace"], metric["MetricName"]) == ("AWS/States", "ExecutionsFailed")
-    assert props["Threshold"] == 1 and props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    alarms = alarms_by_metric(resources)
+    assert set(alarms) == {("AWS/States", "ExecutionsFailed"), ("AWS/SQS", "ApproximateNumberOfMessagesVisible")}
+    for props in alarms.values():
+        assert props["AlarmActions"] == [{"Ref": topic_id}]
+        assert props["Threshold"] == 1 and props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+        assert props["TreatMissingData"] == "notBreaching"
+    dead_letters = alarms[("AWS/SQS", "ApproximateNumberOfMessagesVisible")]["Metrics"][0]["MetricStat"]
+    assert dead_letters["Metric"]["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": [output_ref(template, "DeadLetterQueueUrl"), "QueueName"]}}
+    ]
+    assert dead_letters["Stat"] == "Maximum"  # one message for one moment is enough
 
-    (dashboard_id, dashboard) = next(iter(of_type(resources, "AWS::CloudWatch::Dashboard").items()))
+
+def dashboard_metrics(resources: dict) -> list[tuple[str, str, str]]:
+    """(namespace, metric name, what it measures: a logical id or a literal) of every dashboard graph."""
+    (dashboard,) = of_type(resources, "AWS::CloudWatch::Dashboard").values()
+    parts = dashboard["Properties"]["DashboardBody"]["Fn::Join"][1]
+    body = "".join(part if isinstance(part, str) else part.get("Ref") or part["Fn::GetAtt"][0] for part in parts)
+    return [
+        (metric[0], metric[1], metric[3] if len(metric) > 3 and isinstance(metric[3], str) else "")
+        for widget in json.loads(body)["widgets"]
+        for metric in widget["properties"].get("metrics", [])  # the alarm status widget has none
+    ]
+
+
+def test_dashboard_shows_jobs_function_errors_the_queue_and_the_worker(template, resources):
+    (dashboard_id,) = of_type(resources, "AWS::CloudWatch::Dashboard")
     assert output_ref(template, "DashboardName") == dashboard_id
-    body = json.dumps(dashboard["Properties"]["DashboardBody"])
-    for metric_name in ("ExecutionsStarted", "ExecutionsSucceeded", "ExecutionsFailed", "ReadThrottleEvents",
-                        "WriteThrottleEvents"):  # fmt: skip
-        assert metric_name in body
-    assert body.count('\\"Errors\\"') == len(FUNCTIONS)
+    metrics = dashboard_metrics(resources)
+    names = {(namespace, name) for namespace, name, _ in metrics}
+    for expected in ("ExecutionsStarted", "ExecutionsSucceeded", "ExecutionsFailed"):
+        assert ("AWS/States", expected) in names
+    assert {("AWS/DynamoDB", "ReadThrottleEvents"), ("AWS/DynamoDB", "WriteThrottleEvents")} <= names
+    functions = functions_by_name(resources)
+    assert {of for _, name, of in metrics if name == "Errors"} == {logical_id for logical_id, _ in functions.values()}
+    worker_id = functions[WORKER.name][0]
+    assert ("AWS/Lambda", "Throttles", worker_id) in metrics
+    queue, dead_letters = output_ref(template, "QueueUrl"), output_ref(template, "DeadLetterQueueUrl")
+    assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible", queue) in metrics
+    assert ("AWS/SQS", "ApproximateAgeOfOldestMessage", queue) in metrics
+    assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible", dead_letters) in metrics
 
 
 def test_stack_outputs_name_what_an_operator_needs(template):
@@ -345,6 +530,8 @@ def test_stack_outputs_name_what_an_operator_needs(template):
         "OutputBucketName",
         "JobTableName",
         "StateMachineArn",
+        "QueueUrl",
+        "DeadLetterQueueUrl",
         "OpenAIApiKeySecretArn",
         "DashboardName",
         "AlarmTopicArn",
