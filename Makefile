@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 export TIKTOKEN_CACHE_DIR := $(CURDIR)/.cache/tiktoken
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: install demo test test-unit test-integration test-e2e lint bench-plan clean
+.PHONY: install demo test test-unit test-integration test-e2e lint bench-plan bench-realtime clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -43,6 +43,9 @@ lint: install
 
 bench-plan: install ## planning throughput and peak memory on 1,000,000 requests, beside a naive baseline
 	$(BIN)/python scripts/bench_plan.py
+
+bench-realtime: install ## the hot path against a TPM limit at 1, 4 and 16 workers, beside per-worker token buckets
+	$(BIN)/python scripts/bench_realtime.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .cache out cdk.out
