@@ -158,7 +158,12 @@ def print_summary(result: LocalRunResult, console: Console) -> None:
     )
     table.add_row("shards", f"{s['shards']}")
     table.add_row("tokens", f"{s['input_tokens']:,} in, {s['output_tokens']:,} out")
-    table.add_row("cost", f"${s['cost_usd']:.4f} at batch price (${s['cost_usd_if_realtime']:.4f} if sent realtime)")
+    if s.get("route") == "realtime":
+        table.add_row("cost", f"${s['cost_usd']:.4f} at realtime price (route: realtime)")
+    else:
+        table.add_row(
+            "cost", f"${s['cost_usd']:.4f} at batch price (${s['cost_usd_if_realtime']:.4f} if sent realtime)"
+        )
     table.add_row("time", f"{result.seconds:.1f} s")
     table.add_row("outputs", ", ".join(str(result.out_dir / name) for name in OUTPUT_FILES))
     console.print(table)

@@ -111,3 +111,38 @@ def test_openai_base_url_sends_the_job_to_that_server_instead_of_a_built_in_emul
         billed = sorted(entry["custom_id"] for entry in elsewhere.emulator.ledger())
     assert result.execution_status == "SUCCEEDED"
     assert billed == ["c0", "e0"]
+
+
+def mixed_lines() -> list[str]:
+    lines = []
+    for i in range(8):
+        lines += [chat(f"chat-{i}"), embedding(f"emb-{i}"), response(f"resp-{i}"), chat(f"big-{i}", model="gpt-4o")]
+    return lines[:10] + [raw for raw, _ in BAD_LINES] + [""] + lines[10:] + [chat("chat-1")]  # last: duplicate
+
+
+@pytest.mark.parametrize("mode", ["realtime", "auto"])
+def test_realtime_and_auto_modes_account_for_every_line_of_a_mixed_file(tmp_path, mode):
+    path = write_input(tmp_path, mixed_lines())
+    settings = load_settings({**FAST, "auto_realtime_max_requests": 100, "shard_max_requests": 5})
+    with EmulatorServer(settings=settings) as server:
+        result = run_local_job(path, tmp_path / "out", settings, openai=(server.base_url, "k"), mode=mode)
+        billed = [entry["custom_id"] for entry in server.emulator.ledger()]
+    assert result.execution_status == "SUCCEEDED"
+    results, errors = assert_every_line_accounted_for(path, tmp_path / "out")
+    assert len(results) == 32 and {r["route"] for r in results} == {"realtime"}
+    assert sorted(billed) == sorted(r["custom_id"] for r in results)  # each billed once
+    assert sorted(e["code"] for e in errors) == sorted([code for _, code in BAD_LINES] + ["duplicate_custom_id"])
+    assert result.summary["route"] == "realtime"
+    assert result.summary["cost_usd"] > 0
+    assert result.summary["cost_usd"] == pytest.approx(result.summary["cost_usd_if_realtime"])
+    assert result.summary["input_tokens"] == sum(
+        r["usage"].get("prompt_tokens", r["usage"].get("input_tokens", 0)) for r in results
+    )
+
+
+def test_auto_mode_sends_a_job_above_the_threshold_to_the_batch_api(tmp_path):
+    path = write_input(tmp_path, [chat(f"c{i}") for i in range(6)])
+    settings = load_settings({**FAST, "auto_realtime_max_requests": 5})
+    result = run_local_job(path, tmp_path / "out", settings, mode="auto")
+    results, _ = assert_every_line_accounted_for(path, tmp_path / "out")
+    assert {r["route"] for r in results} == {"batch"} and result.summary["route"] == "batch"

@@ -107,7 +107,6 @@ def hot_path(monkeypatch, request) -> Iterator[HotPath]:
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "test")
         dependencies.reset()
-        worker._call_once.cache_clear()
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="input-files")
         s3.create_bucket(Bucket="output-files")
@@ -116,7 +115,6 @@ def hot_path(monkeypatch, request) -> Iterator[HotPath]:
         path.queue_url = queue_url
         yield path
         dependencies.reset()
-        worker._call_once.cache_clear()
 
 
 def test_a_message_delivered_twice_is_billed_once_and_recorded_once(hot_path):
@@ -128,6 +126,7 @@ def test_a_message_delivered_twice_is_billed_once_and_recorded_once(hot_path):
     assert [o["custom_id"] for o in hot_path.outcomes(planned["job_id"])] == ["only"]
     job = dependencies.job_store().get_job(planned["job_id"])
     assert job["realtime_done"] == 1 and job["realtime_succeeded"] == 1
+    assert job["input_tokens"] > 0 and job["cost_nano_usd"] > 0, job
 
 
 @pytest.mark.parametrize("hot_path", [{"faults": "http_429=0.3"}], indirect=True)

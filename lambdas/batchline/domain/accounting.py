@@ -37,6 +37,7 @@ class JobAccount:
     estimated_cost_usd_if_realtime: float = 0.0
     error_codes: dict[str, int] = field(default_factory=dict)
     failure: str | None = None
+    route: str | None = None
 
     def status(self) -> str:
         if self.succeeded == 0:
@@ -69,6 +70,7 @@ class JobAccount:
             "job_id": self.job_id,
             "status": self.status(),
             "message": self.message(),
+            "route": self.route,
             "input_lines": self.input_lines,
             "succeeded": self.succeeded,
             "failed": self.failed,

@@ -74,8 +74,18 @@ def circuit_breaker() -> DynamoCircuitBreaker:
     return DynamoCircuitBreaker(dynamodb_resource().Table(environment().table_name), environment().settings.realtime)
 
 
+_reset_hooks: list = []
+
+
+def on_reset(clear) -> None:
+    """Register another cache (a handler's own) to be cleared by `reset`."""
+    _reset_hooks.append(clear)
+
+
 def reset() -> None:
     """Forget every cached client and setting (tests and the local run change the environment)."""
+    for clear in _reset_hooks:
+        clear()
     for cached in (
         job_store,
         _openai_batches_for,

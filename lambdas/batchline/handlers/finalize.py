@@ -104,6 +104,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         estimated_cost_usd=job.get("estimated_cost_usd", 0.0),
         estimated_cost_usd_if_realtime=job.get("estimated_cost_usd_if_realtime", 0.0),
         failure=failure,
+        route=job.get("route"),
     )
     planned = "input_lines" in job
     if not planned:
@@ -117,8 +118,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         _stage_realtime_outcomes(storage, layout, shards, reason)
         result_streams.append(_numbered(storage, layout.realtime_results))
         error_streams.append(_numbered(storage, layout.realtime_errors))
-        for name in ("input_tokens", "output_tokens", "cost_usd", "cost_usd_if_realtime"):
-            setattr(account, name, getattr(account, name) + job.get(name, 0))
+        account.input_tokens += job.get("input_tokens", 0)
+        account.output_tokens += job.get("output_tokens", 0)
+        account.cost_usd += job.get("cost_nano_usd", 0) / 1e9
+        account.cost_usd_if_realtime += job.get("cost_if_realtime_nano_usd", 0) / 1e9
         shards = []  # their requests are accounted for above
     for shard in shards:
         if shard.get("status") == "collected":

@@ -32,6 +32,7 @@ from batchline.handlers.dependencies import (
     environment,
     job_store,
     logger,
+    on_reset,
     openai_realtime,
     output_objects,
     rate_limiter,
@@ -84,6 +85,10 @@ def _call_once():
         return {"succeeded": outcome.succeeded, "code": outcome.code, "message": outcome.message}
 
     return call_and_record
+
+
+on_reset(_call_once.cache_clear)
+on_reset(_idempotency.cache_clear)
 
 
 def _record(message: dict, outcome: Outcome) -> None:
