@@ -24,11 +24,10 @@ from batchline.settings import Settings, runtime_environment_variables
 from batchline.topology import (
     EXECUTION_INPUT_PATHS,
     FUNCTIONS,
-    TABLE_PARTITION_KEY,
-    TABLE_SORT_KEY,
     WORKER,
     asl_substitutions,
     execution_input_template,
+    job_table_definition,
     object_created_pattern,
     render_asl,
 )
@@ -139,18 +138,7 @@ class LocalAws:
         s3.put_bucket_notification_configuration(
             Bucket=self.names.input_bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
         )
-        self.client("dynamodb").create_table(
-            TableName=self.names.table,
-            KeySchema=[
-                {"AttributeName": TABLE_PARTITION_KEY, "KeyType": "HASH"},
-                {"AttributeName": TABLE_SORT_KEY, "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": TABLE_PARTITION_KEY, "AttributeType": "S"},
-                {"AttributeName": TABLE_SORT_KEY, "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        self.client("dynamodb").create_table(**job_table_definition(self.names.table))
         sqs = self.client("sqs")
         realtime = self.settings.realtime
         dlq_url = sqs.create_queue(QueueName=self.names.dead_letter_queue)["QueueUrl"]

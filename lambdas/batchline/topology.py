@@ -17,6 +17,22 @@ TABLE_PARTITION_KEY = "pk"
 TABLE_SORT_KEY = "sk"
 
 
+def job_table_definition(table_name: str) -> dict:
+    """CreateTable arguments for the job table: what the local run and the tests create."""
+    return {
+        "TableName": table_name,
+        "KeySchema": [
+            {"AttributeName": TABLE_PARTITION_KEY, "KeyType": "HASH"},
+            {"AttributeName": TABLE_SORT_KEY, "KeyType": "RANGE"},
+        ],
+        "AttributeDefinitions": [
+            {"AttributeName": TABLE_PARTITION_KEY, "AttributeType": "S"},
+            {"AttributeName": TABLE_SORT_KEY, "AttributeType": "S"},
+        ],
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+
+
 @dataclass(frozen=True)
 class FunctionSpec:
     name: str  # short name; the stack prefixes it

@@ -10,7 +10,7 @@ import pytest
 from batchline.domain.errors import InputNotFoundError
 from batchline.handlers import check, collect, dependencies, finalize, plan, submit
 from batchline.settings import SettingsError, load_settings, runtime_environment_variables
-from batchline.topology import TABLE_PARTITION_KEY, TABLE_SORT_KEY
+from batchline.topology import job_table_definition
 from lines import BAD_LINES, chat, embedding
 from moto import mock_aws
 
@@ -37,18 +37,7 @@ def aws(monkeypatch) -> Iterator[dict]:
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="input-files")
         s3.create_bucket(Bucket="output-files")
-        boto3.client("dynamodb").create_table(
-            TableName="jobs",
-            KeySchema=[
-                {"AttributeName": TABLE_PARTITION_KEY, "KeyType": "HASH"},
-                {"AttributeName": TABLE_SORT_KEY, "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": TABLE_PARTITION_KEY, "AttributeType": "S"},
-                {"AttributeName": TABLE_SORT_KEY, "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        boto3.client("dynamodb").create_table(**job_table_definition("jobs"))
         yield {"s3": s3, "emulator": emulator}
         dependencies.reset()
 

@@ -12,7 +12,7 @@ from batchline.adapters.dynamo_limits import DynamoCircuitBreaker, DynamoRateLim
 from batchline.domain.realtime import RetryLater
 from batchline.handlers import dependencies, enqueue, plan, worker
 from batchline.settings import load_settings, runtime_environment_variables
-from batchline.topology import TABLE_PARTITION_KEY, TABLE_SORT_KEY
+from batchline.topology import job_table_definition
 from lines import chat
 from moto import mock_aws
 
@@ -42,18 +42,7 @@ def region_and_atomic_moto(monkeypatch) -> None:
 
 
 def make_table():
-    return boto3.resource("dynamodb").create_table(
-        TableName="jobs",
-        KeySchema=[
-            {"AttributeName": TABLE_PARTITION_KEY, "KeyType": "HASH"},
-            {"AttributeName": TABLE_SORT_KEY, "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": TABLE_PARTITION_KEY, "AttributeType": "S"},
-            {"AttributeName": TABLE_SORT_KEY, "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    return boto3.resource("dynamodb").create_table(**job_table_definition("jobs"))
 
 
 class HotPath:
