@@ -35,10 +35,10 @@ from itertools import islice
 from pathlib import Path
 
 import tiktoken
-from batchline.domain.planning import Planner, encode_manifest_entry
-from batchline.domain.request_line import InvalidLine, RequestValidator, ValidRequest, iter_physical_lines
+from batchline.domain.planning import encode_manifest_entry, planner_for
+from batchline.domain.request_line import InvalidLine, ValidRequest, iter_physical_lines
 from batchline.domain.tokens import ParallelTokenCounter, token_counter
-from batchline.settings import BATCH_ENDPOINTS, load_settings
+from batchline.settings import load_settings
 from rich.console import Console
 from rich.table import Table
 
@@ -102,25 +102,11 @@ class _DirectoryOutputs:
 
 def _measure_planner(path: Path, limit: int, out_dir: Path) -> dict:
     settings = load_settings()
-    prices = settings.price_book()
     token_counter(CHAT_ENCODING)  # load the encoding before the clock starts, as the baseline does
-    validator = RequestValidator(
-        endpoints=BATCH_ENDPOINTS,
-        prices=prices,
-        assumed_output_tokens=settings.assumed_output_tokens,
-        max_line_bytes=settings.shard_max_bytes,
-    )
     counter = ParallelTokenCounter(os.cpu_count() or 2)
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs = _DirectoryOutputs(out_dir)
-    planner = Planner(
-        validator=validator,
-        prices=prices,
-        outputs=outputs,
-        max_requests=settings.shard_max_requests,
-        max_bytes=settings.shard_max_bytes,
-        token_counter=counter,
-    )
+    planner = planner_for(settings, outputs=outputs, token_counter=counter)
     start = time.perf_counter()
     with open(path, "rb") as file:
         lines = islice(iter_physical_lines(iter(partial(file.read, CHUNK_BYTES), b"")), limit)

@@ -16,6 +16,7 @@ from batchline.domain.custom_ids import CustomIdRegistry
 from batchline.domain.pricing import PriceBook
 from batchline.domain.request_line import InvalidLine, RequestValidator, ValidRequest
 from batchline.domain.tokens import ParallelTokenCounter
+from batchline.settings import BATCH_ENDPOINTS, Settings
 
 # Requests parsed between two hand-overs to the token-counting threads.
 _BLOCK = 2048
@@ -190,3 +191,24 @@ class Planner:
             )
         summary.estimated_cost_usd = sum(plan.estimated_cost_usd for plan in summary.shards)
         summary.estimated_cost_usd_if_realtime = sum(plan.estimated_cost_usd_if_realtime for plan in summary.shards)
+
+
+def validator_for(settings: Settings) -> RequestValidator:
+    """The validator every step uses: the same endpoints, prices, output assumption and line limit."""
+    return RequestValidator(
+        endpoints=BATCH_ENDPOINTS,
+        prices=settings.price_book(),
+        assumed_output_tokens=settings.assumed_output_tokens,
+        max_line_bytes=settings.shard_max_bytes - 1,  # a line and its newline must fit in a shard
+    )
+
+
+def planner_for(settings: Settings, *, outputs: PlanOutputs, token_counter: ParallelTokenCounter) -> Planner:
+    return Planner(
+        validator=validator_for(settings),
+        prices=settings.price_book(),
+        outputs=outputs,
+        max_requests=settings.shard_max_requests,
+        max_bytes=settings.shard_max_bytes,
+        token_counter=token_counter,
+    )

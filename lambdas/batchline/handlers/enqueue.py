@@ -14,20 +14,13 @@ import orjson
 
 from batchline.adapters.job_store import now_iso
 from batchline.domain.layout import JobLayout
-from batchline.domain.planning import decode_manifest_entry
-from batchline.domain.request_line import RequestValidator, ValidRequest
+from batchline.domain.planning import decode_manifest_entry, validator_for
+from batchline.domain.request_line import ValidRequest
 from batchline.handlers.dependencies import environment, job_store, logger, output_objects, request_queue
-from batchline.settings import BATCH_ENDPOINTS
 
 
 def _messages(job_id: str, shard_id: str, raws: Iterator[bytes], manifest: Iterator[bytes]) -> Iterator[dict]:
-    settings = environment().settings
-    validator = RequestValidator(
-        endpoints=BATCH_ENDPOINTS,
-        prices=settings.price_book(),
-        assumed_output_tokens=settings.assumed_output_tokens,
-        max_line_bytes=settings.shard_max_bytes,
-    )
+    validator = validator_for(environment().settings)
     for raw, entry in zip(raws, manifest, strict=True):
         line, custom_id = decode_manifest_entry(entry)
         request = validator.validate(line, raw)

@@ -8,12 +8,11 @@ from batchline.adapters.job_store import now_iso
 from batchline.adapters.plan_outputs import S3PlanOutputs
 from batchline.domain.errors import InputNotFoundError
 from batchline.domain.layout import JobLayout, make_job_id
-from batchline.domain.planning import Planner
-from batchline.domain.request_line import RequestValidator, iter_physical_lines
+from batchline.domain.planning import planner_for
+from batchline.domain.request_line import iter_physical_lines
 from batchline.domain.routing import requested_mode, route_for
 from batchline.domain.tokens import ParallelTokenCounter
 from batchline.handlers.dependencies import environment, job_store, logger, objects, output_objects
-from batchline.settings import BATCH_ENDPOINTS
 
 TOKEN_THREADS = 2
 
@@ -33,23 +32,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     store = job_store()
     store.put_job(job_id, status="planning", bucket=bucket, key=key, mode=mode, started_at=now_iso())
 
-    prices = settings.price_book()
-    validator = RequestValidator(
-        endpoints=BATCH_ENDPOINTS,
-        prices=prices,
-        assumed_output_tokens=settings.assumed_output_tokens,
-        max_line_bytes=settings.shard_max_bytes - 1,
-    )
     outputs = S3PlanOutputs(output_objects(), JobLayout(job_id, settings.output_prefix))
     counter = ParallelTokenCounter(TOKEN_THREADS)
-    planner = Planner(
-        validator=validator,
-        prices=prices,
-        outputs=outputs,
-        max_requests=settings.shard_max_requests,
-        max_bytes=settings.shard_max_bytes,
-        token_counter=counter,
-    )
+    planner = planner_for(settings, outputs=outputs, token_counter=counter)
     try:
         summary = planner.run(iter_physical_lines(source.chunks(key)))
         outputs.close()
