@@ -224,3 +224,39 @@ def test_the_circuit_opens_after_a_run_of_failures_and_lets_one_probe_through_af
             second.before_call("m")
         first.succeeded("m")
         second.before_call("m")  # closed again for everyone
+
+
+def test_headers_arriving_after_the_window_turned_do_not_overwrite_the_new_window():
+    with mock_aws():
+        table = make_table()
+        settings = load_settings(
+            {
+                "realtime": {
+                    "default_limit": {"requests_per_minute": 1000, "tokens_per_minute": 5000},
+                    "rate_window_seconds": 2,
+                }
+            }
+        ).realtime
+        now = [1001.5]
+        mine, other = (DynamoRateLimiter(table, settings, clock=lambda: now[0], sleep=lambda s: None) for _ in range(2))
+        mine.acquire("m", 121)
+        now[0] = 1002.001
+        other.acquire("m", 121)
+        now[0] = 1002.012  # my response arrives in the next window, saying the old one was nearly full
+        mine.observe("m", {"x-ratelimit-limit-tokens": "5000", "x-ratelimit-remaining-tokens": "100"})
+        assert [w["tokens"] for w in mine.window_usage("m")] == [121, 121]
+
+
+def test_nothing_is_granted_in_the_last_sliver_of_a_window():
+    with mock_aws():
+        table = make_table()
+        settings = load_settings({"realtime": {"rate_window_seconds": 10}}).realtime
+        now = [1009.95]
+        slept: list[float] = []
+
+        def sleep(seconds: float) -> None:
+            slept.append(seconds)
+            now[0] += seconds
+
+        DynamoRateLimiter(table, settings, clock=lambda: now[0], sleep=sleep).acquire("m", 50)
+        assert slept and [w["window"] for w in DynamoRateLimiter(table, settings).window_usage("m")] == [101]

@@ -26,8 +26,10 @@ from batchline.topology import TABLE_PARTITION_KEY, TABLE_SORT_KEY
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 # Wake a little after the window turns, so that a provider whose clock runs slightly behind ours
-# has turned its window too.
+# has turned its window too; and grant nothing in the last sliver of a window, where a call could
+# reach the provider after its window has turned and be charged to the next one.
 _WINDOW_GUARD_FRACTION = 0.01
+_WINDOW_CLOSE_FRACTION = 0.01
 
 
 def _condition_failed(exc: ClientError) -> bool:
@@ -48,6 +50,7 @@ class DynamoRateLimiter:
         self._window = settings.rate_window_seconds
         self._clock = clock
         self._sleep = sleep
+        self._granted_window: dict[str, int] = {}  # per model: the window of this worker's last grant
 
     def _key(self, model: str, window: int) -> dict:
         return {TABLE_PARTITION_KEY: f"RATE#{model}", TABLE_SORT_KEY: f"W#{window}"}
@@ -59,6 +62,10 @@ class DynamoRateLimiter:
         while True:
             now = self._clock()
             window = int(now // self._window)
+            closing = (window + 1) * self._window - now < self._window * _WINDOW_CLOSE_FRACTION
+            if closing:
+                self._sleep((window + 1) * self._window - now)
+                continue
             try:
                 self._table.update_item(
                     Key=self._key(model, window),
@@ -76,6 +83,7 @@ class DynamoRateLimiter:
                         ":expires": int(now + 3600),
                     },
                 )
+                self._granted_window[model] = window
                 return
             except ClientError as exc:
                 if not _condition_failed(exc):
@@ -110,6 +118,8 @@ class DynamoRateLimiter:
             return  # far from the limit: nothing to correct, and no write spent
         used = limit - remaining
         window = int(self._clock() // self._window)
+        if window != self._granted_window.get(model):
+            return  # the headers describe the window the call was granted in, which has turned
         try:
             self._table.update_item(
                 Key=self._key(model, window),
