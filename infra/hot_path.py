@@ -16,7 +16,7 @@ from aws_cdk import Duration
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sqs as sqs
-from batchline.settings import RealtimeSettings, SettingsError
+from batchline.settings import RealtimeSettings
 from batchline.topology import WORKER
 from constructs import Construct
 
@@ -67,13 +67,6 @@ class RealtimeWorker(Construct):
         memory_mb: int,
     ) -> None:
         super().__init__(scope, construct_id)
-        if realtime.max_concurrency > realtime.reserved_concurrency:
-            # The mapping would keep invoking a function with no concurrency left, and its throttled
-            # batches would come back as deliveries that count towards the dead-letter queue.
-            raise SettingsError(
-                f"invalid batchline settings: realtime.max_concurrency ({realtime.max_concurrency}) "
-                f"exceeds realtime.reserved_concurrency ({realtime.reserved_concurrency})"
-            )
         self.function = batchline_function(
             self,
             name=WORKER.name,

@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from batchline.domain.pricing import DEFAULT_PRICES, ModelPrice, PriceBook
 
@@ -96,6 +96,15 @@ class RealtimeSettings(_Frozen):
 
     def limit_for(self, model: str) -> RateLimit:
         return self.limits.get(model, self.default_limit)
+
+    @model_validator(mode="after")
+    def _event_source_fits_in_reserved_concurrency(self) -> RealtimeSettings:
+        # Invocations throttled by the reserve would count as receives and push messages to the DLQ.
+        if self.max_concurrency > self.reserved_concurrency:
+            raise ValueError(
+                f"max_concurrency ({self.max_concurrency}) exceeds reserved_concurrency ({self.reserved_concurrency})"
+            )
+        return self
 
 
 class Settings(_Frozen):

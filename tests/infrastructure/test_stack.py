@@ -409,7 +409,7 @@ def test_tuned_realtime_settings_are_not_the_defaults(tuned):
 
 
 def test_max_concurrency_above_reserved_concurrency_fails_the_app_naming_both(app):
-    with pytest.raises(SettingsError, match=r"realtime\.max_concurrency.*realtime\.reserved_concurrency"):
+    with pytest.raises(SettingsError, match=r"realtime.*max_concurrency \(8\) exceeds reserved_concurrency \(4\)"):
         build_app(cdk_context(realtime={"max_concurrency": 8, "reserved_concurrency": 4}))
 
 

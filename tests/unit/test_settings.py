@@ -38,3 +38,8 @@ def test_a_missing_environment_variable_is_named(monkeypatch):
     with pytest.raises(SettingsError, match="OUTPUT_BUCKET"):
         runtime_environment()
     runtime_environment.cache_clear()
+
+
+def test_a_worker_concurrency_above_its_reserve_is_refused_naming_both():
+    with pytest.raises(SettingsError, match=r"realtime.*max_concurrency \(8\) exceeds reserved_concurrency \(4\)"):
+        load_settings({"realtime": {"max_concurrency": 8, "reserved_concurrency": 4}})

@@ -146,18 +146,8 @@ class JobStore:
 
     def outcomes(self, job_id: str) -> Iterator[tuple[int, bool, str]]:
         """(line, succeeded, record) of every realtime outcome, in input order, page by page."""
-        kwargs: dict[str, Any] = {
-            "KeyConditionExpression": Key(TABLE_PARTITION_KEY).eq(f"JOB#{job_id}")
-            & Key(TABLE_SORT_KEY).begins_with(OUTCOME_PREFIX),
-            "ConsistentRead": True,
-        }
-        while True:
-            page = self._table.query(**kwargs)
-            for item in page["Items"]:
-                yield int(item["line"]), bool(item["ok"]), item["record"]
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        for item in self._query_prefix(job_id, OUTCOME_PREFIX):
+            yield int(item["line"]), bool(item["ok"]), item["record"]
 
     def halt_job(self, job_id: str, reason: str) -> None:
         """Stop a job for good (e.g. insufficient quota): workers record its remaining requests as errors."""
@@ -172,15 +162,18 @@ class JobStore:
         return _from_dynamo(item) if item else None
 
     def list_shards(self, job_id: str) -> list[dict]:
-        items: list[dict] = []
+        return [_from_dynamo(item) for item in self._query_prefix(job_id, SHARD_PREFIX)]
+
+    def _query_prefix(self, job_id: str, prefix: str) -> Iterator[dict]:
+        """Every item of a job whose sort key starts with `prefix`, in sort-key order, page by page."""
         kwargs: dict[str, Any] = {
             "KeyConditionExpression": Key(TABLE_PARTITION_KEY).eq(f"JOB#{job_id}")
-            & Key(TABLE_SORT_KEY).begins_with(SHARD_PREFIX),
+            & Key(TABLE_SORT_KEY).begins_with(prefix),
             "ConsistentRead": True,
         }
         while True:
             page = self._table.query(**kwargs)
-            items.extend(_from_dynamo(item) for item in page["Items"])
+            yield from page["Items"]
             if "LastEvaluatedKey" not in page:
-                return items
+                return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
