@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 
 import boto3
@@ -260,3 +261,32 @@ def test_nothing_is_granted_in_the_last_sliver_of_a_window():
 
         DynamoRateLimiter(table, settings, clock=lambda: now[0], sleep=sleep).acquire("m", 50)
         assert slept and [w["window"] for w in DynamoRateLimiter(table, settings).window_usage("m")] == [101]
+
+
+@pytest.mark.parametrize(
+    "hot_path",
+    [
+        {
+            "settings": {
+                "realtime": {
+                    "default_limit": {"requests_per_minute": 1, "tokens_per_minute": 10_000},
+                    "rate_window_seconds": 2,
+                    "max_wait_for_capacity_seconds": 0.05,
+                    "max_receive_count": 1,
+                }
+            }
+        }
+    ],
+    indirect=True,
+)
+def test_waiting_for_room_in_the_rate_limit_never_uses_up_a_messages_deliveries(hot_path):
+    planned = hot_path.plan_and_enqueue([chat("first"), chat("second")])
+    messages = hot_path.receive()
+    assert hot_path.deliver(messages, settle_messages=True) == {"batchItemFailures": []}
+    assert hot_path.billed() == ["first"]  # one request per window: the second had to wait
+    assert hot_path.receive() == []  # requeued with a delay: until the next window
+    time.sleep(3)
+    waiting = hot_path.receive()
+    assert [json.loads(m["Body"])["custom_id"] for m in waiting] == ["second"]
+    assert waiting[0]["Attributes"]["ApproximateReceiveCount"] == "1"  # a fresh message, not a redelivery
+    assert [o["custom_id"] for o in hot_path.outcomes(planned["job_id"])] == ["first"]  # no error recorded

@@ -47,6 +47,10 @@ class RequestQueue:
             sent += self._send(entries)
         return sent
 
+    def requeue(self, body: str, seconds: float) -> None:
+        """Send a message again as a new one (its receive count starts over), visible after `seconds`."""
+        self._client.send_message(QueueUrl=self._url, MessageBody=body, DelaySeconds=max(0, min(900, round(seconds))))
+
     def retry_in(self, receipt_handle: str, seconds: float) -> None:
         """Make a message visible again after `seconds`, not after the whole visibility timeout."""
         self._client.change_message_visibility(

@@ -57,11 +57,14 @@ class RetryLater(BatchlineError):
 
     `delay_seconds` says when trying again makes sense (the next rate window, the end of a
     circuit's cool-down), so the message need not wait out the whole visibility timeout.
+    `provider_failed` tells a request the provider kept failing (which may use up its deliveries)
+    from one that only waited its turn (no room in the window, circuit open), which must not.
     """
 
-    def __init__(self, message: str, *, delay_seconds: float = 30.0) -> None:
+    def __init__(self, message: str, *, delay_seconds: float = 30.0, provider_failed: bool = False) -> None:
         super().__init__(message)
         self.delay_seconds = delay_seconds
+        self.provider_failed = provider_failed
 
 
 class Provider(Protocol):
@@ -152,4 +155,5 @@ def execute(
     raise RetryLater(
         f"no answer for {request.custom_id} after {policy.max_attempts} attempts",
         delay_seconds=policy.backoff_max_seconds,
+        provider_failed=True,
     )

@@ -144,11 +144,21 @@ def record_handler(record: SQSRecord) -> None:
     if "body_key" in message:
         message["body"] = orjson.loads(b"".join(output_objects().chunks(message.pop("body_key"))))
     request = {k: message[k] for k in ("job_id", "line", "custom_id", "url", "model", "body", "token_cost")}
+    settings = environment().settings.realtime
+    if _seconds_left() < settings.max_wait_for_capacity_seconds + _CALL_MARGIN_SECONDS:
+        # Too little time left in this invocation to wait for room and call: pass it on untouched.
+        request_queue().requeue(record.body, 0)
+        return
     try:
         summary = _call_once()(request=request)
     except RetryLater as exc:
+        if not exc.provider_failed:
+            # Only waited its turn (window full, circuit open): a fresh message, so that waiting
+            # never uses up the deliveries that send a message to the dead-letter queue.
+            request_queue().requeue(record.body, exc.delay_seconds)
+            return
         receives = int(record.attributes.approximate_receive_count or 1)
-        if receives < environment().settings.realtime.max_receive_count:
+        if receives < settings.max_receive_count:
             request_queue().retry_in(record.receipt_handle, exc.delay_seconds)
             raise
         _record(message, _final_error("retries_exhausted", f"no answer after {receives} deliveries: {exc}"))
@@ -158,7 +168,17 @@ def record_handler(record: SQSRecord) -> None:
         logger.error("job halted", extra={"reason": summary["code"]})
 
 
+_deadline = [float("inf")]
+# Time kept for one call after the wait for room (the provider's answer, recording it).
+_CALL_MARGIN_SECONDS = 60.0
+
+
+def _seconds_left() -> float:
+    return _deadline[0] - time.monotonic()
+
+
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
+    _deadline[0] = time.monotonic() + context.get_remaining_time_in_millis() / 1000
     _idempotency().register_lambda_context(context)
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
