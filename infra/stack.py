@@ -176,8 +176,9 @@ class BatchlineStack(Stack):
         # worker: reads a spilled body, spills an outcome too big for an item (one PutObject each);
         # Powertools idempotency (Get/Put/Update/DeleteItem), the outcome transaction (Put + Update:
         # TransactWriteItems is authorised per item action), the job (GetItem, UpdateItem to halt it),
-        # the rate-limit and circuit items (GetItem, UpdateItem); it hands a message back for the next
-        # rate window with ChangeMessageVisibility. Its polling is granted with its event source.
+        # the rate-limit and circuit items (GetItem, UpdateItem); it hands a failing message back with
+        # ChangeMessageVisibility, and requeues one that only waited for room with SendMessage (so
+        # waiting never uses up its deliveries). Its polling is granted with its event source.
         storage.grant_read_staging(
             roles["worker"],
             REALTIME_BODIES,
@@ -189,7 +190,7 @@ class BatchlineStack(Stack):
             what="Outcome records too large for a DynamoDB item, one object per line",
         )
         storage.grant_table(roles["worker"], ["GetItem", "PutItem", "UpdateItem", "DeleteItem"])
-        queue.grant(roles["worker"], "sqs:ChangeMessageVisibility")
+        queue.grant(roles["worker"], "sqs:ChangeMessageVisibility", "sqs:SendMessage")
 
         for name in sorted(OPENAI_CALLERS):
             api_key.grant_read(roles[name])

@@ -292,6 +292,7 @@ EXPECTED_ACCESS = {
         ("sqs:DeleteMessage", "queue"),
         ("sqs:GetQueueAttributes", "queue"),
         ("sqs:ChangeMessageVisibility", "queue"),
+        ("sqs:SendMessage", "queue"),  # requeues a request that only waited for room
         ("secretsmanager:GetSecretValue", "secret"),
     },
 }
