@@ -1,4 +1,4 @@
-"""The real ASL, executed by moto's interpreter, against the OpenAI emulator over HTTP.
+"""Whole jobs, batch and realtime: the real ASL executed by moto's interpreter, against the OpenAI emulator.
 
 The upload to the input bucket starts each job through the object-created trigger, as deployed.
 """
