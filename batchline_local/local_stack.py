@@ -85,6 +85,8 @@ class LocalAws:
                 "AWS_REGION": self.settings.region,
                 "POWERTOOLS_SERVICE_NAME": "batchline",
                 "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
+                # CloudWatch metrics have no CloudWatch here: keep their records off the terminal.
+                "POWERTOOLS_METRICS_DISABLED": os.environ.get("POWERTOOLS_METRICS_DISABLED", "true"),
             }
         )
         dependencies.reset()

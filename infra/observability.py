@@ -16,9 +16,11 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
+from batchline.topology import METRICS_NAMESPACE
 from constructs import Construct
 
 PERIOD = Duration.minutes(5)
+ROUTES = ("batch", "realtime")
 
 
 class Monitoring(Construct):
@@ -127,8 +129,47 @@ class Monitoring(Construct):
                 width=12,
             ),
         )
+        self.dashboard.add_widgets(*self._job_widgets())
         self.dashboard.add_widgets(
             cloudwatch.AlarmStatusWidget(
                 title="Alarms", alarms=[self.failed_jobs_alarm, self.dead_letters_alarm], width=24
             ),
         )
+
+    @staticmethod
+    def _job_widgets() -> list[cloudwatch.GraphWidget]:
+        """What Finalize publishes for every job, per route: outcomes, requests, tokens and spend."""
+
+        def per_route(name: str, statistic: str = "Sum") -> list[cloudwatch.Metric]:
+            return [
+                cloudwatch.Metric(
+                    namespace=METRICS_NAMESPACE,
+                    metric_name=name,
+                    dimensions_map={"service": "batchline", "route": route},
+                    period=PERIOD,
+                    statistic=statistic,
+                    label=f"{name} ({route})",
+                )
+                for route in ROUTES
+            ]
+
+        return [
+            cloudwatch.GraphWidget(
+                title="Jobs by outcome",
+                left=[
+                    m for name in ("JobsSucceeded", "JobsCompletedWithErrors", "JobsFailed") for m in per_route(name)
+                ],
+                width=6,
+            ),
+            cloudwatch.GraphWidget(
+                title="Requests done and failed, per route",
+                left=[m for name in ("RequestsSucceeded", "RequestsFailed", "InvalidLines") for m in per_route(name)],
+                width=6,
+            ),
+            cloudwatch.GraphWidget(
+                title="Tokens in and out, per route",
+                left=[m for name in ("InputTokens", "OutputTokens") for m in per_route(name)],
+                width=6,
+            ),
+            cloudwatch.GraphWidget(title="Spend (USD), per route", left=per_route("CostUSD"), width=6),
+        ]

@@ -13,6 +13,19 @@ from pathlib import Path
 
 STATE_MACHINE_ASL = Path(__file__).resolve().parents[2] / "statemachine" / "job.asl.json"
 
+METRICS_NAMESPACE = "Batchline"  # CloudWatch namespace of the functions' metrics and the dashboard's
+JOB_METRICS = (  # published by Finalize for every job, with the dimension "route"
+    "JobsSucceeded",
+    "JobsCompletedWithErrors",
+    "JobsFailed",
+    "RequestsSucceeded",
+    "RequestsFailed",
+    "InvalidLines",
+    "InputTokens",
+    "OutputTokens",
+    "CostUSD",
+)
+
 TABLE_PARTITION_KEY = "pk"
 TABLE_SORT_KEY = "sk"
 

@@ -23,6 +23,8 @@ from batchline.settings import Settings, SettingsError, load_settings, settings_
 from batchline.topology import (
     EXECUTION_INPUT_PATHS,
     FUNCTIONS,
+    JOB_METRICS,
+    METRICS_NAMESPACE,
     STATE_MACHINE_ASL,
     TABLE_PARTITION_KEY,
     TABLE_SORT_KEY,
@@ -523,6 +525,8 @@ def test_dashboard_shows_jobs_function_errors_the_queue_and_the_worker(template,
     assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible", queue) in metrics
     assert ("AWS/SQS", "ApproximateAgeOfOldestMessage", queue) in metrics
     assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible", dead_letters) in metrics
+    # Every figure Finalize publishes per job is on the dashboard.
+    assert {name for namespace, name, _ in metrics if namespace == METRICS_NAMESPACE} == set(JOB_METRICS)
 
 
 def test_stack_outputs_name_what_an_operator_needs(template):

@@ -87,7 +87,7 @@ def test_submit_twice_creates_one_batch(aws):
     assert batches[0]["metadata"] == {"batchline_job_id": planned["job_id"], "batchline_shard_id": shard["shard_id"]}
 
 
-def test_check_collect_and_finalize_join_results_back_to_input_lines(aws):
+def test_check_collect_and_finalize_join_results_back_to_input_lines(aws, capsys):
     lines = [chat("c0"), embedding("e0"), chat("c1"), BAD_LINES[1][0], chat("c2")]
     event = put_input(aws["s3"], lines)
     planned = plan.handler(event, CONTEXT)
@@ -116,6 +116,16 @@ def test_check_collect_and_finalize_join_results_back_to_input_lines(aws):
     ledger = aws["emulator"].emulator.ledger()
     assert summary["input_tokens"] == sum(entry["prompt_tokens"] for entry in ledger)
     assert (summary["succeeded"], summary["invalid"], summary["failed"], summary["shards"]) == (4, 1, 0, 2)
+    # The dashboard's figures: one CloudWatch embedded-metric record per job, by route.
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert len(emf) == 1 and emf[0]["route"] == "batch"
+    assert emf[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Batchline"
+    assert (emf[0]["JobsCompletedWithErrors"], emf[0]["RequestsSucceeded"], emf[0]["InvalidLines"]) == (
+        [1.0],
+        [4.0],
+        [1.0],
+    )
+    assert emf[0]["InputTokens"] == [summary["input_tokens"]]
 
 
 def test_a_missing_input_fails_plan_clearly_and_finalize_still_writes_a_summary(aws):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics
 
 from batchline.adapters.dynamo_limits import DynamoCircuitBreaker, DynamoRateLimiter
 from batchline.adapters.job_store import JobStore, dynamodb_resource
@@ -14,8 +14,10 @@ from batchline.adapters.openai_realtime import OpenAIRealtime
 from batchline.adapters.s3_objects import S3Objects, s3_client
 from batchline.adapters.sqs_queue import RequestQueue, sqs_client
 from batchline.settings import RuntimeEnvironment, SettingsError, runtime_environment
+from batchline.topology import METRICS_NAMESPACE
 
 logger = Logger(service="batchline")
+metrics = Metrics(namespace=METRICS_NAMESPACE, service="batchline")
 
 
 def environment() -> RuntimeEnvironment:

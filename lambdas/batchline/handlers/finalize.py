@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
+from aws_lambda_powertools.metrics import MetricUnit
 
 from batchline.adapters.job_store import now_iso
 from batchline.adapters.s3_objects import S3Objects
@@ -18,7 +19,7 @@ from batchline.domain.accounting import JobAccount, merge_by_line
 from batchline.domain.layout import JobLayout, make_job_id
 from batchline.domain.outcomes import STAGE_PROVIDER, error_record
 from batchline.domain.planning import decode_manifest_entry
-from batchline.handlers.dependencies import environment, job_store, logger, objects, output_objects
+from batchline.handlers.dependencies import environment, job_store, logger, metrics, objects, output_objects
 
 
 def _numbered(storage: S3Objects, key: str) -> Iterator[tuple[int, bytes]]:
@@ -85,6 +86,27 @@ def _job_id(event: dict) -> str:
     return make_job_id(event["key"], objects(event["bucket"]).etag(event["key"]) or "missing")
 
 
+_STATUS_METRIC = {
+    "succeeded": "JobsSucceeded",
+    "completed_with_errors": "JobsCompletedWithErrors",
+    "failed": "JobsFailed",
+}
+
+
+def _publish_metrics(summary: dict) -> None:
+    """What the dashboard shows per route: jobs by outcome, requests, tokens and spend."""
+    metrics.clear_metrics()  # one record per job, whatever an earlier invocation left unflushed
+    metrics.add_dimension(name="route", value=summary.get("route") or "none")
+    metrics.add_metric(name=_STATUS_METRIC[summary["status"]], unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="RequestsSucceeded", unit=MetricUnit.Count, value=summary["succeeded"])
+    metrics.add_metric(name="RequestsFailed", unit=MetricUnit.Count, value=summary["failed"])
+    metrics.add_metric(name="InvalidLines", unit=MetricUnit.Count, value=summary["invalid"])
+    metrics.add_metric(name="InputTokens", unit=MetricUnit.Count, value=summary["input_tokens"])
+    metrics.add_metric(name="OutputTokens", unit=MetricUnit.Count, value=summary["output_tokens"])
+    metrics.add_metric(name="CostUSD", unit=MetricUnit.NoUnit, value=summary["cost_usd"])
+
+
+@metrics.log_metrics
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     settings = environment().settings
@@ -164,5 +186,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         logger.error("lines unaccounted for", extra={"unaccounted": account.unaccounted()})
     storage.put(layout.summary, orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n", "application/json")
     store.update_job(job_id, **{name: value for name, value in summary.items() if name != "job_id"})
+    _publish_metrics(summary)
     logger.info("finalized", extra={"status": summary["status"], "succeeded": account.succeeded})
     return {"job_id": job_id, "status": summary["status"], "message": summary["message"]}
