@@ -73,7 +73,7 @@ class HotPath:
         return response
 
     def outcomes(self, job_id: str) -> list[dict]:
-        return [json.loads(record) for _, _, record in dependencies.job_store().outcomes(job_id)]
+        return [json.loads(record) for _, _, record, _ in dependencies.job_store().outcomes(job_id)]
 
     def billed(self) -> list[str]:
         return [entry["custom_id"] for entry in self.emulator.ledger()]
@@ -289,3 +289,18 @@ def test_waiting_for_room_in_the_rate_limit_never_uses_up_a_messages_deliveries(
     assert counts["ApproximateNumberOfMessagesDelayed"] == "1"
     assert counts["ApproximateNumberOfMessagesNotVisible"] == "0"
     assert [o["custom_id"] for o in hot_path.outcomes(planned["job_id"])] == ["first"]  # no error recorded
+
+
+def test_an_outcome_too_large_for_an_item_is_found_through_its_key():
+    with mock_aws():
+        make_table()
+        store = dependencies.JobStore("jobs")
+        store.put_job("j", status="running")
+        assert store.record_outcome(
+            "j", 7, record="", succeeded=True, tally={}, record_key="staging/j/realtime/outcomes/7.json"
+        )
+        assert store.record_outcome("j", 3, record='{"line": 3}', succeeded=False, tally={})
+        assert list(store.outcomes("j")) == [
+            (3, False, '{"line": 3}', None),
+            (7, True, "", "staging/j/realtime/outcomes/7.json"),
+        ]

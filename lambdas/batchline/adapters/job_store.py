@@ -91,11 +91,14 @@ class JobStore:
         )
 
     # -- realtime outcomes: one item per request, written once --------------------------------
-    def record_outcome(self, job_id: str, line: int, *, record: str, succeeded: bool, tally: dict) -> bool:
+    def record_outcome(
+        self, job_id: str, line: int, *, record: str, succeeded: bool, tally: dict, record_key: str | None = None
+    ) -> bool:
         """Store a request's outcome and count it on the job, atomically and only the first time.
 
         Returns False when the request already had an outcome (a duplicate delivery): nothing is
-        counted twice. `tally` holds numbers to ADD to the job (tokens, cost).
+        counted twice. `tally` holds numbers to ADD to the job (tokens, cost). A record too large
+        for an item is stored elsewhere: `record` is then empty and `record_key` says where.
         """
         # The resource's client serializes plain Python values itself (boto3 injects that).
         job_key = self._key(job_id, JOB_SORT_KEY)
@@ -104,6 +107,7 @@ class JobStore:
             "line": line,
             "ok": succeeded,
             "record": record,
+            **({"record_key": record_key} if record_key else {}),
         }
         additions = {"realtime_done": 1, "realtime_succeeded" if succeeded else "realtime_failed": 1, **tally}
         names = {f"#a{i}": name for i, name in enumerate(additions)}
@@ -144,10 +148,10 @@ class JobStore:
         key = self._key(job_id, f"{OUTCOME_PREFIX}{line:0{_LINE_DIGITS}d}")
         return "Item" in self._table.get_item(Key=key, ProjectionExpression=TABLE_SORT_KEY, ConsistentRead=True)
 
-    def outcomes(self, job_id: str) -> Iterator[tuple[int, bool, str]]:
-        """(line, succeeded, record) of every realtime outcome, in input order, page by page."""
+    def outcomes(self, job_id: str) -> Iterator[tuple[int, bool, str, str | None]]:
+        """(line, succeeded, record, record_key) of every realtime outcome, in input order, page by page."""
         for item in self._query_prefix(job_id, OUTCOME_PREFIX):
-            yield int(item["line"]), bool(item["ok"]), item["record"]
+            yield int(item["line"]), bool(item["ok"]), item["record"], item.get("record_key")
 
     def halt_job(self, job_id: str, reason: str) -> None:
         """Stop a job for good (e.g. insufficient quota): workers record its remaining requests as errors."""

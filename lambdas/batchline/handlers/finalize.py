@@ -54,10 +54,8 @@ def _stage_realtime_outcomes(storage: S3Objects, layout: JobLayout, shards: list
     with storage.writer(layout.realtime_results) as results, storage.writer(layout.realtime_errors) as errors:
         for line, custom_id in manifests:
             if pending is not None and pending[0] == line:
-                _, succeeded, record = pending
-                raw = record.encode()
-                if raw.startswith(b'{"line"') and b'"record_key"' in raw[:200]:
-                    raw = b"".join(storage.chunks(orjson.loads(raw)["record_key"]))
+                _, succeeded, record, record_key = pending
+                raw = b"".join(storage.chunks(record_key)) if record_key else record.encode()
                 (results if succeeded else errors).write(raw + b"\n")
                 pending = next(outcomes, None)
             else:

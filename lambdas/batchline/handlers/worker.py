@@ -119,11 +119,15 @@ def _record(message: dict, outcome: Outcome) -> None:
         )
         record["route"] = ROUTE_REALTIME
     raw = orjson.dumps(record)
+    record_key = None
     if len(raw) > _MAX_RECORD_BYTES:
-        key = JobLayout(job_id, environment().settings.output_prefix).realtime_outcome(line)
-        output_objects().put(key, raw, "application/json")
-        raw = orjson.dumps({"line": line, "record_key": key})
-    if not job_store().record_outcome(job_id, line, record=raw.decode(), succeeded=outcome.succeeded, tally=tally):
+        record_key = JobLayout(job_id, environment().settings.output_prefix).realtime_outcome(line)
+        output_objects().put(record_key, raw, "application/json")
+        raw = b""
+    stored = job_store().record_outcome(
+        job_id, line, record=raw.decode(), succeeded=outcome.succeeded, tally=tally, record_key=record_key
+    )
+    if not stored:
         logger.info("duplicate delivery: outcome already recorded", extra={"line": line})
 
 
