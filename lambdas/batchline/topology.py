@@ -26,6 +26,18 @@ JOB_METRICS = (  # published by Finalize for every job, with the dimension "rout
     "CostUSD",
 )
 
+# Published while jobs run, with the dimension "service" only (names shared with the dashboard and alarms):
+BATCH_AGE_METRIC = "BatchAgeSeconds"  # by Check at every poll, with the extra dimension "status"
+BATCH_STATUSES_WATCHED = ("validating", "in_progress", "finalizing", "cancelling")
+BATCHES_STUCK_METRIC = "BatchesStuck"  # by Check, 1 when a batch is declared stuck and cancelled
+BATCHES_RESUBMITTED_METRIC = "BatchesResubmitted"  # by Check/Collect: token_limit_exceeded, expiry, retries
+BUDGET_FALLBACK_METRIC = "BudgetFallbackEngaged"  # 1 when a job passes its first budget threshold
+BUDGET_STOP_METRIC = "BudgetStopEngaged"  # 1 when a job passes its second threshold and pauses
+MONTHLY_SPEND_METRIC = "MonthlySpendUSD"  # by Finalize: the month's settled spend so far
+MONTHLY_BUDGET_METRIC = "MonthlyBudgetUSD"  # by Finalize: the month's cap (absent when there is none)
+PROVIDER_CALLS_METRIC = "ProviderCalls"  # by the worker: realtime calls made
+PROVIDER_RATE_LIMITED_METRIC = "ProviderRateLimited"  # by the worker: calls answered 429
+
 TABLE_PARTITION_KEY = "pk"
 TABLE_SORT_KEY = "sk"
 
