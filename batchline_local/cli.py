@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from batchline.domain.routing import MODES
-from batchline.settings import SettingsError, settings_from_cdk_json
+from batchline.settings import Settings, SettingsError, settings_from_cdk_json
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from batchline_local.emulator.faults import Faults
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CDK_JSON = REPO_ROOT / "cdk.json"
@@ -27,6 +30,27 @@ def _settings(cdk_json: Path):
         return settings_from_cdk_json(cdk_json)
     except SettingsError as exc:
         console.print(f"[red]{exc}[/] (in {cdk_json})")
+        raise typer.Exit(2) from None
+
+
+FAULTS_HELP = (
+    "emulator faults for this run, e.g. 'token_limit=2,expire=0.5,request_error=0.05'; "
+    "wins over BATCHLINE_EMULATOR_FAULTS and the settings ('' for none)"
+)
+
+
+def _faults(spec: str | None, settings: Settings) -> Faults | None:
+    """--faults parsed before anything starts; None when not given, and then BATCHLINE_EMULATOR_FAULTS
+    or the settings' faults are checked now instead. A wrong spec exits with 2 and says what is wrong."""
+    from batchline_local.emulator.faults import Faults
+
+    try:
+        if spec is None:
+            Faults.from_settings(settings.emulator.faults, os.environ)
+            return None
+        return Faults.parse(spec)
+    except ValueError as exc:
+        console.print(f"--faults: {exc}" if spec is not None else str(exc), style="red", markup=False)
         raise typer.Exit(2) from None
 
 
@@ -48,16 +72,20 @@ def local_run(
             help="batch, realtime or auto (sent as the object's batchline-mode metadata); default from settings"
         ),
     ] = None,
+    faults: Annotated[str | None, typer.Option("--faults", metavar="SPEC", help=FAULTS_HELP)] = None,
 ) -> None:
     """Run one job end to end: moto + the real state machine + the OpenAI emulator (or OPENAI_BASE_URL)."""
     _use_bundled_encodings()
-    from batchline_local.local_run import print_summary, run_local_job
-
     settings = _settings(cdk_json)
+    injected = _faults(faults, settings)
     if mode is not None and mode not in MODES:
         console.print(f"[red]--mode must be one of {', '.join(MODES)}, not {mode!r}[/]")
         raise typer.Exit(2)
-    result = run_local_job(input_path, out, settings, console=console, mode=mode)
+    from batchline_local.local_run import print_summary, run_local_job
+
+    if injected is not None:
+        console.print(f"emulator faults: {injected.describe() or 'none'}")
+    result = run_local_job(input_path, out, settings, console=console, mode=mode, faults=injected)
     print_summary(result, Console())
     if result.execution_status != "SUCCEEDED":
         raise typer.Exit(1)
@@ -68,11 +96,13 @@ def emulator(
     port: Annotated[int, typer.Option(help="port to listen on")] = 8787,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     cdk_json: Annotated[Path, typer.Option(help="settings file")] = DEFAULT_CDK_JSON,
+    faults: Annotated[str | None, typer.Option("--faults", metavar="SPEC", help=FAULTS_HELP)] = None,
 ) -> None:
     """Serve the OpenAI-compatible emulator until interrupted."""
     _use_bundled_encodings()
+    settings = _settings(cdk_json)
+    injected = _faults(faults, settings)
     from batchline_local.emulator import serve_forever
 
-    settings = _settings(cdk_json)
     console.print(f"OpenAI emulator on http://{host}:{port}/v1 (Ctrl-C to stop)")
-    serve_forever(host, port, settings)
+    serve_forever(host, port, settings, faults=injected)

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +24,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from batchline_local.emulator import EmulatorServer
+from batchline_local.crashes import Crash
+from batchline_local.emulator import EmulatorServer, Faults
 from batchline_local.local_stack import LocalAws
 
 OUTPUT_FILES = ("results.jsonl", "errors.jsonl", "summary.json")
@@ -36,6 +37,7 @@ class LocalRunResult:
     summary: dict
     out_dir: Path
     seconds: float
+    crashes_fired: tuple[Crash, ...] = ()
 
 
 def quiet_service_logs() -> None:
@@ -48,10 +50,16 @@ def quiet_service_logs() -> None:
 
 
 @contextlib.contextmanager
-def openai_endpoint(settings: Settings) -> Iterator[tuple[str, str]]:
-    """(base_url, api_key): OPENAI_BASE_URL and OPENAI_API_KEY when set, else a fresh emulator."""
+def openai_endpoint(settings: Settings, *, faults: Faults | None = None) -> Iterator[tuple[str, str]]:
+    """(base_url, api_key): OPENAI_BASE_URL and OPENAI_API_KEY when set, else a fresh emulator.
+
+    ``faults`` are the emulator's (over BATCHLINE_EMULATOR_FAULTS and the settings); they cannot be
+    injected into an endpoint named by OPENAI_BASE_URL, so asking for both is refused.
+    """
     base_url = os.environ.get("OPENAI_BASE_URL")
     if base_url:
+        if faults is not None:
+            raise SystemExit("faults are injected by the built-in emulator: unset OPENAI_BASE_URL to use them")
         api_key = os.environ.get("OPENAI_API_KEY")
         if not api_key:
             raise SystemExit(
@@ -59,7 +67,7 @@ def openai_endpoint(settings: Settings) -> Iterator[tuple[str, str]]:
             )
         yield base_url, api_key
         return
-    with EmulatorServer(settings=settings) as emulator:
+    with EmulatorServer(settings=settings, faults=faults) as emulator:
         yield emulator.base_url, "local-emulator-key"
 
 
@@ -72,14 +80,24 @@ def run_local_job(
     timeout_seconds: float = 3600,
     openai: tuple[str, str] | None = None,
     mode: str | None = None,
+    faults: Faults | None = None,
+    crashes: Sequence[Crash] = (),
 ) -> LocalRunResult:
-    """Run one job; `openai` = (base_url, api_key) of a server to use instead of the default one."""
+    """Run one job; `openai` = (base_url, api_key) of a server to use instead of the default one.
+
+    `faults` are injected by the emulator this run starts, instead of BATCHLINE_EMULATOR_FAULTS or
+    the settings'; a server given as `openai` brings its own, so giving both is an error.
+    `crashes` are armed on the local stack before the upload (see LocalAws.crashes); the result
+    says which of them went off.
+    """
+    if openai is not None and faults is not None:
+        raise ValueError("faults apply to the emulator run_local_job starts; give them to the server passed as openai")
     console = console or Console(stderr=True)
     quiet_service_logs()
     if not input_path.is_file():
         raise SystemExit(f"input file not found: {input_path}")
     started = time.monotonic()
-    endpoint = contextlib.nullcontext(openai) if openai else openai_endpoint(settings)
+    endpoint = contextlib.nullcontext(openai) if openai else openai_endpoint(settings, faults=faults)
     with (
         endpoint as (base_url, api_key),
         LocalAws(
@@ -87,6 +105,8 @@ def run_local_job(
         ) as aws,
     ):
         console.print(f"[bold]batchline[/] local run of [cyan]{input_path}[/] (OpenAI at {base_url})")
+        for crash in crashes:
+            aws.crashes.arm(crash.function, at_call=crash.at_call, when=crash.when)
         job_id = aws.upload_input(str(input_path), input_path.name, mode=mode)
         execution = aws.wait_for_execution(timeout=30)
         status = _watch(aws, job_id, execution["executionArn"], console, timeout_seconds)
@@ -98,8 +118,9 @@ def run_local_job(
             (layout.summary, OUTPUT_FILES[2]),
         ):
             aws.download_output(key, str(out_dir / name))
+        fired = tuple(aws.crashes.fired)
     summary = json.loads((out_dir / "summary.json").read_text())
-    return LocalRunResult(status, summary, out_dir, time.monotonic() - started)
+    return LocalRunResult(status, summary, out_dir, time.monotonic() - started, crashes_fired=fired)
 
 
 def _watch(aws: LocalAws, job_id: str, execution_arn: str, console: Console, timeout_seconds: float) -> str:

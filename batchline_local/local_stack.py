@@ -3,6 +3,7 @@
 The buckets, table, functions, state machine and object-created trigger are created from the
 same settings module and topology the CDK stack reads, so a local run exercises the deployed
 wiring: an upload to the input bucket starts the execution through an EventBridge rule.
+``LocalAws.crashes`` makes chosen invocations of the functions crash, to test resumption.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import zipfile
 from typing import Any
 
 import boto3
-from batchline.domain.layout import make_job_id
+from batchline.domain.budget import BUDGET_METADATA_KEY
+from batchline.domain.layout import content_hash, make_job_id
 from batchline.domain.routing import METADATA_KEY
 from batchline.handlers import dependencies
 from batchline.settings import Settings, runtime_environment_variables
@@ -33,10 +35,16 @@ from batchline.topology import (
 )
 from moto.server import ThreadedMotoServer
 
-from batchline_local import moto_patches
+from batchline_local import crashes, moto_patches
+from batchline_local.crashes import CrashInjector
 from batchline_local.event_source import SqsEventSource
 
 LOCAL_ACCOUNT = "123456789012"
+
+
+def function_name(name: str) -> str:
+    """The local function's name for a topology name ("submit" -> "batchline-submit")."""
+    return f"batchline-{name}"
 
 
 def free_port() -> int:
@@ -46,7 +54,12 @@ def free_port() -> int:
 
 
 class LocalAws:
-    """moto in this process, set up like the deployed stack. Use as a context manager."""
+    """moto in this process, set up like the deployed stack. Use as a context manager.
+
+    ``crashes`` arms crashes of the functions by topology name, e.g.
+    ``aws.crashes.arm("submit", at_call=1, when="after")``; like moto's account, the armed crashes
+    and the call counts start empty at every ``start()``, so arm them once the stack is up.
+    """
 
     def __init__(self, settings: Settings, *, openai_base_url: str, openai_api_key: str, poll_seconds: int) -> None:
         self.settings = settings
@@ -61,6 +74,7 @@ class LocalAws:
         self.queue_url = ""
         self.dead_letter_queue_url = ""
         self._event_source: SqsEventSource | None = None
+        self.crashes = CrashInjector(spec.name for spec in (*FUNCTIONS, WORKER))
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> LocalAws:
@@ -92,6 +106,8 @@ class LocalAws:
         dependencies.reset()
         # moto's backends live in the process: start every run from an empty account.
         self._post("/moto-api/reset", {})
+        self.crashes.clear()
+        crashes.register(self.crashes, {function_name(spec.name): spec.name for spec in (*FUNCTIONS, WORKER)})
         config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
         self._post("/moto-api/config", config)
         self._create_resources()
@@ -114,6 +130,7 @@ class LocalAws:
     def stop(self) -> None:
         if self._event_source is not None:
             self._event_source.stop()
+        crashes.unregister(self.crashes)
         self._server.stop()
         moto_patches.restore_environment()
         for name, value in self._saved_env.items():
@@ -173,7 +190,7 @@ class LocalAws:
         arns = {}
         for spec in (*FUNCTIONS, WORKER):
             arns[spec.name] = lambda_client.create_function(
-                FunctionName=f"batchline-{spec.name}",
+                FunctionName=function_name(spec.name),
                 Runtime="python3.12",
                 Role=role_arn,
                 Handler=spec.handler,
@@ -186,7 +203,7 @@ class LocalAws:
             sqs=self.client("sqs"),
             lambda_client=self.client("lambda"),
             queue_url=self.queue_url,
-            function_name=f"batchline-{WORKER.name}",
+            function_name=function_name(WORKER.name),
             batch_size=realtime.batch_size,
             max_concurrency=realtime.max_concurrency,
             region=self.settings.region,
@@ -216,16 +233,19 @@ class LocalAws:
         )
 
     # -- use ---------------------------------------------------------------------------------
-    def upload_input(self, path: str, key: str, *, mode: str | None = None) -> str:
+    def upload_input(self, path: str, key: str, *, mode: str | None = None, budget_usd: float | None = None) -> str:
         """Drop a file in the input bucket (the trigger starts the job); return the job's id.
 
-        `mode` travels as the object's ``batchline-mode`` metadata, as a user would set it.
+        `mode` and `budget_usd` travel as the object's ``batchline-mode`` and ``batchline-budget-usd``
+        metadata, as a user would set them.
         """
         s3 = self.client("s3")
-        extra = {"Metadata": {METADATA_KEY: mode}} if mode else None
-        s3.upload_file(path, self.names.input_bucket, key, ExtraArgs=extra)
-        etag = s3.head_object(Bucket=self.names.input_bucket, Key=key)["ETag"].strip('"')
-        return make_job_id(key, etag)
+        metadata = {METADATA_KEY: mode} if mode else {}
+        if budget_usd is not None:
+            metadata[BUDGET_METADATA_KEY] = repr(float(budget_usd))
+        s3.upload_file(path, self.names.input_bucket, key, ExtraArgs={"Metadata": metadata} if metadata else None)
+        with open(path, "rb") as handle:
+            return make_job_id(key, content_hash(iter(lambda: handle.read(1 << 20), b"")))
 
     def executions(self) -> list[dict]:
         return self.client("stepfunctions").list_executions(stateMachineArn=self.state_machine_arn)["executions"]

@@ -4,7 +4,8 @@
    runs the function's real handler ("module.function") in-process, with the function's
    environment and a Lambda context, and reports an exception the way Lambda does (header
    ``x-amz-function-error: Unhandled`` and an ``errorType``), so the state machine's Retry and
-   Catch see the real error class.
+   Catch see the real error class. A crash a test armed (crashes module) goes through the same
+   path: an ``InjectedCrash`` before or after the handler, reported as the function's own error.
 2. Atomic conditional writes: DynamoDB applies a conditional update atomically; moto, serving
    many threads, checks and writes without a lock, so two workers could both pass a rate-limit
    condition. Here every write to a moto table holds one lock, as DynamoDB's guarantee implies.
@@ -25,6 +26,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from batchline_local import crashes
 
 _ENV_LOCK = threading.Lock()
 _applied_env: dict[str, str] = {}
@@ -93,8 +96,9 @@ def _invoke_in_process(self, function_name, qualifier, body, headers, response_h
         aws_request_id=str(uuid.uuid4()),
     )
     event = json.loads(body) if body else {}
+    handler = _resolve(fn.handler)
     try:
-        result = _resolve(fn.handler)(event, context)
+        result = crashes.run_handler(fn.function_name, lambda: handler(event, context))
     except Exception as exc:  # reported to the caller exactly as Lambda reports it
         response_headers["x-amz-function-error"] = "Unhandled"
         return json.dumps(
@@ -127,7 +131,9 @@ def _send_to_targets_with_states(original: Callable) -> Callable:
                 arn = parse_arn(target["Arn"])
                 backend = stepfunctions_backend(arn.account, arn.region)
                 payload = execution_input if isinstance(execution_input, str) else json.dumps(execution_input)
-                backend.start_execution(target["Arn"], name=None, execution_input=payload)
+                # EventBridge names each execution uniquely; the same file uploaded again (a resume)
+                # must start a new execution, not collide with the first one's name.
+                backend.start_execution(target["Arn"], name=str(uuid.uuid4()), execution_input=payload)
         if others:
             saved = self.targets
             self.targets = others

@@ -2,9 +2,19 @@
 
 No HTTP here: the server module only parses requests and calls these methods, and tests can drive
 the logic directly. Every method takes one lock, so the threaded HTTP server sees consistent state.
-The billing ledger records every request the emulator executed and billed, batch or realtime, so
-a test can prove that batchline never pays for the same request twice: refusals (429, 5xx, a
-request failed by an injected fault) are never in it.
+
+The billing ledger (``ledger()``, served at ``GET /_emulator/ledger``) holds one row per billed
+request, so a test can prove that batchline never pays for the same request twice. Billed means
+what OpenAI counts in ``usage`` and charges for, that is, a request the model actually executed:
+
+- a batch request that produced an output-file line with ``status_code`` 200;
+- a realtime call answered 200.
+
+These are never billed: error-file lines (a 4xx body from the endpoint, an injected 500, and
+``batch_expired`` or ``batch_cancelled`` requests that never ran), batches that failed validation
+(``token_limit_exceeded`` included), and realtime refusals (400, 429, 5xx). A row is keyed by the
+request's ``custom_id``: the batch line's, or the realtime call's ``X-Client-Request-Id`` header
+(None when the caller sent none). ``ledger.billed_twice`` finds the custom_ids billed more than once.
 
 The realtime endpoints are rate limited per model (ratelimits module) and both paths fail on
 request (faults module); both are configured by ``settings.emulator``.
@@ -201,11 +211,18 @@ class OpenAIEmulator:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, environ: Mapping[str, str] | None = None, **options: Any
+        cls,
+        settings: Settings,
+        *,
+        faults: Faults | None = None,
+        environ: Mapping[str, str] | None = None,
+        **options: Any,
     ) -> OpenAIEmulator:
-        """The emulator the local run and the CLI serve: faults from BATCHLINE_EMULATOR_FAULTS when it is
-        set, else from ``settings.emulator.faults``. Raise ValueError naming a wrong fault item."""
-        faults = Faults.from_settings(settings.emulator.faults, os.environ if environ is None else environ)
+        """The emulator the local run and the CLI serve. Its faults, first given wins: ``faults`` (the
+        command line's ``--faults``), BATCHLINE_EMULATOR_FAULTS when it is set, ``settings.emulator.faults``.
+        Raise ValueError naming a wrong fault item."""
+        if faults is None:
+            faults = Faults.from_settings(settings.emulator.faults, os.environ if environ is None else environ)
         return cls(settings, faults=faults, **options)
 
     # ----- tokens -------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 A fault spec is a comma-separated list of ``name`` or ``name=value`` items, from
 ``settings.emulator.faults`` or, when set, the ``BATCHLINE_EMULATOR_FAULTS`` environment variable
-(the variable wins, so one run can be given faults without editing its settings file):
+(the variable wins, so one run can be given faults without editing its settings file), or from
+the ``--faults SPEC`` option of ``batchline emulator`` and ``batchline local run``, which wins over
+both (``--faults ""`` runs with none):
 
 - ``token_limit=N``: the first N batches created fail validation with ``token_limit_exceeded``.
 - ``stuck=N``: the first N batches created stay ``validating`` until cancelled (or the 24 h window ends).

@@ -22,6 +22,7 @@ from werkzeug.wrappers import Request, Response
 
 from .core import OpenAIEmulator
 from .errors import EmulatorError, InvalidRequest, MissingApiKey, NotFound
+from .faults import Faults
 
 logger = logging.getLogger(__name__)
 
@@ -197,9 +198,9 @@ class EmulatorServer:
 
     ``with EmulatorServer(settings=settings) as server:`` then
     ``openai.OpenAI(base_url=server.base_url, api_key="x")``. Built from ``settings=``, it takes its
-    pace, rate limits and faults from ``settings.emulator``, the faults overridden by
-    BATCHLINE_EMULATOR_FAULTS when that is set. Pass ``emulator=`` instead of ``settings=`` to serve
-    an emulator built with test limits or a test clock.
+    pace, rate limits and faults from ``settings.emulator``; the faults are overridden by
+    BATCHLINE_EMULATOR_FAULTS when that is set, and by ``faults=`` over both. Pass ``emulator=``
+    instead of ``settings=`` to serve an emulator built with test limits or a test clock.
     """
 
     def __init__(
@@ -207,13 +208,16 @@ class EmulatorServer:
         settings: Settings | None = None,
         *,
         emulator: OpenAIEmulator | None = None,
+        faults: Faults | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         if emulator is None:
             if settings is None:
                 raise TypeError("EmulatorServer needs settings or an emulator")
-            emulator = OpenAIEmulator.from_settings(settings)
+            emulator = OpenAIEmulator.from_settings(settings, faults=faults)
+        elif faults is not None:
+            raise TypeError("faults= goes with settings=; an emulator passed in already has its faults")
         self.emulator = emulator
         self._host = host
         self._port = port
@@ -272,9 +276,12 @@ class EmulatorServer:
         self.stop()
 
 
-def serve_forever(host: str, port: int, settings: Settings) -> None:
-    """Serve the emulator in the foreground until interrupted (the CLI's entry point)."""
-    emulator = OpenAIEmulator.from_settings(settings)
+def serve_forever(host: str, port: int, settings: Settings, *, faults: Faults | None = None) -> None:
+    """Serve the emulator in the foreground until interrupted (the CLI's entry point).
+
+    ``faults`` (the command line's ``--faults``) wins over BATCHLINE_EMULATOR_FAULTS and the settings.
+    """
+    emulator = OpenAIEmulator.from_settings(settings, faults=faults)
     server = make_server(host, port, EmulatorApp(emulator), threaded=True)
     logger.info("OpenAI emulator listening on http://%s:%s%s", host, server.server_port, API_PREFIX)
     if emulator.faults.describe():

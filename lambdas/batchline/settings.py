@@ -107,6 +107,47 @@ class RealtimeSettings(_Frozen):
         return self
 
 
+class RecoverySettings(_Frozen):
+    """What the cold path does when a batch or a request fails in a way worth another try."""
+
+    max_attempts: int = Field(
+        3, ge=1, le=10, description="rounds a request gets on the batch route (batch_expired, 5xx, 429, ...)"
+    )
+    stuck_after_seconds: int = Field(
+        6 * 3600, ge=1, description="a batch validating or finalizing this long is cancelled and its rest resubmitted"
+    )
+
+
+class BatchQueueSettings(_Frozen):
+    """The organisation's enqueued-token limit of the Batch API, per model: prompt tokens of batches in flight."""
+
+    default_tokens: int = Field(20_000_000, ge=1)
+    tokens: dict[str, int] = Field(default_factory=dict)
+
+    def limit_for(self, model: str) -> int:
+        return self.tokens.get(model, self.default_tokens)
+
+
+class BudgetSettings(_Frozen):
+    """Spend caps in US dollars. A job's own cap may also come with the upload (metadata batchline-budget-usd)."""
+
+    job_usd: float | None = Field(None, gt=0, description="default cap per job; none means no job cap")
+    monthly_usd: float | None = Field(None, gt=0, description="cap per calendar month (UTC) over all jobs")
+    fallback_threshold: float = Field(0.8, gt=0, le=1, description="past this share, use the fallback models")
+    stop_threshold: float = Field(1.0, gt=0, le=1, description="past this share, send nothing more and pause")
+    fallback_models: dict[str, str] = Field(
+        default_factory=dict, description="model -> cheaper model used past the first threshold"
+    )
+
+    @model_validator(mode="after")
+    def _thresholds_in_order(self) -> BudgetSettings:
+        if self.fallback_threshold > self.stop_threshold:
+            raise ValueError(
+                f"fallback_threshold ({self.fallback_threshold}) exceeds stop_threshold ({self.stop_threshold})"
+            )
+        return self
+
+
 class Settings(_Frozen):
     default_mode: Literal["batch", "realtime", "auto"] = "batch"
     auto_realtime_max_requests: int = Field(2_000, ge=0, description="auto mode: realtime up to this many requests")
@@ -128,6 +169,21 @@ class Settings(_Frozen):
     names: ResourceNames = ResourceNames()
     functions: FunctionSizing = FunctionSizing()
     emulator: EmulatorSettings = EmulatorSettings()
+    recovery: RecoverySettings = RecoverySettings()
+    batch_queue: BatchQueueSettings = BatchQueueSettings()
+    budget: BudgetSettings = BudgetSettings()
+
+    @model_validator(mode="after")
+    def _fallback_models_are_priced(self) -> Settings:
+        unknown = sorted(
+            name
+            for pair in self.budget.fallback_models.items()
+            for name in pair
+            if not self.price_book().price_for(name)
+        )
+        if unknown:
+            raise ValueError(f"budget.fallback_models names models with no price: {', '.join(unknown)}")
+        return self
 
     def price_book(self) -> PriceBook:
         return PriceBook(self.pricing, self.batch_discount)

@@ -13,11 +13,13 @@ from pathlib import Path
 
 STATE_MACHINE_ASL = Path(__file__).resolve().parents[2] / "statemachine" / "job.asl.json"
 
+SERVICE_NAME = "batchline"  # Powertools' service: the "service" dimension of every metric, and the logs' service
 METRICS_NAMESPACE = "Batchline"  # CloudWatch namespace of the functions' metrics and the dashboard's
 JOB_METRICS = (  # published by Finalize for every job, with the dimension "route"
     "JobsSucceeded",
     "JobsCompletedWithErrors",
     "JobsFailed",
+    "JobsPaused",
     "RequestsSucceeded",
     "RequestsFailed",
     "InvalidLines",

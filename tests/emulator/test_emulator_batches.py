@@ -281,3 +281,36 @@ def test_batches_list_newest_first_with_cursor_pagination(client: openai.OpenAI)
     assert [b.id for b in client.batches.list(limit=2)] == newest_first, "auto-pagination reaches every batch"
     with pytest.raises(openai.BadRequestError):
         client.batches.list(limit=101)
+
+
+def test_batches_list_returns_each_batch_metadata_as_given_so_a_shard_batch_can_be_found(client: openai.OpenAI) -> None:
+    # Given batches tagged like batchline tags its shards, one with no metadata, and more than one page of them
+    tags = [{"job_id": "job-a", "shard": str(i), "note": "é ✓ spaces and: colons"} for i in range(4)]
+    created = {start_batch(client, [chat_line("a", f"shard {i}")], metadata=tag).id: tag for i, tag in enumerate(tags)}
+    untagged = start_batch(client, [chat_line("a", "untagged")]).id
+    empty = start_batch(client, [chat_line("a", "empty")], metadata={}).id
+
+    # When the pages are walked by hand, newest first
+    pages = [client.batches.list(limit=2)]
+    while pages[-1].has_more:
+        pages.append(client.batches.list(limit=2, after=pages[-1].last_id))
+
+    # Then every page says where it starts and ends, and the metadata comes back exactly as given
+    assert [len(page.data) for page in pages] == [2, 2, 2]
+    assert [page.has_more for page in pages] == [True, True, False]
+    for page in pages:
+        assert (page.first_id, page.last_id) == (page.data[0].id, page.data[-1].id)
+    listed = {batch.id: batch.metadata for page in pages for batch in page.data}
+    assert list(listed) == [empty, untagged, *reversed(created)]
+    assert {batch_id: listed[batch_id] for batch_id in created} == created
+    assert listed[untagged] is None and listed[empty] == {}
+    found = [b.id for b in client.batches.list(limit=100) if (b.metadata or {}).get("shard") == "2"]
+    assert found == [list(created)[2]]
+
+
+def test_a_page_after_the_last_batch_is_empty(client: openai.OpenAI) -> None:
+    only = start_batch(client, [chat_line("a", "hi")]).id
+
+    page = client.batches.list(limit=5, after=only)
+
+    assert (page.data, page.has_more, page.first_id, page.last_id) == ([], False, None, None)

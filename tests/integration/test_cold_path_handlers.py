@@ -84,7 +84,11 @@ def test_submit_twice_creates_one_batch(aws):
     assert again["batch_id"] == first["batch_id"]
     batches = aws["emulator"].emulator.list_batches()["data"]
     assert len(batches) == 1
-    assert batches[0]["metadata"] == {"batchline_job_id": planned["job_id"], "batchline_shard_id": shard["shard_id"]}
+    assert batches[0]["metadata"] == {
+        "batchline_job_id": planned["job_id"],
+        "batchline_shard_id": shard["shard_id"],
+        "batchline_round": "0",
+    }
 
 
 def test_check_collect_and_finalize_join_results_back_to_input_lines(aws, capsys):
@@ -93,11 +97,11 @@ def test_check_collect_and_finalize_join_results_back_to_input_lines(aws, capsys
     planned = plan.handler(event, CONTEXT)
     for shard in planned["shards"]:
         batch = submit.handler({"shard": shard}, CONTEXT)
-        while not (batch := check.handler({"shard": shard, "batch": batch}, CONTEXT))["terminal"]:
+        while (batch := check.handler({"shard": shard, "batch": batch}, CONTEXT))["next"] == "wait":
             pass
-        assert batch["status"] == "completed"
+        assert (batch["status"], batch["next"]) == ("completed", "collect")
         collected = collect.handler({"shard": shard, "batch": batch}, CONTEXT)
-        assert collected["failed"] == 0
+        assert collected["retry"] is False
     outcome = finalize.handler({**event, "plan": planned}, CONTEXT)
 
     assert outcome["status"] == "completed_with_errors"
@@ -117,8 +121,12 @@ def test_check_collect_and_finalize_join_results_back_to_input_lines(aws, capsys
     assert summary["input_tokens"] == sum(entry["prompt_tokens"] for entry in ledger)
     assert (summary["succeeded"], summary["invalid"], summary["failed"], summary["shards"]) == (4, 1, 0, 2)
     # The dashboard's figures: one CloudWatch embedded-metric record per job, by route.
-    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    emf = [record for record in records if "route" in record]
     assert len(emf) == 1 and emf[0]["route"] == "batch"
+    monthly = [record for record in records if "MonthlySpendUSD" in record]
+    assert monthly and monthly[-1]["MonthlySpendUSD"] == [summary["budget"]["monthly_spent_usd"]]
+    assert summary["budget"]["monthly_spent_usd"] == pytest.approx(summary["cost_usd"], abs=1e-6)
     assert emf[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Batchline"
     assert (emf[0]["JobsCompletedWithErrors"], emf[0]["RequestsSucceeded"], emf[0]["InvalidLines"]) == (
         [1.0],

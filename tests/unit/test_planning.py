@@ -20,7 +20,14 @@ def token_pool() -> Iterator[ParallelTokenCounter]:
     pool.close()
 
 
-def plan(lines: list[str], token_pool, *, max_requests: int = 50_000, max_bytes: int = 209_715_200):
+def plan(
+    lines: list[str],
+    token_pool,
+    *,
+    max_requests: int = 50_000,
+    max_bytes: int = 209_715_200,
+    max_prompt_tokens=None,
+):
     settings = load_settings()
     outputs = MemoryPlanOutputs()
     planner = Planner(
@@ -35,6 +42,7 @@ def plan(lines: list[str], token_pool, *, max_requests: int = 50_000, max_bytes:
         max_requests=max_requests,
         max_bytes=max_bytes,
         token_counter=token_pool,
+        max_prompt_tokens=max_prompt_tokens,
     )
     data = ("\n".join(lines) + "\n").encode()
     summary: PlanSummary = planner.run(iter_physical_lines([data]))
@@ -68,6 +76,17 @@ def test_shards_never_exceed_the_byte_limit(token_pool):
     summary, _ = plan(lines, token_pool, max_bytes=line_bytes * 4 + 2)
     assert all(s.bytes <= line_bytes * 4 + 2 for s in summary.shards)
     assert sum(s.requests for s in summary.shards) == 30
+
+
+def test_a_shard_never_holds_more_prompt_tokens_than_its_models_enqueued_token_limit(token_pool):
+    lines = [chat(f"c{i}") for i in range(20)] + [chat(f"big{i}", model="gpt-4o") for i in range(3)]
+    one = plan(lines[:1], token_pool)[0].prompt_tokens
+    limits = {"gpt-4o-mini": one * 6 + 1, "gpt-4o": 10**9}
+    summary, _ = plan(lines, token_pool, max_prompt_tokens=limits.__getitem__)
+    mini = [s for s in summary.shards if s.model == "gpt-4o-mini"]
+    assert [s.requests for s in mini] == [6, 6, 6, 2]
+    assert all(s.prompt_tokens <= limits["gpt-4o-mini"] for s in mini)
+    assert [s.requests for s in summary.shards if s.model == "gpt-4o"] == [3]
 
 
 def test_duplicate_custom_id_is_an_error_on_the_later_line_and_the_first_is_kept(token_pool):

@@ -19,18 +19,40 @@ def test_placeholders_and_substitution_keys_are_the_same_set():
     assert placeholders == keys
 
 
+def _choices(state: dict) -> dict[str, str]:
+    """What a Choice state does for each value it tests."""
+    return {
+        choice["StringEquals"] if "StringEquals" in choice else choice["BooleanEquals"]: choice["Next"]
+        for choice in state["Choices"]
+    }
+
+
 def test_map_runs_submit_wait_check_choice_collect_with_the_configured_concurrency():
     states = rendered()["States"]
     assert rendered()["StartAt"] == "Plan"
     shards = states["ProcessShards"]
     assert shards["Type"] == "Map" and shards["MaxConcurrency"] == 7
     inner = shards["Iterator"]["States"]
-    assert inner["Submit"]["Next"] == "WaitForBatch"
+    assert inner["Submit"]["Next"] == "WhatAfterSubmit"
+    assert _choices(inner["WhatAfterSubmit"]) == {"done": "ShardDone", "wait_admission": "WaitForAdmission"}
+    assert inner["WhatAfterSubmit"]["Default"] == "WaitForBatch"
     assert inner["WaitForBatch"]["SecondsPath"] == "$.poll_seconds"
-    assert inner["Check"]["Next"] == "IsBatchFinished"
-    assert inner["IsBatchFinished"]["Default"] == "WaitForBatch"
-    assert inner["IsBatchFinished"]["Choices"][0]["Next"] == "Collect"
+    assert inner["Check"]["Next"] == "WhatAfterCheck"
+    assert inner["WhatAfterCheck"]["Default"] == "WaitForBatch"
     assert states["ProcessShards"]["Next"] == "Finalize"
+
+
+def test_a_shard_loops_back_to_submit_for_admission_resubmission_and_each_new_round():
+    inner = rendered()["States"]["ProcessShards"]["Iterator"]["States"]
+    assert _choices(inner["WhatAfterCheck"]) == {"collect": "Collect", "resubmit": "WaitForAdmission"}
+    assert inner["WaitForAdmission"]["Next"] == "Submit"
+    assert inner["Collect"]["Next"] == "AnotherRound"
+    assert _choices(inner["AnotherRound"]) == {True: "Submit"}
+    assert inner["AnotherRound"]["Default"] == "ShardDone"
+
+
+def test_a_job_the_budget_refuses_goes_straight_to_finalize():
+    assert _choices(rendered()["States"]["ChooseRoute"]) == {"realtime": "EnqueueShards", "refused": "Finalize"}
 
 
 def test_failures_are_caught_and_still_reach_finalize():

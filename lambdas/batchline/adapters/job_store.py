@@ -81,6 +81,64 @@ class JobStore:
     def update_shard(self, job_id: str, shard_id: str, **fields: Any) -> None:
         self._update(self._key(job_id, SHARD_PREFIX + shard_id), fields)
 
+    def collect_round(
+        self, job_id: str, shard_id: str, *, batch_id: str, additions: dict, fields: dict, removals: tuple[str, ...]
+    ) -> bool:
+        """Count one collected batch on its shard, once: False when this batch was counted before."""
+        fields = {**fields, "collected_batch_id": batch_id, "updated_at": now_iso()}
+        names = {f"#f{i}": name for i, name in enumerate(fields)}
+        names |= {f"#a{i}": name for i, name in enumerate(additions)}
+        names |= {f"#r{i}": name for i, name in enumerate(removals)}
+        values = {f":v{i}": _to_dynamo(value) for i, value in enumerate(fields.values())}
+        values |= {f":a{i}": _to_dynamo(value) for i, value in enumerate(additions.values())}
+        expression = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields)))
+        if additions:
+            expression += " ADD " + ", ".join(f"#a{i} :a{i}" for i in range(len(additions)))
+        if removals:
+            expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(removals)))
+        client = self._table.meta.client
+        try:
+            self._table.update_item(
+                Key=self._key(job_id, SHARD_PREFIX + shard_id),
+                UpdateExpression=expression,
+                ConditionExpression="attribute_not_exists(collected_batch_id) OR collected_batch_id <> :batch",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={**values, ":batch": batch_id},
+            )
+        except client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def fail_shard(self, job_id: str, shard_id: str, reason: str) -> bool:
+        """Mark a shard failed, unless it was collected after all; False then."""
+        client = self._table.meta.client
+        try:
+            self._table.update_item(
+                Key=self._key(job_id, SHARD_PREFIX + shard_id),
+                UpdateExpression="SET #status = :failed, failure = :reason, updated_at = :now",
+                ConditionExpression="#status <> :collected",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":failed": "failed",
+                    ":reason": reason,
+                    ":now": now_iso(),
+                    ":collected": "collected",
+                },
+            )
+        except client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def add_to_job(self, job_id: str, **additions: int) -> None:
+        names = {f"#a{i}": name for i, name in enumerate(additions)}
+        values = {f":a{i}": value for i, value in enumerate(additions.values())}
+        self._table.update_item(
+            Key=self._key(job_id, JOB_SORT_KEY),
+            UpdateExpression="ADD " + ", ".join(f"#a{i} :a{i}" for i in range(len(additions))),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+
     def _update(self, key: dict, fields: dict) -> None:
         fields = {**fields, "updated_at": now_iso()}
         names = {f"#f{i}": name for i, name in enumerate(fields)}
@@ -92,13 +150,22 @@ class JobStore:
 
     # -- realtime outcomes: one item per request, written once --------------------------------
     def record_outcome(
-        self, job_id: str, line: int, *, record: str, succeeded: bool, tally: dict, record_key: str | None = None
+        self,
+        job_id: str,
+        line: int,
+        *,
+        record: str,
+        succeeded: bool,
+        tally: dict,
+        record_key: str | None = None,
+        also: tuple[dict, ...] = (),
     ) -> bool:
         """Store a request's outcome and count it on the job, atomically and only the first time.
 
         Returns False when the request already had an outcome (a duplicate delivery): nothing is
-        counted twice. `tally` holds numbers to ADD to the job (tokens, cost). A record too large
-        for an item is stored elsewhere: `record` is then empty and `record_key` says where.
+        counted twice. `tally` holds numbers to ADD to the job (tokens, cost, budget counters). A
+        record too large for an item is stored elsewhere: `record` is then empty and `record_key`
+        says where. `also` holds more transaction items written with it (the month's budget).
         """
         # The resource's client serializes plain Python values itself (boto3 injects that).
         job_key = self._key(job_id, JOB_SORT_KEY)
@@ -135,6 +202,7 @@ class JobStore:
                             "ExpressionAttributeValues": values,
                         }
                     },
+                    *also,
                 ]
             )
         except client.exceptions.TransactionCanceledException as exc:

@@ -25,6 +25,9 @@ _TRANSIENT = (
 
 
 def _translate(exc: Exception) -> Exception:
+    if isinstance(exc, openai.RateLimitError) and getattr(exc, "code", None) == "insufficient_quota":
+        # Out of credit: no backoff will help, and the message tells the user what to do.
+        return ProviderError(f"insufficient_quota: {exc}")
     if isinstance(exc, _TRANSIENT):
         return TransientProviderError(f"{type(exc).__name__}: {exc}")
     return ProviderError(f"{type(exc).__name__}: {exc}")
@@ -57,6 +60,34 @@ class OpenAIBatches:
     def retrieve_batch(self, batch_id: str) -> dict:
         try:
             return self._client.batches.retrieve(batch_id).model_dump()
+        except openai.OpenAIError as exc:
+            raise _translate(exc) from exc
+
+    def find_batch(self, metadata: dict[str, str], *, max_pages: int = 20) -> dict | None:
+        """The newest batch created with exactly this metadata and not failed, if any.
+
+        Submit looks here before it creates a batch, so that a batch created by an attempt that
+        crashed before recording it is adopted instead of paid for twice. The list is newest first;
+        a shard's batch is recent, so only the first pages are read.
+        """
+        try:
+            page = self._client.batches.list(limit=100)
+            for _ in range(max_pages):
+                for batch in page.data:
+                    if batch.status != "failed" and all(
+                        (batch.metadata or {}).get(name) == value for name, value in metadata.items()
+                    ):
+                        return batch.model_dump()
+                if not page.has_next_page():
+                    return None
+                page = page.get_next_page()
+        except openai.OpenAIError as exc:
+            raise _translate(exc) from exc
+        return None
+
+    def cancel_batch(self, batch_id: str) -> dict:
+        try:
+            return self._client.batches.cancel(batch_id).model_dump()
         except openai.OpenAIError as exc:
             raise _translate(exc) from exc
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 STATUS_SUCCEEDED = "succeeded"
 STATUS_COMPLETED_WITH_ERRORS = "completed_with_errors"
 STATUS_FAILED = "failed"
+STATUS_PAUSED = "paused"  # the budget stopped it; uploading the same file again resumes it
 
 
 def merge_by_line(streams: Iterable[Iterable[tuple[int, bytes]]]) -> Iterator[tuple[int, bytes]]:
@@ -38,8 +39,12 @@ class JobAccount:
     error_codes: dict[str, int] = field(default_factory=dict)
     failure: str | None = None
     route: str | None = None
+    stopped_by_budget: int = 0  # requests never sent because the budget ran out: the job can resume
+    details: dict = field(default_factory=dict)  # budget, recovery and resumption facts for the summary
 
     def status(self) -> str:
+        if self.stopped_by_budget:
+            return STATUS_PAUSED
         if self.succeeded == 0:
             return STATUS_FAILED
         if self.failed or self.invalid:
@@ -61,6 +66,11 @@ class JobAccount:
             )
         if self.failure:
             return self.failure
+        if self.stopped_by_budget:
+            return (
+                f"paused by the budget: {self.stopped_by_budget} requests were not sent (stage 'budget' in "
+                f"errors.jsonl); upload the same file again with more budget to resume"
+            )
         if self.succeeded == 0:
             return "no request succeeded (see errors.jsonl)"
         return f"{self.succeeded} of {self.input_lines} requests succeeded"
@@ -83,6 +93,7 @@ class JobAccount:
             "estimated_cost_usd": round(self.estimated_cost_usd, 6),
             "estimated_cost_usd_if_realtime": round(self.estimated_cost_usd_if_realtime, 6),
             "error_codes": dict(sorted(self.error_codes.items())),
+            **self.details,
             "outputs": outputs,
             "started_at": started_at,
             "finished_at": finished_at,

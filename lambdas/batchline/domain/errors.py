@@ -23,3 +23,7 @@ class ShardStateError(BatchlineError):
 
 class InputNotFoundError(BatchlineError):
     """The object that should start the job is not in the input bucket (deleted, or a wrong key)."""
+
+
+class BudgetRefusedError(BatchlineError):
+    """A job's estimate does not fit in the room its budgets have left; nothing was sent."""

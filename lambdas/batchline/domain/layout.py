@@ -6,7 +6,9 @@ Final outputs sit under ``<output_prefix>/<job_id>/``; working files under
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -14,14 +16,22 @@ STAGING_PREFIX = "staging"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
-def make_job_id(key: str, etag: str) -> str:
-    """A readable, stable job id: the input file's name and its content tag.
+def content_hash(chunks: Iterable[bytes]) -> str:
+    """sha256 of a file's bytes. Not the ETag: that is no content hash for multipart or KMS uploads."""
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
 
-    The same file uploaded again gets the same id (a later resume relies on this); a changed file
-    gets a new one.
+
+def make_job_id(key: str, content_sha256: str) -> str:
+    """A readable, stable job id: the input file's name and the hash of its content.
+
+    The same file uploaded again gets the same id, and so resumes the job where it stopped,
+    paying for nothing twice; a changed file gets a new one.
     """
     stem = _UNSAFE.sub("-", PurePosixPath(key).stem).strip("-")[:48] or "job"
-    tag = _UNSAFE.sub("", etag)[:12] or "0"
+    tag = _UNSAFE.sub("", content_sha256)[:16] or "0"
     return f"{stem}-{tag}"
 
 
@@ -52,12 +62,6 @@ class JobLayout:
     def shard_manifest(self, shard_id: str) -> str:
         return f"{STAGING_PREFIX}/{self.job_id}/shards/{shard_id}/manifest.tsv"
 
-    def shard_results(self, shard_id: str) -> str:
-        return f"{STAGING_PREFIX}/{self.job_id}/shards/{shard_id}/results.jsonl"
-
-    def shard_errors(self, shard_id: str) -> str:
-        return f"{STAGING_PREFIX}/{self.job_id}/shards/{shard_id}/errors.jsonl"
-
     @property
     def realtime_results(self) -> str:
         return f"{STAGING_PREFIX}/{self.job_id}/realtime/results.jsonl"
@@ -73,3 +77,25 @@ class JobLayout:
     def realtime_outcome(self, line: int) -> str:
         """An outcome record too large for a DynamoDB item."""
         return f"{STAGING_PREFIX}/{self.job_id}/realtime/outcomes/{line}.json"
+
+    # -- rounds: round 0 is the planned shard; each later round holds the requests to try again --
+    def round_requests(self, shard_id: str, round_number: int) -> str:
+        if round_number == 0:
+            return self.shard_requests(shard_id)
+        return f"{STAGING_PREFIX}/{self.job_id}/shards/{shard_id}/rounds/{round_number}/requests.jsonl"
+
+    def round_manifest(self, shard_id: str, round_number: int) -> str:
+        if round_number == 0:
+            return self.shard_manifest(shard_id)
+        return f"{STAGING_PREFIX}/{self.job_id}/shards/{shard_id}/rounds/{round_number}/manifest.tsv"
+
+    def round_upload(self, shard_id: str, round_number: int, model: str) -> str:
+        """The round's requests rewritten for a fallback model."""
+        safe = _UNSAFE.sub("-", model)
+        return f"{STAGING_PREFIX}/{self.job_id}/shards/{shard_id}/rounds/{round_number}/requests-{safe}.jsonl"
+
+    def round_results(self, shard_id: str, round_number: int) -> str:
+        return f"{STAGING_PREFIX}/{self.job_id}/shards/{shard_id}/rounds/{round_number}/results.jsonl"
+
+    def round_errors(self, shard_id: str, round_number: int) -> str:
+        return f"{STAGING_PREFIX}/{self.job_id}/shards/{shard_id}/rounds/{round_number}/errors.jsonl"

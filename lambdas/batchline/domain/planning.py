@@ -1,14 +1,15 @@
 """Planning: validate every line, group requests by (endpoint, model) and cut them into shards.
 
-A shard is one future OpenAI batch: one endpoint, one model, at most `max_requests` requests and
-`max_bytes` bytes. Requests stream through: the planner holds only the open shard of each
-group, the custom_id registry and counters, never the file.
+A shard is one future OpenAI batch: one endpoint, one model, at most `max_requests` requests,
+`max_bytes` bytes and the model's enqueued-token limit in prompt tokens (a batch larger than the
+whole limit could never be admitted, so it is cut here). Requests stream through: the planner
+holds only the open shard of each group, the custom_id registry and counters, never the file.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -96,6 +97,7 @@ class Planner:
         max_requests: int,
         max_bytes: int,
         token_counter: ParallelTokenCounter,
+        max_prompt_tokens: Callable[[str], int] | None = None,
     ) -> None:
         self._validator = validator
         self._token_counter = token_counter
@@ -103,6 +105,8 @@ class Planner:
         self._outputs = outputs
         self._max_requests = max_requests
         self._max_bytes = max_bytes
+        self._max_prompt_tokens = max_prompt_tokens or (lambda model: 1 << 62)
+        self._token_limits: dict[str, int] = {}
         self._registry = CustomIdRegistry()
         self._open: dict[tuple[str, str], _OpenShard] = {}
         self._summary = PlanSummary()
@@ -156,7 +160,9 @@ class Planner:
         shard = self._open.get(key)
         size = len(request.raw) + 1  # the newline that ends it in the shard file
         if shard is not None and (
-            shard.plan.requests >= self._max_requests or shard.plan.bytes + size > self._max_bytes
+            shard.plan.requests >= self._max_requests
+            or shard.plan.bytes + size > self._max_bytes
+            or shard.plan.prompt_tokens + request.prompt_tokens > self._token_limit(request.model)
         ):
             shard.writer.close()
             shard = None
@@ -180,6 +186,13 @@ class Planner:
         summary.valid += 1
         summary.prompt_tokens += request.prompt_tokens
         summary.max_output_tokens += request.max_output_tokens
+
+    def _token_limit(self, model: str) -> int:
+        try:
+            return self._token_limits[model]
+        except KeyError:
+            limit = self._token_limits[model] = self._max_prompt_tokens(model)
+            return limit
 
     def _price(self) -> None:
         """Estimates are linear in tokens, so each shard is priced once from its totals."""
@@ -211,4 +224,5 @@ def planner_for(settings: Settings, *, outputs: PlanOutputs, token_counter: Para
         max_requests=settings.shard_max_requests,
         max_bytes=settings.shard_max_bytes,
         token_counter=token_counter,
+        max_prompt_tokens=settings.batch_queue.limit_for,
     )

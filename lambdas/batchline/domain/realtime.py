@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from batchline.domain.errors import BatchlineError
+from batchline.domain.outcomes import STAGE_PROVIDER
 
 RETRYABLE_STATUSES = frozenset((408, 409))
 
@@ -50,6 +51,7 @@ class Outcome:
     status_code: int | None = None
     halts_job: bool = False
     attempts: int = 1
+    stage: str = STAGE_PROVIDER  # "budget" when the request was never sent because the budget ran out
 
 
 class RetryLater(BatchlineError):

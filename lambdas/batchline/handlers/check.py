@@ -1,17 +1,75 @@
-"""Check: read a batch's status and progress, and record them on the shard."""
+"""Check: read a batch's status and progress, record them, and decide what comes next.
+
+- ``collect`` when the batch has ended (completed, expired, cancelled, or failed for good);
+- ``resubmit`` when it failed only because the enqueued-token queue was full: its room in the
+  ledger is given back and the same round is submitted again after a wait;
+- ``wait`` otherwise. A batch sitting in validating or finalizing past the configured limit is
+  reported (a metric and the job record) and cancelled; what it finished is collected, and its
+  other requests go to the next round.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
 from batchline.adapters.openai_batches import batch_is_terminal
-from batchline.handlers.dependencies import job_store, logger, openai_batches
+from batchline.domain.recovery import failed_for_token_limit, is_stuck, seconds_in_status
+from batchline.handlers.dependencies import admission_ledger, environment, job_store, logger, metrics, openai_batches
+from batchline.handlers.submit import ticket_for
+from batchline.topology import (
+    BATCH_AGE_METRIC,
+    BATCHES_RESUBMITTED_METRIC,
+    BATCHES_STUCK_METRIC,
+    METRICS_NAMESPACE,
+    SERVICE_NAME,
+)
 
 
+@metrics.log_metrics
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     shard, batch_id = event["shard"], event["batch"]["batch_id"]
-    batch = openai_batches().retrieve_batch(batch_id)
-    counts = batch.get("request_counts") or {}
-    job_store().update_shard(shard["job_id"], shard["shard_id"], batch_status=batch["status"], request_counts=counts)
-    return {"batch_id": batch_id, "status": batch["status"], "terminal": batch_is_terminal(batch)}
+    job_id, shard_id = shard["job_id"], shard["shard_id"]
+    logger.append_keys(job_id=job_id, shard_id=shard_id, batch_id=batch_id)
+    store = job_store()
+    gateway = openai_batches()
+    batch = gateway.retrieve_batch(batch_id)
+    status, now = batch["status"], time.time()
+    store.update_shard(job_id, shard_id, batch_status=status, request_counts=batch.get("request_counts") or {})
+    if not batch_is_terminal(batch):
+        # Its own record: the "status" dimension belongs to this metric alone.
+        with single_metric(
+            name=BATCH_AGE_METRIC,
+            unit=MetricUnit.Seconds,
+            value=seconds_in_status(batch, now),
+            namespace=METRICS_NAMESPACE,
+        ) as age:
+            age.add_dimension(name="service", value=SERVICE_NAME)
+            age.add_dimension(name="status", value=status)
+
+    if failed_for_token_limit(batch):
+        record = store.get_shard(job_id, shard_id) or {}
+        ticket = ticket_for(job_id, shard_id, int(record.get("round", 0)))
+        admission_ledger().release(record.get("round_model") or shard["model"], ticket)
+        # The uploaded file stays valid: the next attempt creates a batch from it again.
+        store.update_shard(job_id, shard_id, status="waiting_admission", batch_id=None, batch_status=None)
+        store.add_to_job(job_id, batches_resubmitted=1)
+        metrics.add_metric(name=BATCHES_RESUBMITTED_METRIC, unit=MetricUnit.Count, value=1)
+        logger.warning("batch refused for the enqueued-token limit; submitting again later")
+        return {"batch_id": batch_id, "status": status, "next": "resubmit"}
+    if batch_is_terminal(batch):
+        return {"batch_id": batch_id, "status": status, "next": "collect"}
+
+    stuck_after = environment().settings.recovery.stuck_after_seconds
+    if is_stuck(batch, now, stuck_after):
+        record = store.get_shard(job_id, shard_id) or {}
+        if not record.get("stuck_cancelled_batch") == batch_id:
+            store.update_shard(job_id, shard_id, stuck_cancelled_batch=batch_id, stuck_status=status)
+            store.add_to_job(job_id, stuck_batches=1)
+            metrics.add_metric(name=BATCHES_STUCK_METRIC, unit=MetricUnit.Count, value=1)
+            logger.error("batch stuck; cancelling it", extra={"status": status, "limit_seconds": stuck_after})
+            gateway.cancel_batch(batch_id)
+    return {"batch_id": batch_id, "status": status, "next": "wait"}

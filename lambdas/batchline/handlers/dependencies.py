@@ -6,6 +6,8 @@ from functools import cache
 
 from aws_lambda_powertools import Logger, Metrics
 
+from batchline.adapters.admission import DynamoAdmissionLedger
+from batchline.adapters.budgets import DynamoBudgets
 from batchline.adapters.dynamo_limits import DynamoCircuitBreaker, DynamoRateLimiter
 from batchline.adapters.job_store import JobStore, dynamodb_resource
 from batchline.adapters.openai_batches import OpenAIBatches
@@ -13,11 +15,12 @@ from batchline.adapters.openai_credentials import openai_api_key
 from batchline.adapters.openai_realtime import OpenAIRealtime
 from batchline.adapters.s3_objects import S3Objects, s3_client
 from batchline.adapters.sqs_queue import RequestQueue, sqs_client
+from batchline.domain.budget import BudgetPolicy, to_nano
 from batchline.settings import RuntimeEnvironment, SettingsError, runtime_environment
-from batchline.topology import METRICS_NAMESPACE
+from batchline.topology import METRICS_NAMESPACE, SERVICE_NAME
 
-logger = Logger(service="batchline")
-metrics = Metrics(namespace=METRICS_NAMESPACE, service="batchline")
+logger = Logger(service=SERVICE_NAME)
+metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)
 
 
 def environment() -> RuntimeEnvironment:
@@ -76,6 +79,30 @@ def circuit_breaker() -> DynamoCircuitBreaker:
     return DynamoCircuitBreaker(dynamodb_resource().Table(environment().table_name), environment().settings.realtime)
 
 
+@cache
+def budgets() -> DynamoBudgets:
+    monthly = environment().settings.budget.monthly_usd
+    return DynamoBudgets(
+        dynamodb_resource().Table(environment().table_name),
+        month_cap_nano=None if monthly is None else to_nano(monthly),
+    )
+
+
+@cache
+def budget_policy() -> BudgetPolicy:
+    budget = environment().settings.budget
+    return BudgetPolicy(
+        fallback_threshold=budget.fallback_threshold,
+        stop_threshold=budget.stop_threshold,
+        fallback_models=dict(budget.fallback_models),
+    )
+
+
+@cache
+def admission_ledger() -> DynamoAdmissionLedger:
+    return DynamoAdmissionLedger(dynamodb_resource().Table(environment().table_name))
+
+
 _reset_hooks: list = []
 
 
@@ -95,6 +122,9 @@ def reset() -> None:
         request_queue,
         rate_limiter,
         circuit_breaker,
+        budgets,
+        budget_policy,
+        admission_ledger,
         runtime_environment,
         dynamodb_resource,
         s3_client,

@@ -11,15 +11,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from batchline.adapters.job_store import now_iso
 from batchline.adapters.s3_objects import S3Objects
 from batchline.domain.accounting import JobAccount, merge_by_line
-from batchline.domain.layout import JobLayout, make_job_id
+from batchline.domain.budget import STAGE_BUDGET, month_of, to_usd
+from batchline.domain.layout import JobLayout, content_hash, make_job_id
 from batchline.domain.outcomes import STAGE_PROVIDER, error_record
 from batchline.domain.planning import decode_manifest_entry
-from batchline.handlers.dependencies import environment, job_store, logger, metrics, objects, output_objects
+from batchline.handlers.dependencies import budgets, environment, job_store, logger, metrics, objects, output_objects
+from batchline.topology import METRICS_NAMESPACE, MONTHLY_BUDGET_METRIC, MONTHLY_SPEND_METRIC, SERVICE_NAME
 
 
 def _numbered(storage: S3Objects, key: str) -> Iterator[tuple[int, bytes]]:
@@ -28,14 +30,15 @@ def _numbered(storage: S3Objects, key: str) -> Iterator[tuple[int, bytes]]:
             yield orjson.loads(raw)["line"], raw + b"\n"
 
 
-def _unfinished(storage: S3Objects, layout: JobLayout, shard: dict, reason: str) -> Iterator[tuple[int, bytes]]:
-    """Every request of a shard that was never collected, as an error saying why."""
-    for entry in storage.lines(layout.shard_manifest(shard["shard_id"])):
+def _unfinished(
+    storage: S3Objects, layout: JobLayout, shard: dict, *, stage: str, code: str, reason: str
+) -> Iterator[tuple[int, bytes]]:
+    """Every request of a shard's pending round (never collected), as an error saying why."""
+    manifest = layout.round_manifest(shard["shard_id"], int(shard.get("round", 0)))
+    for entry in storage.lines(manifest):
         if entry:
             line, custom_id = decode_manifest_entry(entry)
-            record = error_record(
-                custom_id=custom_id, line=line, stage=STAGE_PROVIDER, code="shard_not_completed", message=reason
-            )
+            record = error_record(custom_id=custom_id, line=line, stage=stage, code=code, message=reason)
             yield line, orjson.dumps(record) + b"\n"
 
 
@@ -81,10 +84,39 @@ def _job_id(event: dict) -> str:
     if plan.get("job_id"):
         return plan["job_id"]
     # Plan never finished: the id is derived the same way, or marks the input as missing.
-    return make_job_id(event["key"], objects(event["bucket"]).etag(event["key"]) or "missing")
+    source = objects(event["bucket"])
+    if not source.exists(event["key"]):
+        return make_job_id(event["key"], "missing")
+    return make_job_id(event["key"], content_hash(source.chunks(event["key"])))
+
+
+def _budget_details(job_id: str, job: dict) -> dict:
+    """Give back the job's unused hold, and say what the job spent against its budgets."""
+    month = job.get("budget_month") or month_of()
+    ledger = budgets()
+    ledger.release_hold(job_id, month)
+    job_scope, month_scope = ledger.usage(job_id, month)
+    refreshed = job_store().get_job(job_id) or job
+    return {
+        "budget": {
+            "job_cap_usd": None if job_scope.cap_nano is None else to_usd(job_scope.cap_nano),
+            "job_spent_usd": to_usd(int(refreshed.get("spent_nano", 0))),
+            "month": month,
+            "monthly_cap_usd": None if month_scope.cap_nano is None else to_usd(month_scope.cap_nano),
+            "monthly_spent_usd": to_usd(ledger.month_spent_nano(month)),
+            "fallback_model_used": refreshed.get("fallback_model_used"),
+            "paused": refreshed.get("budget_paused"),
+        },
+        "recovery": {
+            "resumes": int(refreshed.get("resumes", 0)),
+            "batches_resubmitted": int(refreshed.get("batches_resubmitted", 0)),
+            "stuck_batches": int(refreshed.get("stuck_batches", 0)),
+        },
+    }
 
 
 _STATUS_METRIC = {
+    "paused": "JobsPaused",
     "succeeded": "JobsSucceeded",
     "completed_with_errors": "JobsCompletedWithErrors",
     "failed": "JobsFailed",
@@ -102,6 +134,13 @@ def _publish_metrics(summary: dict) -> None:
     metrics.add_metric(name="InputTokens", unit=MetricUnit.Count, value=summary["input_tokens"])
     metrics.add_metric(name="OutputTokens", unit=MetricUnit.Count, value=summary["output_tokens"])
     metrics.add_metric(name="CostUSD", unit=MetricUnit.NoUnit, value=summary["cost_usd"])
+    budget = summary.get("budget") or {}
+    monthly = {MONTHLY_SPEND_METRIC: budget.get("monthly_spent_usd") or 0.0}
+    if budget.get("monthly_cap_usd") is not None:
+        monthly[MONTHLY_BUDGET_METRIC] = budget["monthly_cap_usd"]
+    for name, value in monthly.items():  # not per route: records of their own
+        with single_metric(name=name, unit=MetricUnit.NoUnit, value=value, namespace=METRICS_NAMESPACE) as metric:
+            metric.add_dimension(name="service", value=SERVICE_NAME)
 
 
 @metrics.log_metrics
@@ -143,17 +182,29 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         account.cost_usd += job.get("cost_nano_usd", 0) / 1e9
         account.cost_usd_if_realtime += job.get("cost_if_realtime_nano_usd", 0) / 1e9
         shards = []  # their requests are accounted for above
+    refused = job.get("refused")
     for shard in shards:
+        shard_id = shard["shard_id"]
+        for round_number in range(int(shard.get("rounds_collected", 0))):
+            result_streams.append(_numbered(storage, layout.round_results(shard_id, round_number)))
+            error_streams.append(_numbered(storage, layout.round_errors(shard_id, round_number)))
+        account.input_tokens += shard.get("input_tokens", 0)
+        account.output_tokens += shard.get("output_tokens", 0)
+        account.cost_usd += to_usd(shard.get("cost_nano_usd", 0))
+        account.cost_usd_if_realtime += to_usd(shard.get("cost_if_realtime_nano_usd", 0))
         if shard.get("status") == "collected":
-            result_streams.append(_numbered(storage, layout.shard_results(shard["shard_id"])))
-            error_streams.append(_numbered(storage, layout.shard_errors(shard["shard_id"])))
-            account.input_tokens += shard.get("input_tokens", 0)
-            account.output_tokens += shard.get("output_tokens", 0)
-            account.cost_usd += shard.get("cost_usd", 0.0)
-            account.cost_usd_if_realtime += shard.get("cost_usd_if_realtime", 0.0)
+            continue
+        if refused:
+            pending = _unfinished(storage, layout, shard, stage=STAGE_BUDGET, code="budget_refused", reason=refused)
+        elif shard.get("status") == "budget_stopped":
+            reason = shard.get("stop_reason") or "not sent: the budget ran out"
+            pending = _unfinished(storage, layout, shard, stage=STAGE_BUDGET, code="budget_exhausted", reason=reason)
         else:
             reason = shard.get("failure") or failure or f"the shard stopped in status {shard.get('status')!r}"
-            error_streams.append(_unfinished(storage, layout, shard, reason))
+            pending = _unfinished(
+                storage, layout, shard, stage=STAGE_PROVIDER, code="shard_not_completed", reason=reason
+            )
+        error_streams.append(pending)
 
     with storage.writer(layout.results) as writer:
         for _, raw in merge_by_line(result_streams):
@@ -167,8 +218,13 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 account.invalid += 1
             else:
                 account.failed += 1
+                if record["stage"] == STAGE_BUDGET and not refused:
+                    account.stopped_by_budget += 1
             account.error_codes[record["code"]] = account.error_codes.get(record["code"], 0) + 1
 
+    if refused and not account.failure:
+        account.failure = f"refused by the budget: {refused}"
+    account.details = _budget_details(job_id, job)
     bucket = environment().output_bucket
     summary = account.summary(
         outputs={

@@ -1,4 +1,9 @@
-"""Plan: stream the input file from S3, validate and count it, and cut it into shards."""
+"""Plan: stream the input file from S3, validate and count it, and cut it into shards.
+
+The job is identified by the file's name and the hash of its content. Planning a file that was
+planned before resumes its job instead: the shards, their batches and every outcome already
+collected are kept, and only what is unfinished runs again.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,41 @@ from typing import Any
 
 from batchline.adapters.job_store import now_iso
 from batchline.adapters.plan_outputs import S3PlanOutputs
-from batchline.domain.errors import InputNotFoundError
-from batchline.domain.layout import JobLayout, make_job_id
+from batchline.domain.budget import month_of, requested_job_cap, to_nano
+from batchline.domain.errors import BudgetRefusedError, InputNotFoundError
+from batchline.domain.layout import JobLayout, content_hash, make_job_id
 from batchline.domain.planning import planner_for
 from batchline.domain.request_line import iter_physical_lines
 from batchline.domain.routing import requested_mode, route_for
 from batchline.domain.tokens import ParallelTokenCounter
-from batchline.handlers.dependencies import environment, job_store, logger, objects, output_objects
+from batchline.handlers.dependencies import budgets, environment, job_store, logger, objects, output_objects
 
 TOKEN_THREADS = 2
+ROUTE_REFUSED = "refused"  # the budget cannot take the job: nothing is sent, Finalize says why per line
+
+
+def _map_items(job_id: str, shards: list[dict]) -> list[dict]:
+    # Only what each Map iteration needs: the state payload must stay far below 256 KB.
+    return [
+        {"job_id": job_id, "shard_id": s["shard_id"], "url": s["url"], "model": s["model"], "requests": s["requests"]}
+        for s in sorted(shards, key=lambda shard: shard["shard_id"])
+    ]
+
+
+def _estimate_nano(route: str, shards: list[dict]) -> int:
+    """What the unfinished shards may cost, at the price of the route they take."""
+    field = "estimated_cost_usd_if_realtime" if route == "realtime" else "estimated_cost_usd"
+    return sum(to_nano(shard.get(field, 0.0)) for shard in shards if shard.get("status") != "collected")
+
+
+def _hold_budget(job_id: str, month: str, route: str, shards: list[dict]) -> str | None:
+    """Reserve the job's estimate; the refusal's message when it does not fit."""
+    try:
+        budgets().hold(job_id, month, _estimate_nano(route, shards))
+    except BudgetRefusedError as exc:
+        logger.warning("refused by the budget", extra={"reason": str(exc)})
+        return str(exc)
+    return None
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)
@@ -25,12 +56,25 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     head = source.head(key)
     if head is None:
         raise InputNotFoundError(f"s3://{bucket}/{key} does not exist (deleted after upload, or a wrong key)")
-    etag, metadata = head
-    mode = requested_mode(key=key, metadata=metadata, default=settings.default_mode)
-    job_id = make_job_id(key, etag)
+    _, metadata = head
+    digest = content_hash(source.chunks(key))
+    job_id = make_job_id(key, digest)
     logger.append_keys(job_id=job_id)
+    job_cap = requested_job_cap(metadata, settings.budget.job_usd)
+    cap_fields = {"budget_cap_nano": job_cap} if job_cap is not None else {}
     store = job_store()
-    store.put_job(job_id, status="planning", bucket=bucket, key=key, mode=mode, started_at=now_iso())
+    job = store.get_job(job_id)
+    if job is not None and job.get("planned"):
+        return _resume(job, cap_fields)
+
+    mode = requested_mode(key=key, metadata=metadata, default=settings.default_mode)
+    month = month_of()
+    fields = dict(status="planning", bucket=bucket, key=key, mode=mode, started_at=now_iso(), content_sha256=digest)
+    if job is None:
+        store.put_job(job_id, budget_month=month, **fields, **cap_fields)
+    else:  # an earlier Plan stopped half way: its counters stay, its staging files are rewritten
+        store.update_job(job_id, **fields, **cap_fields)
+        month = job.get("budget_month", month)
 
     outputs = S3PlanOutputs(output_objects(), JobLayout(job_id, settings.output_prefix))
     counter = ParallelTokenCounter(TOKEN_THREADS)
@@ -44,14 +88,16 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     finally:
         counter.close()
 
-    shards = [plan.as_dict() for plan in summary.shards]
+    shards = [{**plan.as_dict(), "status": "planned", "round": 0} for plan in summary.shards]
     route = route_for(
         mode, valid_requests=summary.valid, auto_realtime_max_requests=settings.auto_realtime_max_requests
     )
-    store.put_shards(job_id, [{**shard, "status": "planned"} for shard in shards])
+    store.put_shards(job_id, shards)
+    refused = _hold_budget(job_id, month, route, shards) if shards else None
     store.update_job(
         job_id,
-        status="running" if shards else "finalizing",
+        status=ROUTE_REFUSED if refused else ("running" if shards else "finalizing"),
+        planned=True,
         route=route,
         input_lines=summary.input_lines,
         valid=summary.valid,
@@ -60,6 +106,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         prompt_tokens=summary.prompt_tokens,
         estimated_cost_usd=summary.estimated_cost_usd,
         estimated_cost_usd_if_realtime=summary.estimated_cost_usd_if_realtime,
+        **({"refused": refused} if refused else {}),
     )
     logger.info(
         "planned",
@@ -67,20 +114,40 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     )
     return {
         "job_id": job_id,
-        "route": route,
+        "route": ROUTE_REFUSED if refused else route,
+        "resumed": False,
         "input_lines": summary.input_lines,
         "valid": summary.valid,
         "invalid": summary.invalid,
         "shard_count": len(shards),
-        # Only what each Map iteration needs: the state payload must stay far below 256 KB.
-        "shards": [
-            {
-                "job_id": job_id,
-                "shard_id": s["shard_id"],
-                "url": s["url"],
-                "model": s["model"],
-                "requests": s["requests"],
-            }
-            for s in shards
-        ],
+        "shards": [] if refused else _map_items(job_id, shards),
+    }
+
+
+def _resume(job: dict, cap_fields: dict) -> dict[str, Any]:
+    """The same file again: keep everything done, run only what is unfinished."""
+    job_id, route = job["job_id"], job["route"]
+    store = job_store()
+    shards = store.list_shards(job_id)
+    store.update_job(job_id, **cap_fields)  # a new upload may bring a bigger budget
+    refused = _hold_budget(job_id, job.get("budget_month") or month_of(), route, shards)
+    resumes = int(job.get("resumes", 0)) + 1
+    store.update_job(
+        job_id,
+        status=ROUTE_REFUSED if refused else "running",
+        resumes=resumes,
+        resumed_at=now_iso(),
+        **({"refused": refused} if refused else {"refused": None}),
+    )
+    unfinished = [shard for shard in shards if shard.get("status") != "collected"]
+    logger.info("resumed", extra={"resumes": resumes, "shards": len(shards), "unfinished": len(unfinished)})
+    return {
+        "job_id": job_id,
+        "route": ROUTE_REFUSED if refused else route,
+        "resumed": True,
+        "input_lines": job["input_lines"],
+        "valid": job["valid"],
+        "invalid": job["invalid"],
+        "shard_count": len(shards),
+        "shards": [] if refused else _map_items(job_id, unfinished),
     }

@@ -11,6 +11,9 @@ from batchline.handlers.dependencies import job_store, logger
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     shard, error = event["shard"], event.get("error") or {}
     reason = f"{error.get('Error', 'unknown error')}: {error.get('Cause', '')}".strip()
-    job_store().update_shard(shard["job_id"], shard["shard_id"], status="failed", failure=reason[:2000])
+    if not job_store().fail_shard(shard["job_id"], shard["shard_id"], reason[:2000]):
+        # The step that failed had finished its work (its answer was lost): the shard keeps it.
+        logger.warning("shard already collected; failure not recorded", extra={"reason": reason[:500]})
+        return {"shard_id": shard["shard_id"], "status": "collected"}
     logger.error("shard failed", extra={"shard_id": shard["shard_id"], "reason": reason[:500]})
     return {"shard_id": shard["shard_id"], "status": "failed"}

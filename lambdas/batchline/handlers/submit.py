@@ -1,4 +1,14 @@
-"""Submit: upload one shard's request file to OpenAI and create its batch, exactly once."""
+"""Submit: send a shard's current round to OpenAI as a batch, once, within budget and queue limits.
+
+Answers the state machine with what to do next:
+- ``wait_batch``: a batch runs (created now, or by an earlier attempt and found again);
+- ``wait_admission``: the model's enqueued-token queue has no room yet, try again after a wait;
+- ``done``: nothing left to send (collected earlier, or the budget stopped the shard).
+
+Each step is recorded before it acts on the outside world and after, and everything it does is
+safe to repeat: the budget and the queue are reserved with tickets, the file id is recorded, and a
+batch is looked for by its metadata before one is created.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +16,98 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import orjson
+from aws_lambda_powertools.metrics import MetricUnit
+
 from batchline.adapters.job_store import now_iso
+from batchline.domain.budget import Stance, month_of, stop_message, to_nano
 from batchline.domain.errors import ShardStateError
 from batchline.domain.layout import JobLayout
-from batchline.handlers.dependencies import environment, job_store, logger, openai_batches, output_objects
+from batchline.handlers.dependencies import (
+    admission_ledger,
+    budget_policy,
+    budgets,
+    environment,
+    job_store,
+    logger,
+    metrics,
+    openai_batches,
+    output_objects,
+)
+from batchline.topology import BUDGET_FALLBACK_METRIC, BUDGET_STOP_METRIC
 
 
+def ticket_for(job_id: str, shard_id: str, round_number: int) -> str:
+    """Names the budget reservation and the queue admission of one round of one shard."""
+    return f"{job_id}#{shard_id}#r{round_number}"
+
+
+def batch_metadata(job_id: str, shard_id: str, round_number: int) -> dict[str, str]:
+    return {"batchline_job_id": job_id, "batchline_shard_id": shard_id, "batchline_round": str(round_number)}
+
+
+def round_figures(record: dict) -> tuple[int, int, float]:
+    """(requests, prompt tokens, share of the shard) of the shard's current round."""
+    requests = int(record.get("round_requests", record["requests"]))
+    share = requests / max(1, int(record["requests"]))
+    prompt_tokens = int(record.get("round_prompt_tokens", record["prompt_tokens"]))
+    return requests, prompt_tokens, share
+
+
+def _round_estimate_nano(record: dict, model: str) -> int:
+    """The round's worst case at batch price for the model it will run on."""
+    _, prompt_tokens, share = round_figures(record)
+    prices = environment().settings.price_book()
+    return to_nano(prices.batch_cost(model, prompt_tokens, round(int(record["max_output_tokens"]) * share)))
+
+
+def _stop(job_id: str, shard_id: str, reason: str) -> dict[str, Any]:
+    store = job_store()
+    store.update_shard(job_id, shard_id, status="budget_stopped", stop_reason=reason, round_model=None)
+    store.update_job(job_id, budget_paused=reason)
+    metrics.add_metric(name=BUDGET_STOP_METRIC, unit=MetricUnit.Count, value=1)
+    logger.warning("budget stop", extra={"reason": reason})
+    return {"action": "done", "stopped": True}
+
+
+def _choose_model(job: dict, record: dict) -> tuple[str | None, str | None]:
+    """(model, stop reason): the model this round runs on, decided once per round; None when stopped."""
+    if record.get("round_model"):
+        return record["round_model"], None
+    job_scope, month_scope = budgets().usage(job["job_id"], job["budget_month"])
+    policy = budget_policy()
+    stance = policy.stance(job_scope, month_scope)
+    if stance is Stance.STOP:
+        return None, stop_message((job_scope, month_scope), policy.stop_threshold)
+    model = policy.model_for(record["model"], stance)
+    if model != record["model"]:
+        job_store().update_job(job["job_id"], fallback_model_used=f"{record['model']} -> {model}")
+        metrics.add_metric(name=BUDGET_FALLBACK_METRIC, unit=MetricUnit.Count, value=1)
+        logger.warning("budget fallback", extra={"from": record["model"], "to": model})
+    return model, None
+
+
+def _upload(job_id: str, shard_id: str, round_number: int, model: str, original_model: str) -> str:
+    """Upload the round's file; rewritten for the fallback model when the round runs on one."""
+    layout = JobLayout(job_id, environment().settings.output_prefix)
+    storage = output_objects()
+    key = layout.round_requests(shard_id, round_number)
+    if model != original_model:
+        fallback_key = layout.round_upload(shard_id, round_number, model)
+        with storage.writer(fallback_key) as writer:
+            for raw in storage.lines(key):
+                if raw:
+                    request = orjson.loads(raw)
+                    request["body"]["model"] = model
+                    writer.write(orjson.dumps(request) + b"\n")
+        key = fallback_key
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / f"{job_id}-{shard_id}-r{round_number}.jsonl"
+        storage.download(key, str(path))
+        return openai_batches().upload_batch_file(path)
+
+
+@metrics.log_metrics
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     shard = event["shard"]
@@ -22,29 +118,55 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     record = store.get_shard(job_id, shard_id)
     if record is None:
         raise ShardStateError(f"shard {shard_id} of job {job_id} has no record; was the job planned?")
+    if record.get("status") == "collected":
+        return {"action": "done", "stopped": False}
+    round_number = int(record.get("round", 0))
+    logger.append_keys(round=round_number)
     if record.get("batch_id"):
-        # A retried Submit must not create (and pay for) a second batch.
         logger.info("already submitted", extra={"batch_id": record["batch_id"]})
-        return {"batch_id": record["batch_id"], "status": record.get("batch_status"), "terminal": False}
+        return {"action": "wait_batch", "batch_id": record["batch_id"]}
 
     gateway = openai_batches()
+    metadata = batch_metadata(job_id, shard_id, round_number)
+    found = gateway.find_batch(metadata)
+    if found is not None:
+        # Created by an attempt that stopped before recording it: adopt it, never pay twice.
+        store.update_shard(job_id, shard_id, status="submitted", batch_id=found["id"], batch_status=found["status"])
+        logger.warning("adopted a batch created by an earlier attempt", extra={"batch_id": found["id"]})
+        return {"action": "wait_batch", "batch_id": found["id"]}
+
+    job = store.get_job(job_id) or {}
+    job.setdefault("budget_month", month_of())
+    model, stop_reason = _choose_model(job, record)
+    if model is None:
+        return _stop(job_id, shard_id, stop_reason or "budget")
+    store.update_shard(job_id, shard_id, round_model=model)
+    ticket = ticket_for(job_id, shard_id, round_number)
+    if not budgets().take(job_id, job["budget_month"], _round_estimate_nano(record, model), piece=ticket):
+        return _stop(job_id, shard_id, "not sent: no room left in the job's or the month's budget for this batch")
+
+    _, prompt_tokens, _ = round_figures(record)
+    limit = settings.batch_queue.limit_for(model)
+    if prompt_tokens > limit:
+        raise ShardStateError(
+            f"shard {shard_id} holds {prompt_tokens:,} prompt tokens, more than the whole enqueued-token limit "
+            f"of {model} ({limit:,}); planning cuts shards to fit, so the settings changed since it was planned"
+        )
+    if not admission_ledger().admit(model, ticket, prompt_tokens, limit):
+        store.update_shard(job_id, shard_id, status="waiting_admission")
+        logger.info("waiting for room in the enqueued-token limit", extra={"model": model, "tokens": prompt_tokens})
+        return {"action": "wait_admission"}
+
     file_id = record.get("input_file_id")
     if not file_id:
-        layout = JobLayout(job_id, settings.output_prefix)
-        with tempfile.TemporaryDirectory() as scratch:
-            path = Path(scratch) / f"{job_id}-{shard_id}.jsonl"
-            output_objects().download(layout.shard_requests(shard_id), str(path))
-            file_id = gateway.upload_batch_file(path)
+        file_id = _upload(job_id, shard_id, round_number, model, record["model"])
         store.update_shard(job_id, shard_id, input_file_id=file_id, status="uploaded")
-
+    store.update_shard(job_id, shard_id, status="submitting", submitting_at=now_iso())
     batch = gateway.create_batch(
-        input_file_id=file_id,
-        endpoint=shard["url"],
-        completion_window=settings.completion_window,
-        metadata={"batchline_job_id": job_id, "batchline_shard_id": shard_id},
+        input_file_id=file_id, endpoint=shard["url"], completion_window=settings.completion_window, metadata=metadata
     )
     store.update_shard(
         job_id, shard_id, status="submitted", batch_id=batch["id"], batch_status=batch["status"], submitted_at=now_iso()
     )
-    logger.info("submitted", extra={"batch_id": batch["id"], "requests": shard["requests"]})
-    return {"batch_id": batch["id"], "status": batch["status"], "terminal": False}
+    logger.info("submitted", extra={"batch_id": batch["id"], "model": model, "prompt_tokens": prompt_tokens})
+    return {"action": "wait_batch", "batch_id": batch["id"]}

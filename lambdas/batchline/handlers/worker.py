@@ -24,10 +24,13 @@ from aws_lambda_powertools.utilities.idempotency import (
     idempotent_function,
 )
 
+from batchline.domain.budget import STAGE_BUDGET, Stance, month_of, realtime_ceiling_nano, stop_message
 from batchline.domain.layout import JobLayout
-from batchline.domain.outcomes import STAGE_PROVIDER, error_record, result_record, usage_tokens
+from batchline.domain.outcomes import error_record, result_record, usage_tokens
 from batchline.domain.realtime import CallPolicy, Outcome, RealtimeRequest, RetryLater, execute
 from batchline.handlers.dependencies import (
+    budget_policy,
+    budgets,
     circuit_breaker,
     environment,
     job_store,
@@ -41,6 +44,7 @@ from batchline.handlers.dependencies import (
 from batchline.topology import TABLE_PARTITION_KEY, TABLE_SORT_KEY
 
 ROUTE_REALTIME = "realtime"
+_REQUEST_FIELDS = ("job_id", "line", "custom_id", "url", "model", "body", "token_cost")
 # An outcome record larger than this goes to S3; DynamoDB items stop at 400 KB.
 _MAX_RECORD_BYTES = 350_000
 # Idempotency records outlive any job: a request answered once is never paid for again.
@@ -67,41 +71,81 @@ def _call_once():
 
     @idempotent_function(data_keyword_argument="request", config=_idempotency(), persistence_store=persistence)
     def call_and_record(request: dict) -> dict:
-        """Returns a small summary: the response itself is stored by `_record`, not in the idempotency item."""
+        """Returns a small summary: the response itself is stored by `_record`, not in the idempotency item.
+
+        The request's worst-case cost is reserved in the budget before the call and settled with
+        its real cost in the same transaction that records the outcome; a call that does not
+        happen this time gives its reservation back.
+        """
         settings = environment().settings.realtime
-        outcome = execute(
-            RealtimeRequest(**request),
-            provider=openai_realtime(),
-            limiter=rate_limiter(),
-            circuit=circuit_breaker(),
-            policy=CallPolicy(
-                max_attempts=settings.max_attempts,
-                backoff_base_seconds=settings.backoff_base_seconds,
-                backoff_max_seconds=settings.backoff_max_seconds,
-                sleep=time.sleep,
-            ),
-        )
-        _record(request, outcome)
+        request, reserved, stopped = _within_budget(request)
+        if stopped is not None:
+            _record(request, stopped)
+            return {"succeeded": False, "code": stopped.code, "message": stopped.message}
+        try:
+            outcome = _call(request, settings)
+        except BaseException:
+            budgets().give_back(request["job_id"], reserved)
+            raise
+        _record(request, outcome, reserved_nano=reserved)
         return {"succeeded": outcome.succeeded, "code": outcome.code, "message": outcome.message}
 
     return call_and_record
+
+
+def _within_budget(request: dict) -> tuple[dict, int, Outcome | None]:
+    """(request, reserved nano-dollars, None) ready to send, or the budget's refusal as an outcome."""
+    job_id, month = request["job_id"], request["budget_month"]
+    job_scope, month_scope = budgets().usage(job_id, month)
+    policy = budget_policy()
+    stance = policy.stance(job_scope, month_scope)
+    if stance is Stance.STOP:
+        return request, 0, _budget_stop(stop_message((job_scope, month_scope), policy.stop_threshold))
+    model = policy.model_for(request["model"], stance)
+    if model != request["model"]:
+        request = {**request, "model": model, "body": {**request["body"], "model": model}}
+    price = environment().settings.price_book().price_for(model)
+    reserved = realtime_ceiling_nano(price.input_per_million, price.output_per_million, request["token_cost"])
+    if not budgets().take(job_id, month, reserved):
+        return request, 0, _budget_stop("not sent: no room left in the job's or the month's budget for this request")
+    return request, reserved, None
+
+
+def _budget_stop(reason: str) -> Outcome:
+    return Outcome(succeeded=False, code="budget_exhausted", message=reason, stage=STAGE_BUDGET)
+
+
+def _call(request: dict, settings) -> Outcome:
+    return execute(
+        RealtimeRequest(**{k: request[k] for k in _REQUEST_FIELDS}),
+        provider=openai_realtime(),
+        limiter=rate_limiter(),
+        circuit=circuit_breaker(),
+        policy=CallPolicy(
+            max_attempts=settings.max_attempts,
+            backoff_base_seconds=settings.backoff_base_seconds,
+            backoff_max_seconds=settings.backoff_max_seconds,
+            sleep=time.sleep,
+        ),
+    )
 
 
 on_reset(_call_once.cache_clear)
 on_reset(_idempotency.cache_clear)
 
 
-def _record(message: dict, outcome: Outcome) -> None:
+def _record(message: dict, outcome: Outcome, *, reserved_nano: int = 0) -> None:
     job_id, line, custom_id, model = message["job_id"], message["line"], message["custom_id"], message["model"]
     prices = environment().settings.price_book()
     tally: dict[str, Any] = {}
+    spent_nano = 0
     if outcome.succeeded:
         record = result_record(custom_id=custom_id, line=line, route=ROUTE_REALTIME, model=model, response=outcome.body)
         input_tokens, output_tokens = usage_tokens(record["usage"])
         cost = prices.realtime_cost(model, input_tokens, output_tokens)
         # Counters are integers (nano-dollars): atomic ADDs of floats would drift, and DynamoDB
         # numbers such as 6E-8 trip some clients.
-        nano = round(cost * 1e9)
+        nano = spent_nano = round(cost * 1e9)
         tally = {
             "input_tokens": input_tokens,
             "output_tokens": output_tokens,
@@ -112,7 +156,7 @@ def _record(message: dict, outcome: Outcome) -> None:
         record = error_record(
             custom_id=custom_id,
             line=line,
-            stage=STAGE_PROVIDER,
+            stage=outcome.stage,
             code=outcome.code or "provider_error",
             message=outcome.message or "",
             status_code=outcome.status_code,
@@ -124,8 +168,20 @@ def _record(message: dict, outcome: Outcome) -> None:
         record_key = JobLayout(job_id, environment().settings.output_prefix).realtime_outcome(line)
         output_objects().put(record_key, raw, "application/json")
         raw = b""
+    also: tuple[dict, ...] = ()
+    if reserved_nano or spent_nano:
+        tally |= {"committed_nano": spent_nano - reserved_nano, "spent_nano": spent_nano}
+        also = (
+            budgets().month_settle_update(message["budget_month"], reserved_nano=reserved_nano, actual_nano=spent_nano),
+        )
     stored = job_store().record_outcome(
-        job_id, line, record=raw.decode(), succeeded=outcome.succeeded, tally=tally, record_key=record_key
+        job_id,
+        line,
+        record=raw.decode(),
+        succeeded=outcome.succeeded,
+        tally=tally,
+        record_key=record_key,
+        also=also,
     )
     if not stored:
         logger.info("duplicate delivery: outcome already recorded", extra={"line": line})
@@ -141,13 +197,15 @@ def record_handler(record: SQSRecord) -> None:
     store = job_store()
     if store.has_outcome(job_id, line):
         return  # answered on an earlier delivery
-    halted = (store.get_job(job_id) or {}).get("halted")
+    job = store.get_job(job_id) or {}
+    message["budget_month"] = job.get("budget_month") or month_of()
+    halted = job.get("halted")
     if halted:
         _record(message, _final_error("job_halted", f"not sent: the job was stopped ({halted})"))
         return
     if "body_key" in message:
         message["body"] = orjson.loads(b"".join(output_objects().chunks(message.pop("body_key"))))
-    request = {k: message[k] for k in ("job_id", "line", "custom_id", "url", "model", "body", "token_cost")}
+    request = {k: message[k] for k in (*_REQUEST_FIELDS, "budget_month")}
     settings = environment().settings.realtime
     if _seconds_left() < settings.max_wait_for_capacity_seconds + _CALL_MARGIN_SECONDS:
         # Too little time left in this invocation to wait for room and call: pass it on untouched.

@@ -1,0 +1,294 @@
+"""Never lose a request, never overspend: faults, crashes, resumption and budgets, end to end.
+
+Each test runs the real ASL in moto against the emulator, injects a failure the way OpenAI or
+Lambda produce it, and checks the invariant users rely on: every non-blank input line exactly
+once in results or errors, and no custom_id billed twice by the provider (its ledger says).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from accounting_check import assert_every_line_accounted_for
+from batchline.domain.layout import JobLayout
+from batchline.settings import Settings, load_settings
+from lines import chat
+
+from batchline_local.emulator import EmulatorServer, Faults, billed_twice
+from batchline_local.local_run import quiet_service_logs
+from batchline_local.local_stack import LocalAws
+
+pytestmark = pytest.mark.e2e
+
+FAST = {
+    "local_poll_seconds": 1,
+    "shard_max_requests": 4,
+    "emulator": {"validating_seconds": 0, "in_progress_seconds": 0.2, "finalizing_seconds": 0},
+}
+
+
+class Stack:
+    """One local stack and emulator that outlive a job, so that the same file can be uploaded again."""
+
+    def __init__(self, aws: LocalAws, server: EmulatorServer, tmp_path: Path) -> None:
+        self.aws = aws
+        self.server = server
+        self.tmp_path = tmp_path
+        self.runs = 0
+
+    def run(self, path: Path, *, budget_usd: float | None = None, mode: str | None = None) -> tuple[str, dict, Path]:
+        """Upload (again) and wait for the execution it starts: (status, summary, outputs dir)."""
+        before = len(self.aws.executions())
+        job_id = self.aws.upload_input(str(path), path.name, mode=mode, budget_usd=budget_usd)
+        deadline = time.monotonic() + 120
+        while len(executions := self.aws.executions()) <= before:
+            assert time.monotonic() < deadline, "the upload started no execution"
+            time.sleep(0.05)
+        arn = next(e["executionArn"] for e in executions if e["executionArn"] not in self._seen(executions, before))
+        while (status := self.aws.describe(arn)["status"]) == "RUNNING":
+            assert time.monotonic() < deadline, "the execution did not finish in time"
+            time.sleep(0.1)
+        self.runs += 1
+        out = self.tmp_path / f"out-{self.runs}"
+        out.mkdir()
+        layout = JobLayout(job_id, self.aws.settings.output_prefix)
+        for key, name in (
+            (layout.results, "results.jsonl"),
+            (layout.errors, "errors.jsonl"),
+            (layout.summary, "summary.json"),
+        ):
+            self.aws.download_output(key, str(out / name))
+        return status, json.loads((out / "summary.json").read_text()), out
+
+    @staticmethod
+    def _seen(executions: list[dict], before: int) -> set[str]:
+        # list_executions is newest first: the first `len - before` entries are the new ones.
+        return {e["executionArn"] for e in executions[len(executions) - before :]}
+
+    def ledger(self) -> list[dict]:
+        return self.server.emulator.ledger()
+
+    def batches(self) -> list[dict]:
+        return self.server.emulator.list_batches(limit=100)["data"]
+
+
+@contextlib.contextmanager
+def local_stack(tmp_path: Path, settings: Settings, faults: str = "") -> Iterator[Stack]:
+    quiet_service_logs()
+    with (
+        EmulatorServer(settings=settings, faults=Faults.parse(faults)) as server,
+        LocalAws(settings, openai_base_url=server.base_url, openai_api_key="k", poll_seconds=1) as aws,
+    ):
+        yield Stack(aws, server, tmp_path)
+
+
+def write_input(tmp_path: Path, count: int, *, model: str = "gpt-4o-mini", name: str = "input.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join(chat(f"r{i}", model=model) for i in range(count)) + "\n")
+    return path
+
+
+def assert_nothing_billed_twice(stack: Stack) -> list[dict]:
+    ledger = stack.ledger()
+    assert billed_twice(ledger) == {}
+    return ledger
+
+
+# -- the provider's failure modes ----------------------------------------------------------------
+def test_batches_refused_for_the_enqueued_token_limit_wait_and_go_again(tmp_path):
+    settings = load_settings(FAST)
+    path = write_input(tmp_path, 10)
+    with local_stack(tmp_path, settings, faults="token_limit=2") as stack:
+        status, summary, out = stack.run(path)
+        results, errors = assert_every_line_accounted_for(path, out)
+        assert (status, summary["status"], len(results), errors) == ("SUCCEEDED", "succeeded", 10, [])
+        assert summary["recovery"]["batches_resubmitted"] == 2
+        assert len(assert_nothing_billed_twice(stack)) == 10
+        assert sorted(b["status"] for b in stack.batches()) == ["completed"] * 3 + ["failed"] * 2
+
+
+def test_an_expired_batch_keeps_what_it_finished_and_only_the_rest_is_sent_again(tmp_path):
+    settings = load_settings({**FAST, "shard_max_requests": 10})
+    path = write_input(tmp_path, 10)
+    with local_stack(tmp_path, settings, faults="expire=0.5") as stack:
+        status, summary, out = stack.run(path)
+        results, errors = assert_every_line_accounted_for(path, out)
+        batches = stack.batches()
+        ledger = assert_nothing_billed_twice(stack)
+    # Every round expires half way: 10 -> 5 -> 3 requests left; after three rounds the rest are errors.
+    assert [b["request_counts"]["total"] for b in reversed(batches)] == [10, 5, 3]
+    assert {b["status"] for b in batches} == {"expired"}
+    assert (status, summary["status"]) == ("SUCCEEDED", "completed_with_errors")
+    assert len(results) == len(ledger) == 8
+    assert {(e["code"], e["attempts"]) for e in errors} == {("batch_expired", 3)}
+
+
+def test_requests_failing_with_server_errors_are_retried_in_a_new_round(tmp_path):
+    settings = load_settings(FAST)
+    path = write_input(tmp_path, 40)
+    with local_stack(tmp_path, settings, faults="request_error=0.2") as stack:
+        status, summary, out = stack.run(path)
+        results, errors = assert_every_line_accounted_for(path, out)
+        assert_nothing_billed_twice(stack)
+        rounds = [b for b in stack.batches() if b["metadata"]["batchline_round"] != "0"]
+    assert rounds, "a 20% error rate over 40 requests left nothing to retry: the fault did not fire"
+    assert len(results) + len(errors) == 40
+    assert all(e["attempts"] == 3 and e["status_code"] == 500 for e in errors)
+    assert len(errors) <= 2  # 0.2 ** 3 of 40 is 0.32 on average
+    assert summary["status"] in ("succeeded", "completed_with_errors") and status == "SUCCEEDED"
+
+
+def test_a_stuck_batch_is_reported_cancelled_and_its_requests_resubmitted(tmp_path):
+    settings = load_settings({**FAST, "recovery": {"stuck_after_seconds": 2}})
+    path = write_input(tmp_path, 6)
+    with local_stack(tmp_path, settings, faults="stuck=1") as stack:
+        status, summary, out = stack.run(path)
+        results, errors = assert_every_line_accounted_for(path, out)
+        assert_nothing_billed_twice(stack)
+        statuses = sorted(b["status"] for b in stack.batches())
+    assert (status, summary["status"], len(results)) == ("SUCCEEDED", "succeeded", 6)
+    assert summary["recovery"]["stuck_batches"] == 1
+    assert statuses == ["cancelled", "completed", "completed"]
+
+
+def test_insufficient_quota_fails_the_shards_at_once_with_the_providers_reason(tmp_path):
+    settings = load_settings(FAST)
+    path = write_input(tmp_path, 5)
+    with local_stack(tmp_path, settings, faults="insufficient_quota") as stack:
+        started = time.monotonic()
+        status, summary, out = stack.run(path)
+        elapsed = time.monotonic() - started
+        _, errors = assert_every_line_accounted_for(path, out)
+        assert stack.ledger() == []
+    assert status == "FAILED" and summary["status"] == "failed"
+    assert {e["code"] for e in errors} == {"shard_not_completed"}
+    assert all("insufficient_quota" in e["message"] for e in errors)
+    assert elapsed < 30  # not retried with backoff: no wait makes quota appear
+
+
+# -- crashes and resumption ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("function", "when"),
+    [
+        ("plan", "after"),
+        ("submit", "after"),
+        ("submit", "before"),
+        ("check", "after"),
+        ("collect", "after"),
+        ("collect", "before"),
+        ("finalize", "before"),
+    ],
+)
+def test_a_crash_at_any_step_loses_nothing_and_the_rerun_pays_for_nothing_twice(tmp_path, function, when):
+    settings = load_settings(FAST)
+    path = write_input(tmp_path, 10)
+    with local_stack(tmp_path, settings) as stack:
+        stack.aws.crashes.arm(function, at_call=1, when=when)
+        _, first, first_out = stack.run(path)
+        assert [crash.function for crash in stack.aws.crashes.fired] == [function]
+        assert_every_line_accounted_for(path, first_out)  # even the crashed run accounts for every line
+
+        status, summary, out = stack.run(path)  # the same file again: resume
+        results, errors = assert_every_line_accounted_for(path, out)
+        ledger = assert_nothing_billed_twice(stack)
+        batches = stack.batches()
+    assert (status, summary["status"], len(results), errors) == ("SUCCEEDED", "succeeded", 10, [])
+    assert summary["job_id"] == first["job_id"] and summary["recovery"]["resumes"] == 1
+    assert len(ledger) == 10
+    assert len(batches) == 3  # one batch per shard, whatever crashed: nothing was submitted twice
+
+
+def test_uploading_a_finished_file_again_sends_nothing(tmp_path):
+    settings = load_settings(FAST)
+    path = write_input(tmp_path, 6)
+    with local_stack(tmp_path, settings) as stack:
+        _, first, _ = stack.run(path)
+        status, again, out = stack.run(path)
+        assert len(stack.batches()) == 2 and len(assert_nothing_billed_twice(stack)) == 6
+    assert (status, again["status"], again["succeeded"]) == ("SUCCEEDED", "succeeded", 6)
+    assert again["cost_usd"] == first["cost_usd"]
+
+
+# -- budgets ---------------------------------------------------------------------------------------
+def test_a_job_whose_estimate_exceeds_its_budget_is_refused_before_any_call(tmp_path):
+    settings = load_settings(FAST)
+    path = write_input(tmp_path, 6)
+    with local_stack(tmp_path, settings) as stack:
+        status, summary, out = stack.run(path, budget_usd=1e-6)
+        _, errors = assert_every_line_accounted_for(path, out)
+        assert stack.batches() == [] and stack.ledger() == []
+    assert status == "FAILED" and summary["status"] == "failed"
+    assert "does not fit in the job budget: $0.0000 left of $0.0000" in summary["message"]
+    assert {(e["stage"], e["code"]) for e in errors} == {("budget", "budget_refused")}
+    assert summary["budget"]["job_spent_usd"] == 0
+
+
+def test_past_the_stop_threshold_the_job_pauses_and_resumes_with_more_budget(tmp_path):
+    # One shard at a time; any spend at all passes the stop threshold, so only the first shard runs.
+    settings = load_settings(
+        {**FAST, "map_max_concurrency": 1, "budget": {"fallback_threshold": 1e-9, "stop_threshold": 1e-9}}
+    )
+    path = write_input(tmp_path, 12)
+    with local_stack(tmp_path, settings) as stack:
+        status, paused, out = stack.run(path, budget_usd=1.0)
+        _, errors = assert_every_line_accounted_for(path, out)
+        assert len(stack.ledger()) == 4
+        assert (status, paused["status"], paused["succeeded"]) == ("SUCCEEDED", "paused", 4)
+        assert {(e["stage"], e["code"]) for e in errors} == {("budget", "budget_exhausted")} and len(errors) == 8
+        assert "stop threshold" in errors[0]["message"]
+
+        status, resumed, out = stack.run(path, budget_usd=1e6)  # the same file, with far more budget
+        results, errors = assert_every_line_accounted_for(path, out)
+        assert len(assert_nothing_billed_twice(stack)) == 12
+    assert (status, resumed["status"], len(results), errors) == ("SUCCEEDED", "succeeded", 12, [])
+    assert resumed["budget"]["job_spent_usd"] == pytest.approx(resumed["cost_usd"], abs=1e-6)
+
+
+def test_past_the_first_threshold_the_rest_goes_to_the_cheaper_model(tmp_path):
+    settings = load_settings(
+        {
+            **FAST,
+            "map_max_concurrency": 1,
+            "budget": {"fallback_threshold": 1e-9, "fallback_models": {"gpt-4o": "gpt-4o-mini"}},
+        }
+    )
+    path = write_input(tmp_path, 8, model="gpt-4o")
+    with local_stack(tmp_path, settings) as stack:
+        status, summary, out = stack.run(path, budget_usd=10.0)
+        results, _ = assert_every_line_accounted_for(path, out)
+    models = [r["response"]["model"] for r in results]
+    assert models[:4] == ["gpt-4o"] * 4 and models[4:] == ["gpt-4o-mini"] * 4
+    assert [r["model"] for r in results[4:]] == ["gpt-4o-mini"] * 4
+    assert summary["budget"]["fallback_model_used"] == "gpt-4o -> gpt-4o-mini"
+    assert status == "SUCCEEDED" and summary["status"] == "succeeded"
+
+
+def test_realtime_workers_never_spend_past_the_cap_and_stop_at_the_threshold(tmp_path):
+    settings = load_settings(
+        {
+            **FAST,
+            "default_mode": "realtime",
+            "budget": {"fallback_threshold": 0.5, "stop_threshold": 0.5},
+            "realtime": {"max_concurrency": 4, "reserved_concurrency": 4},
+        }
+    )
+    path = write_input(tmp_path, 40)
+    with local_stack(tmp_path, settings) as stack:
+        # Room for the plan's estimate and little more: the stop threshold is what ends the spending.
+        estimate = 40 * (25 * 0.15 + 20 * 0.60) / 1e6  # about 25 prompt and at most 20 output tokens each
+        status, summary, out = stack.run(path, budget_usd=estimate * 1.2)
+        results, errors = assert_every_line_accounted_for(path, out)
+        assert len(assert_nothing_billed_twice(stack)) == len(results)
+    cap = summary["budget"]["job_cap_usd"]
+    assert summary["status"] == "paused" and status == "SUCCEEDED"
+    assert results and errors and {e["stage"] for e in errors} == {"budget"}
+    assert summary["budget"]["job_spent_usd"] <= cap
+    # At most the in-flight requests of four workers (ten messages each) got past the threshold.
+    assert (
+        summary["budget"]["job_spent_usd"] <= 0.5 * cap + 40 * max(r["usage"]["total_tokens"] for r in results) * 0.6e-6
+    )
