@@ -1,9 +1,9 @@
 """The Lambda functions, each with a role of its own.
 
 ``JobFunctions`` holds one function per entry of ``batchline.topology.FUNCTIONS`` (the ones the
-state machine calls); the hot path's worker is built by ``batchline_function`` too. The roles start
-empty but for writing their own log group; the stack grants each one what its handler uses, so a
-function can never do more than its code needs.
+state machine calls); the hot path's worker is built by ``batchline_function`` too. Every function
+is traced with X-Ray. The roles start empty but for writing their own log group and sending traces;
+the stack grants each one what its handler uses, so a function can never do more than its code needs.
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ def batchline_function(
         environment=dict(environment),
         role=role,
         log_group=log_group,
+        # CDK grants the role xray:PutTraceSegments and xray:PutTelemetryRecords for this.
+        tracing=lambda_.Tracing.ACTIVE,
     )
     Validations.of(function).acknowledge(
         Acknowledgment(
@@ -79,6 +81,14 @@ def batchline_function(
             reason="Pinned to Python 3.12 on purpose: the dependency layer is built from cp312 "
             "manylinux wheels (pip --python-version 3.12), so the runtime moves only together "
             "with the layer and a test run, not whenever a newer runtime appears.",
+        )
+    )
+    Validations.of(role).acknowledge(
+        Acknowledgment(
+            id="AwsSolutions-IAM5[Resource::*]",
+            reason="Added by CDK for X-Ray active tracing (xray:PutTraceSegments, xray:PutTelemetryRecords): "
+            "these actions support no resource-level permissions, so '*' is the only valid resource. "
+            "tests/infrastructure checks that no other action on this role has a wildcard resource.",
         )
     )
     return function

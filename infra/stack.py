@@ -13,6 +13,7 @@ from aws_cdk import CfnOutput, Duration, Stack
 from aws_cdk import aws_iam as iam
 from batchline.domain.layout import STAGING_PREFIX
 from batchline.settings import Settings, runtime_environment_variables
+from batchline.topology import METRICS_NAMESPACE
 from constructs import Construct
 
 from infra.constants import (
@@ -58,6 +59,7 @@ class BatchlineStack(Stack):
                 queue_url=queue.queue.queue_url,
             ),
             "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
+            "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             "TIKTOKEN_CACHE_DIR": LAYER_ENCODINGS_DIR,
             SECRET_ARN_ENV: api_key.secret_arn,
         }
@@ -114,7 +116,10 @@ class BatchlineStack(Stack):
             ),
             "OpenAIApiKeySecretArn": (api_key.secret_arn, "Put the OpenAI API key here after deploy."),
             "DashboardName": (monitoring.dashboard.dashboard_name, "CloudWatch dashboard of jobs and the queue."),
-            "AlarmTopicArn": (monitoring.alarm_topic.topic_arn, "Subscribe here to hear of failed jobs, dead letters."),
+            "AlarmTopicArn": (
+                monitoring.alarm_topic.topic_arn,
+                "Subscribe here to hear of failed jobs, dead letters, budget thresholds and stuck batches.",
+            ),
         }
         for output_id, (value, description) in outputs.items():
             CfnOutput(self, output_id, value=value, description=description)

@@ -1,6 +1,7 @@
 """The synthesized stack is what the design promises: private storage, one least-privilege role per
 function, the state machine and trigger built from topology, the realtime queue and its worker built
-from the realtime settings, the secret, monitoring, cdk-nag clean.
+from the realtime settings, the secret, tracing, the dashboard and alarms built from topology's
+metric names, cdk-nag clean.
 
 The app is built once for the module (jsii start-up is slow) with bundling skipped, and once more
 with realtime settings unlike the defaults, so that a value read from settings cannot pass for a
@@ -17,14 +18,24 @@ from pathlib import Path
 
 import pytest
 from aws_cdk import App
-from aws_cdk.assertions import Template
+from aws_cdk.assertions import Match, Template
 from batchline.domain.layout import STAGING_PREFIX, JobLayout
 from batchline.settings import Settings, SettingsError, load_settings, settings_from_cdk_json
 from batchline.topology import (
+    BATCH_AGE_METRIC,
+    BATCH_STATUSES_WATCHED,
+    BATCHES_RESUBMITTED_METRIC,
+    BATCHES_STUCK_METRIC,
+    BUDGET_FALLBACK_METRIC,
+    BUDGET_STOP_METRIC,
     EXECUTION_INPUT_PATHS,
     FUNCTIONS,
     JOB_METRICS,
     METRICS_NAMESPACE,
+    MONTHLY_BUDGET_METRIC,
+    MONTHLY_SPEND_METRIC,
+    PROVIDER_CALLS_METRIC,
+    PROVIDER_RATE_LIMITED_METRIC,
     STATE_MACHINE_ASL,
     TABLE_PARTITION_KEY,
     TABLE_SORT_KEY,
@@ -223,6 +234,7 @@ def test_every_function_gets_the_deployed_settings_and_resource_names(template, 
         assert env["OUTPUT_BUCKET"] == {"Ref": output_ref(template, "OutputBucketName")}
         assert env["QUEUE_URL"] == {"Ref": output_ref(template, "QueueUrl")}
         assert env["POWERTOOLS_SERVICE_NAME"] == "batchline"
+        assert env["POWERTOOLS_METRICS_NAMESPACE"] == METRICS_NAMESPACE == "Batchline"
         assert env["TIKTOKEN_CACHE_DIR"] == "/opt/tiktoken"
         assert env["OPENAI_API_KEY_SECRET_ARN"] == {"Ref": output_ref(template, "OpenAIApiKeySecretArn")}
 
@@ -299,6 +311,8 @@ EXPECTED_ACCESS = {
     },
 }
 WRITE_OWN_LOGS = {("logs:CreateLogStream", "own log group"), ("logs:PutLogEvents", "own log group")}
+# Added by CDK for active tracing; X-Ray has no resource-level permissions. The only "*" a role may hold.
+SEND_TRACES = {("xray:PutTraceSegments", "*"), ("xray:PutTelemetryRecords", "*")}
 
 
 def test_each_function_role_holds_exactly_what_its_handler_uses(template, resources):
@@ -329,7 +343,7 @@ def test_each_function_role_holds_exactly_what_its_handler_uses(template, resour
             for action in as_list(statement["Action"]):
                 for resource in as_list(statement["Resource"]):
                     granted.add((action, describe(resource, own_logs)))
-        assert granted == EXPECTED_ACCESS[name] | WRITE_OWN_LOGS, name
+        assert granted == EXPECTED_ACCESS[name] | WRITE_OWN_LOGS | SEND_TRACES, name
         role = resources[role_id]["Properties"]
         assert "ManagedPolicyArns" not in role  # no AWS managed policy
         assert role["AssumeRolePolicyDocument"]["Statement"] == [
@@ -444,6 +458,20 @@ def test_state_machine_logs_all_events_traces_and_may_invoke_exactly_its_functio
     assert sorted(map(json.dumps, invoke[0]["Resource"])) == sorted(map(json.dumps, expected))
 
 
+def test_every_function_and_the_state_machine_send_xray_traces(resources):
+    functions = functions_by_name(resources)
+    assert len(functions) == len(FUNCTIONS) + 1  # the worker too
+    for name, (_, props) in functions.items():
+        assert props.get("TracingConfig") == {"Mode": "Active"}, name
+    (machine,) = of_type(resources, "AWS::StepFunctions::StateMachine").values()
+    assert machine["Properties"].get("TracingConfiguration") == {"Enabled": True}
+    # Tracing without the permission to send traces would record nothing.
+    roles = [props["Role"]["Fn::GetAtt"][0] for _, props in functions.values()]
+    for role_id in [*roles, machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]]:
+        actions = {action for s in statements_of_role(resources, role_id) for action in as_list(s["Action"])}
+        assert {"xray:PutTraceSegments", "xray:PutTelemetryRecords"} <= actions, role_id
+
+
 def test_trigger_is_topology_pattern_and_input_transformer(template, resources, settings):
     (rule,) = of_type(resources, "AWS::Events::Rule").values()
     props = rule["Properties"]
@@ -481,31 +509,113 @@ def alarms_by_metric(resources: dict) -> dict[tuple[str, str], dict]:
     return alarms
 
 
-def test_a_failed_job_and_a_dead_letter_each_raise_an_alarm_on_the_topic(template, resources):
+CUSTOM_ALARMS = {  # metric -> what its description must tell the operator
+    BUDGET_FALLBACK_METRIC: "fallback models",
+    BUDGET_STOP_METRIC: "upload the same file again",
+    BATCHES_STUCK_METRIC: "stuck_after_seconds",
+}
+
+
+def test_every_alarm_fires_on_one_occurrence_goes_to_the_topic_and_ignores_missing_data(template, resources):
     (topic_id,) = of_type(resources, "AWS::SNS::Topic")
     assert output_ref(template, "AlarmTopicArn") == topic_id
     alarms = alarms_by_metric(resources)
-    assert set(alarms) == {("AWS/States", "ExecutionsFailed"), ("AWS/SQS", "ApproximateNumberOfMessagesVisible")}
+    assert set(alarms) == {
+        ("AWS/States", "ExecutionsFailed"),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+        *((METRICS_NAMESPACE, name) for name in CUSTOM_ALARMS),
+    }
     for props in alarms.values():
         assert props["AlarmActions"] == [{"Ref": topic_id}]
         assert props["Threshold"] == 1 and props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+        assert props["EvaluationPeriods"] == 1
         assert props["TreatMissingData"] == "notBreaching"
-    dead_letters = alarms[("AWS/SQS", "ApproximateNumberOfMessagesVisible")]["Metrics"][0]["MetricStat"]
-    assert dead_letters["Metric"]["Dimensions"] == [
+        assert len(props["AlarmDescription"]) >= 100  # what happened and what to do
+
+
+def test_a_dead_letter_alarms_on_the_dead_letter_queue_at_its_maximum(template, resources):
+    dead_letters = alarms_by_metric(resources)[("AWS/SQS", "ApproximateNumberOfMessagesVisible")]
+    stat = dead_letters["Metrics"][0]["MetricStat"]
+    assert stat["Metric"]["Dimensions"] == [
         {"Name": "QueueName", "Value": {"Fn::GetAtt": [output_ref(template, "DeadLetterQueueUrl"), "QueueName"]}}
     ]
-    assert dead_letters["Stat"] == "Maximum"  # one message for one moment is enough
+    assert stat["Stat"] == "Maximum"  # one message for one moment is enough
 
 
-def dashboard_metrics(resources: dict) -> list[tuple[str, str, str]]:
-    """(namespace, metric name, what it measures: a logical id or a literal) of every dashboard graph."""
+@pytest.mark.parametrize("metric_name", sorted(CUSTOM_ALARMS))
+def test_budget_thresholds_and_a_stuck_batch_each_raise_an_alarm_on_the_topic(template, resources, metric_name):
+    (topic_id,) = of_type(resources, "AWS::SNS::Topic")
+    template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "AlarmActions": [{"Ref": topic_id}],
+            "AlarmDescription": Match.string_like_regexp(re.escape(CUSTOM_ALARMS[metric_name])),
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+            "Threshold": 1,
+            "TreatMissingData": "notBreaching",
+            "Metrics": [
+                {
+                    "MetricStat": {
+                        "Metric": {
+                            "Namespace": METRICS_NAMESPACE,
+                            "MetricName": metric_name,
+                            # Exactly what Powertools Metrics publishes these with: no route, no status.
+                            "Dimensions": [{"Name": "service", "Value": "batchline"}],
+                        },
+                        "Stat": "Sum",
+                    }
+                }
+            ],
+        },
+    )
+
+
+def dashboard_widgets(resources: dict) -> list[dict]:
+    """The dashboard's widgets, with CloudFormation references replaced by the logical id they name."""
     (dashboard,) = of_type(resources, "AWS::CloudWatch::Dashboard").values()
     parts = dashboard["Properties"]["DashboardBody"]["Fn::Join"][1]
     body = "".join(part if isinstance(part, str) else part.get("Ref") or part["Fn::GetAtt"][0] for part in parts)
+    return json.loads(body)["widgets"]
+
+
+def graph_lines(widget: dict) -> list[dict]:
+    """Each line of a graph widget: a metric (namespace, name, dimensions, options) or an expression."""
+    lines = []
+    for entry in widget["properties"].get("metrics", []):  # the alarm status widget has none
+        options = entry[-1] if isinstance(entry[-1], dict) else {}
+        fields = [part for part in entry if not isinstance(part, dict)]
+        if not fields:
+            lines.append({"expression": options["expression"], **options})
+            continue
+        namespace, name, *dimensions = fields
+        lines.append(
+            {
+                "namespace": namespace,
+                "name": name,
+                "dimensions": dict(zip(dimensions[::2], dimensions[1::2], strict=True)),
+                **options,
+            }
+        )
+    return lines
+
+
+def dashboard_metrics(resources: dict) -> list[tuple[str, str, str]]:
+    """(namespace, metric name, what it measures: a logical id or a literal) of every dashboard metric."""
     return [
-        (metric[0], metric[1], metric[3] if len(metric) > 3 and isinstance(metric[3], str) else "")
-        for widget in json.loads(body)["widgets"]
-        for metric in widget["properties"].get("metrics", [])  # the alarm status widget has none
+        (line["namespace"], line["name"], next(iter(line["dimensions"].values()), ""))
+        for widget in dashboard_widgets(resources)
+        for line in graph_lines(widget)
+        if "namespace" in line
+    ]
+
+
+def custom_lines(resources: dict, name: str) -> list[tuple[str, dict]]:
+    """(widget title, line) of every dashboard line showing the functions' metric `name`."""
+    return [
+        (widget["properties"]["title"], line)
+        for widget in dashboard_widgets(resources)
+        for line in graph_lines(widget)
+        if line.get("namespace") == METRICS_NAMESPACE and line["name"] == name
     ]
 
 
@@ -525,8 +635,81 @@ def test_dashboard_shows_jobs_function_errors_the_queue_and_the_worker(template,
     assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible", queue) in metrics
     assert ("AWS/SQS", "ApproximateAgeOfOldestMessage", queue) in metrics
     assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible", dead_letters) in metrics
-    # Every figure Finalize publishes per job is on the dashboard.
-    assert {name for namespace, name, _ in metrics if namespace == METRICS_NAMESPACE} == set(JOB_METRICS)
+    # Shown once each: the queue's and the worker's graphs are not repeated elsewhere.
+    assert metrics.count(("AWS/Lambda", "Throttles", worker_id)) == 1
+    assert metrics.count(("AWS/SQS", "ApproximateNumberOfMessagesVisible", dead_letters)) == 1
+    assert metrics.count(("AWS/SQS", "ApproximateAgeOfOldestMessage", queue)) == 1
+
+
+def test_dashboard_shows_every_metric_the_functions_publish(resources):
+    published = {
+        *JOB_METRICS,
+        BATCH_AGE_METRIC,
+        BATCHES_STUCK_METRIC,
+        BATCHES_RESUBMITTED_METRIC,
+        MONTHLY_SPEND_METRIC,
+        MONTHLY_BUDGET_METRIC,
+        PROVIDER_CALLS_METRIC,
+        PROVIDER_RATE_LIMITED_METRIC,
+    }
+    shown = [line for widget in dashboard_widgets(resources) for line in graph_lines(widget) if "namespace" in line]
+    assert {line["name"] for line in shown if line["namespace"] == METRICS_NAMESPACE} == published
+    for line in shown:
+        if line["namespace"] == METRICS_NAMESPACE:
+            assert line["dimensions"]["service"] == "batchline", line  # Powertools' service dimension
+    for name in JOB_METRICS:  # what Finalize publishes per job: a line per route
+        routes = [line["dimensions"].get("route") for _, line in custom_lines(resources, name)]
+        assert sorted(routes) == ["batch", "realtime"], name
+
+
+@pytest.mark.parametrize("statistic", ["Maximum", "SampleCount"])
+def test_dashboard_graphs_batches_by_status_their_age_and_how_many_were_polled(resources, statistic):
+    # Maximum: the oldest batch in each status; SampleCount: how many polls found a batch in it.
+    lines = [(title, line) for title, line in custom_lines(resources, BATCH_AGE_METRIC) if line["stat"] == statistic]
+    assert sorted(line["dimensions"]["status"] for _, line in lines) == sorted(BATCH_STATUSES_WATCHED)
+    assert len({title for title, _ in lines}) == 1  # one graph, a line per status
+    for _, line in lines:
+        assert set(line["dimensions"]) == {"service", "status"}
+
+
+def test_dashboard_counts_stuck_and_resubmitted_batches(resources):
+    for name in (BATCHES_STUCK_METRIC, BATCHES_RESUBMITTED_METRIC):
+        ((_, line),) = custom_lines(resources, name)
+        assert line["stat"] == "Sum" and line["dimensions"] == {"service": "batchline"}
+
+
+def test_dashboard_sets_the_months_spend_against_its_budget_beside_spend_per_route(resources):
+    (spend_title, spend), (budget_title, budget) = (
+        *custom_lines(resources, MONTHLY_SPEND_METRIC),
+        *custom_lines(resources, MONTHLY_BUDGET_METRIC),
+    )
+    assert spend_title == budget_title  # on one graph
+    assert spend["stat"] == budget["stat"] == "Maximum"
+    assert spend["dimensions"] == budget["dimensions"] == {"service": "batchline"}
+    per_route = custom_lines(resources, "CostUSD")
+    assert sorted(line["dimensions"]["route"] for _, line in per_route) == ["batch", "realtime"]
+    widgets = [widget["properties"]["title"] for widget in dashboard_widgets(resources)]
+    assert widgets.index(spend_title) == widgets.index(per_route[0][0]) + 1  # right beside it
+
+
+def test_dashboard_shows_the_429_share_of_realtime_calls(resources):
+    (widget,) = [w for w in dashboard_widgets(resources) if any("expression" in line for line in graph_lines(w))]
+    lines = graph_lines(widget)
+    (share,) = [line for line in lines if "expression" in line]
+    terms = re.fullmatch(r"100 \* (\w+) / (\w+)", share["expression"])
+    assert terms, share["expression"]
+    inputs = {line["id"]: line for line in lines if "namespace" in line}
+    rate_limited, calls = (inputs[term] for term in terms.groups())
+    assert (rate_limited["name"], calls["name"]) == (PROVIDER_RATE_LIMITED_METRIC, PROVIDER_CALLS_METRIC)
+    for line in (rate_limited, calls):
+        assert line["namespace"] == METRICS_NAMESPACE and line["stat"] == "Sum"
+        assert line["dimensions"] == {"service": "batchline"}
+        assert line["visible"] is False  # only the share is drawn
+
+
+def test_dashboard_shows_the_state_of_every_alarm(resources):
+    (widget,) = [widget for widget in dashboard_widgets(resources) if widget["type"] == "alarm"]
+    assert sorted(widget["properties"]["alarms"]) == sorted(of_type(resources, "AWS::CloudWatch::Alarm"))
 
 
 def test_stack_outputs_name_what_an_operator_needs(template):
