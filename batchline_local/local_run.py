@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ def quiet_service_logs() -> None:
     Set POWERTOOLS_LOG_LEVEL=INFO (or DEBUG) to see the handlers' structured logs again.
     """
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
     logging.getLogger("batchline").setLevel(os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING").upper())
 
 

@@ -25,7 +25,7 @@ FEATURE_FLAGS = {
     "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": True,
 }
 STACK_ID = "Batchline"
-SERVICE_NAME = "batchline"
+from batchline.topology import SERVICE_NAME  # noqa: E402,F401  (one name for the functions and the dashboard)
 
 # The layer's tiktoken/ folder lands here; the functions point TIKTOKEN_CACHE_DIR at it.
 LAYER_ENCODINGS_DIR = "/opt/tiktoken"

@@ -179,7 +179,9 @@ def _step(batch: BatchRecord, now: float, execute: Executor, publish: Publisher)
         started = batch.reached["in_progress_at"]
         ends = started + pace.in_progress_seconds
         if batch.expire_after is not None:
-            cut_at = started + pace.in_progress_seconds * batch.expire_after / max(1, len(batch.execution_order))
+            # The same arithmetic as a request's due time in _execute_due, so that the last request
+            # before the cut is never lost to floating-point rounding.
+            cut_at = started + (ends - started) * batch.expire_after / max(1, len(batch.execution_order))
             if now >= cut_at and cut_at <= batch.expires_at:
                 _execute_due(batch, cut_at, ends, execute, limit=batch.expire_after)
                 _close(batch, "expired", cut_at, "batch_expired", publish)

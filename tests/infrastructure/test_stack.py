@@ -458,6 +458,20 @@ def test_state_machine_logs_all_events_traces_and_may_invoke_exactly_its_functio
     assert sorted(map(json.dumps, invoke[0]["Resource"])) == sorted(map(json.dumps, expected))
 
 
+def test_the_state_machine_may_start_shards_as_its_own_child_executions_and_nothing_else(resources):
+    (machine,) = of_type(resources, "AWS::StepFunctions::StateMachine").values()
+    props = machine["Properties"]
+    name = props["StateMachineName"]
+    statements = list(statements_of_role(resources, props["RoleArn"]["Fn::GetAtt"][0]))
+    start = [s for s in statements if "states:StartExecution" in as_list(s["Action"])]
+    assert len(start) == 1 and as_list(start[0]["Action"]) == ["states:StartExecution"]
+    assert json.dumps(start[0]["Resource"]).endswith(f':stateMachine:{name}"]]}}')
+    children = [s for s in statements if "states:DescribeExecution" in as_list(s["Action"])]
+    assert len(children) == 1
+    assert sorted(as_list(children[0]["Action"])) == ["states:DescribeExecution", "states:StopExecution"]
+    assert json.dumps(children[0]["Resource"]).endswith(f':execution:{name}/*"]]}}')
+
+
 def test_every_function_and_the_state_machine_send_xray_traces(resources):
     functions = functions_by_name(resources)
     assert len(functions) == len(FUNCTIONS) + 1  # the worker too

@@ -119,7 +119,7 @@ def test_a_message_delivered_twice_is_billed_once_and_recorded_once(hot_path):
 
 
 @pytest.mark.parametrize("hot_path", [{"faults": "http_429=0.3"}], indirect=True)
-def test_rate_limit_429s_are_waited_out_and_every_request_succeeds(hot_path):
+def test_rate_limit_429s_are_waited_out_and_every_request_succeeds(hot_path, capsys):
     planned = hot_path.plan_and_enqueue([chat(f"c{i}") for i in range(12)])
     while messages := hot_path.receive():
         # A request that met 429 on every attempt comes back for another delivery.
@@ -127,8 +127,21 @@ def test_rate_limit_429s_are_waited_out_and_every_request_succeeds(hot_path):
     outcomes = hot_path.outcomes(planned["job_id"])
     assert sorted(o["custom_id"] for o in outcomes) == sorted(f"c{i}" for i in range(12))
     assert all("response" in o for o in outcomes)
-    assert hot_path.emulator.stats()["models"]["gpt-4o-mini"]["requests_429"] > 0
+    stats = hot_path.emulator.stats()["models"]["gpt-4o-mini"]
+    assert stats["requests_429"] > 0
     assert sorted(hot_path.billed()) == sorted(f"c{i}" for i in range(12))
+    # The dashboard's 429 share: the workers count every call and every 429 the provider answered.
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+
+    def total(name: str) -> int:
+        return sum(
+            sum(record[name]) if isinstance(record[name], list) else record[name]
+            for record in records
+            if name in record
+        )
+
+    answered = stats["requests_ok"] + stats["requests_429"] + stats["requests_5xx"]
+    assert (total("ProviderCalls"), total("ProviderRateLimited")) == (answered, stats["requests_429"])
 
 
 @pytest.mark.parametrize("hot_path", [{"faults": "insufficient_quota"}], indirect=True)

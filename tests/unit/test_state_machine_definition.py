@@ -32,7 +32,9 @@ def test_map_runs_submit_wait_check_choice_collect_with_the_configured_concurren
     assert rendered()["StartAt"] == "Plan"
     shards = states["ProcessShards"]
     assert shards["Type"] == "Map" and shards["MaxConcurrency"] == 7
-    inner = shards["Iterator"]["States"]
+    # Each shard a child execution: 24 hours of polling must not fill the job's 25,000-event history.
+    assert shards["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
+    inner = shards["ItemProcessor"]["States"]
     assert inner["Submit"]["Next"] == "WhatAfterSubmit"
     assert _choices(inner["WhatAfterSubmit"]) == {"done": "ShardDone", "wait_admission": "WaitForAdmission"}
     assert inner["WhatAfterSubmit"]["Default"] == "WaitForBatch"
@@ -43,7 +45,7 @@ def test_map_runs_submit_wait_check_choice_collect_with_the_configured_concurren
 
 
 def test_a_shard_loops_back_to_submit_for_admission_resubmission_and_each_new_round():
-    inner = rendered()["States"]["ProcessShards"]["Iterator"]["States"]
+    inner = rendered()["States"]["ProcessShards"]["ItemProcessor"]["States"]
     assert _choices(inner["WhatAfterCheck"]) == {"collect": "Collect", "resubmit": "WaitForAdmission"}
     assert inner["WaitForAdmission"]["Next"] == "Submit"
     assert inner["Collect"]["Next"] == "AnotherRound"
@@ -59,7 +61,7 @@ def test_failures_are_caught_and_still_reach_finalize():
     states = rendered()["States"]
     assert states["Plan"]["Catch"][0]["Next"] == "Finalize"
     assert states["ProcessShards"]["Catch"][0]["Next"] == "Finalize"
-    inner = states["ProcessShards"]["Iterator"]["States"]
+    inner = states["ProcessShards"]["ItemProcessor"]["States"]
     for name in ("Submit", "Check", "Collect"):
         assert inner[name]["Catch"][0]["Next"] == "ShardFailed"
         assert "TransientProviderError" in inner[name]["Retry"][0]["ErrorEquals"]

@@ -13,23 +13,31 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
 
 from batchline.adapters.openai_batches import batch_is_terminal
 from batchline.domain.recovery import failed_for_token_limit, is_stuck, seconds_in_status
-from batchline.handlers.dependencies import admission_ledger, environment, job_store, logger, metrics, openai_batches
+from batchline.handlers.dependencies import (
+    admission_ledger,
+    environment,
+    job_store,
+    logger,
+    metrics,
+    openai_batches,
+    publish_metric,
+    tracer,
+)
 from batchline.handlers.submit import ticket_for
 from batchline.topology import (
     BATCH_AGE_METRIC,
     BATCHES_RESUBMITTED_METRIC,
     BATCHES_STUCK_METRIC,
-    METRICS_NAMESPACE,
-    SERVICE_NAME,
 )
 
 
 @metrics.log_metrics
 @logger.inject_lambda_context(log_event=False, clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     shard, batch_id = event["shard"], event["batch"]["batch_id"]
     job_id, shard_id = shard["job_id"], shard["shard_id"]
@@ -40,15 +48,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     status, now = batch["status"], time.time()
     store.update_shard(job_id, shard_id, batch_status=status, request_counts=batch.get("request_counts") or {})
     if not batch_is_terminal(batch):
-        # Its own record: the "status" dimension belongs to this metric alone.
-        with single_metric(
-            name=BATCH_AGE_METRIC,
-            unit=MetricUnit.Seconds,
-            value=seconds_in_status(batch, now),
-            namespace=METRICS_NAMESPACE,
-        ) as age:
-            age.add_dimension(name="service", value=SERVICE_NAME)
-            age.add_dimension(name="status", value=status)
+        publish_metric(BATCH_AGE_METRIC, seconds_in_status(batch, now), MetricUnit.Seconds, status=status)
 
     if failed_for_token_limit(batch):
         record = store.get_shard(job_id, shard_id) or {}

@@ -29,6 +29,7 @@ from batchline.handlers.dependencies import (
     metrics,
     openai_batches,
     output_objects,
+    tracer,
 )
 from batchline.handlers.submit import round_figures, ticket_for
 from batchline.topology import BATCHES_RESUBMITTED_METRIC
@@ -54,6 +55,7 @@ def _write_next_round(layout: JobLayout, shard_id: str, round_number: int, retry
 
 @metrics.log_metrics
 @logger.inject_lambda_context(log_event=False, clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     shard, batch_id = event["shard"], event["batch"]["batch_id"]
     job_id, shard_id = shard["job_id"], shard["shard_id"]

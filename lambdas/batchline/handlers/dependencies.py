@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from functools import cache
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 from batchline.adapters.admission import DynamoAdmissionLedger
 from batchline.adapters.budgets import DynamoBudgets
@@ -21,6 +23,21 @@ from batchline.topology import METRICS_NAMESPACE, SERVICE_NAME
 
 logger = Logger(service=SERVICE_NAME)
 metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)
+# X-Ray in the deployed functions (off outside Lambda). Responses are never captured: they hold
+# prompts and completions, which must stay out of traces as they stay out of logs.
+tracer = Tracer(service=SERVICE_NAME)
+
+
+def publish_metric(name: str, value: float, unit: MetricUnit, **dimensions: str) -> None:
+    """One metric in a record of its own: its dimensions (service, plus any given) apply to it alone.
+
+    The job metrics share one record per route (`metrics`); these do not belong in it.
+    """
+    if is_metrics_disabled():
+        return
+    with single_metric(name=name, unit=unit, value=value, namespace=METRICS_NAMESPACE) as metric:
+        for key, dimension in {"service": SERVICE_NAME, **dimensions}.items():
+            metric.add_dimension(name=key, value=dimension)
 
 
 def environment() -> RuntimeEnvironment:

@@ -16,7 +16,7 @@ from batchline.adapters.job_store import now_iso
 from batchline.domain.layout import JobLayout
 from batchline.domain.planning import decode_manifest_entry, validator_for
 from batchline.domain.request_line import ValidRequest
-from batchline.handlers.dependencies import environment, job_store, logger, output_objects, request_queue
+from batchline.handlers.dependencies import environment, job_store, logger, output_objects, request_queue, tracer
 
 
 def _messages(job_id: str, shard_id: str, raws: Iterator[bytes], manifest: Iterator[bytes]) -> Iterator[dict]:
@@ -39,6 +39,7 @@ def _messages(job_id: str, shard_id: str, raws: Iterator[bytes], manifest: Itera
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     shard = event["shard"]
     job_id, shard_id = shard["job_id"], shard["shard_id"]

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
 
 from batchline.adapters.job_store import now_iso
 from batchline.adapters.s3_objects import S3Objects
@@ -20,8 +20,18 @@ from batchline.domain.budget import STAGE_BUDGET, month_of, to_usd
 from batchline.domain.layout import JobLayout, content_hash, make_job_id
 from batchline.domain.outcomes import STAGE_PROVIDER, error_record
 from batchline.domain.planning import decode_manifest_entry
-from batchline.handlers.dependencies import budgets, environment, job_store, logger, metrics, objects, output_objects
-from batchline.topology import METRICS_NAMESPACE, MONTHLY_BUDGET_METRIC, MONTHLY_SPEND_METRIC, SERVICE_NAME
+from batchline.handlers.dependencies import (
+    budgets,
+    environment,
+    job_store,
+    logger,
+    metrics,
+    objects,
+    output_objects,
+    publish_metric,
+    tracer,
+)
+from batchline.topology import MONTHLY_BUDGET_METRIC, MONTHLY_SPEND_METRIC
 
 
 def _numbered(storage: S3Objects, key: str) -> Iterator[tuple[int, bytes]]:
@@ -139,12 +149,12 @@ def _publish_metrics(summary: dict) -> None:
     if budget.get("monthly_cap_usd") is not None:
         monthly[MONTHLY_BUDGET_METRIC] = budget["monthly_cap_usd"]
     for name, value in monthly.items():  # not per route: records of their own
-        with single_metric(name=name, unit=MetricUnit.NoUnit, value=value, namespace=METRICS_NAMESPACE) as metric:
-            metric.add_dimension(name="service", value=SERVICE_NAME)
+        publish_metric(name, value, MetricUnit.NoUnit)
 
 
 @metrics.log_metrics
 @logger.inject_lambda_context(log_event=False, clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     settings = environment().settings
     job_id = _job_id(event)

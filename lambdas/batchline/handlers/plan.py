@@ -18,7 +18,7 @@ from batchline.domain.planning import planner_for
 from batchline.domain.request_line import iter_physical_lines
 from batchline.domain.routing import requested_mode, route_for
 from batchline.domain.tokens import ParallelTokenCounter
-from batchline.handlers.dependencies import budgets, environment, job_store, logger, objects, output_objects
+from batchline.handlers.dependencies import budgets, environment, job_store, logger, objects, output_objects, tracer
 
 TOKEN_THREADS = 2
 ROUTE_REFUSED = "refused"  # the budget cannot take the job: nothing is sent, Finalize says why per line
@@ -49,6 +49,7 @@ def _hold_budget(job_id: str, month: str, route: str, shards: list[dict]) -> str
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     settings = environment().settings
     bucket, key = event["bucket"], event["key"]

@@ -10,10 +10,11 @@ from datetime import datetime
 from typing import Any
 
 from batchline.adapters.job_store import now_iso
-from batchline.handlers.dependencies import environment, job_store, logger
+from batchline.handlers.dependencies import environment, job_store, logger, tracer
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     job_id = event["plan"]["job_id"]
     job = job_store().get_job(job_id) or {}

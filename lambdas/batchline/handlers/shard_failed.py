@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchline.handlers.dependencies import job_store, logger
+from batchline.handlers.dependencies import job_store, logger, tracer
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     shard, error = event["shard"], event.get("error") or {}
     reason = f"{error.get('Error', 'unknown error')}: {error.get('Cause', '')}".strip()

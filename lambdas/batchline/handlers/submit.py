@@ -33,6 +33,7 @@ from batchline.handlers.dependencies import (
     metrics,
     openai_batches,
     output_objects,
+    tracer,
 )
 from batchline.topology import BUDGET_FALLBACK_METRIC, BUDGET_STOP_METRIC
 
@@ -109,6 +110,7 @@ def _upload(job_id: str, shard_id: str, round_number: int, model: str, original_
 
 @metrics.log_metrics
 @logger.inject_lambda_context(log_event=False, clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     shard = event["shard"]
     job_id, shard_id = shard["job_id"], shard["shard_id"]

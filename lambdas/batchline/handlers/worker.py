@@ -10,11 +10,13 @@ instead of failing, so even a request that never got an answer is accounted for.
 
 from __future__ import annotations
 
+import threading
 import time
 from functools import cache
 from typing import Any
 
 import orjson
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -27,7 +29,15 @@ from aws_lambda_powertools.utilities.idempotency import (
 from batchline.domain.budget import STAGE_BUDGET, Stance, month_of, realtime_ceiling_nano, stop_message
 from batchline.domain.layout import JobLayout
 from batchline.domain.outcomes import error_record, result_record, usage_tokens
-from batchline.domain.realtime import CallPolicy, Outcome, RealtimeRequest, RetryLater, execute
+from batchline.domain.realtime import (
+    CallPolicy,
+    Outcome,
+    Provider,
+    ProviderResponse,
+    RealtimeRequest,
+    RetryLater,
+    execute,
+)
 from batchline.handlers.dependencies import (
     budget_policy,
     budgets,
@@ -38,10 +48,17 @@ from batchline.handlers.dependencies import (
     on_reset,
     openai_realtime,
     output_objects,
+    publish_metric,
     rate_limiter,
     request_queue,
+    tracer,
 )
-from batchline.topology import TABLE_PARTITION_KEY, TABLE_SORT_KEY
+from batchline.topology import (
+    PROVIDER_CALLS_METRIC,
+    PROVIDER_RATE_LIMITED_METRIC,
+    TABLE_PARTITION_KEY,
+    TABLE_SORT_KEY,
+)
 
 ROUTE_REALTIME = "realtime"
 _REQUEST_FIELDS = ("job_id", "line", "custom_id", "url", "model", "body", "token_cost")
@@ -115,10 +132,27 @@ def _budget_stop(reason: str) -> Outcome:
     return Outcome(succeeded=False, code="budget_exhausted", message=reason, stage=STAGE_BUDGET)
 
 
+class _CountedProvider:
+    """The provider, counting this invocation's calls and 429s for the dashboard's 429 share."""
+
+    def __init__(self, provider: Provider, tally: dict[str, int]) -> None:
+        self._provider = provider
+        self._tally = tally
+
+    def call(self, url: str, body: dict, *, client_request_id: str | None = None) -> ProviderResponse:
+        response = self._provider.call(url, body, client_request_id=client_request_id)
+        self._tally["calls"] += 1
+        self._tally["rate_limited"] += response.status == 429
+        return response
+
+
+_invocation = threading.local()  # the local run invokes workers on several threads at once
+
+
 def _call(request: dict, settings) -> Outcome:
     return execute(
         RealtimeRequest(**{k: request[k] for k in _REQUEST_FIELDS}),
-        provider=openai_realtime(),
+        provider=_CountedProvider(openai_realtime(), _invocation.tally),
         limiter=rate_limiter(),
         circuit=circuit_breaker(),
         policy=CallPolicy(
@@ -239,8 +273,22 @@ def _seconds_left() -> float:
     return _deadline[0] - time.monotonic()
 
 
+def _publish_call_counts(tally: dict[str, int]) -> None:
+    if not tally["calls"]:
+        return
+    publish_metric(PROVIDER_CALLS_METRIC, tally["calls"], MetricUnit.Count)
+    publish_metric(PROVIDER_RATE_LIMITED_METRIC, tally["rate_limited"], MetricUnit.Count)
+
+
 @logger.inject_lambda_context(log_event=False, clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     _deadline[0] = time.monotonic() + context.get_remaining_time_in_millis() / 1000
     _idempotency().register_lambda_context(context)
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    _invocation.tally = {"calls": 0, "rate_limited": 0}
+    try:
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+    finally:
+        _publish_call_counts(_invocation.tally)
