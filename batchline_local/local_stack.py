@@ -91,8 +91,6 @@ class LocalAws:
         self._set_env(
             {
                 "AWS_ENDPOINT_URL": self.endpoint,
-                # Embedded metric records are for CloudWatch; with none here they would only flood stdout.
-                "POWERTOOLS_METRICS_DISABLED": os.environ.get("POWERTOOLS_METRICS_DISABLED", "true"),
                 "MOTO_PORT": str(self.port),
                 "AWS_ACCESS_KEY_ID": "local",
                 "AWS_SECRET_ACCESS_KEY": "local",

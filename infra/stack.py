@@ -129,23 +129,32 @@ class BatchlineStack(Stack):
         storage: Storage, api_key: OpenAIKeySecret, queue: RealtimeQueue, roles: dict[str, iam.IRole]
     ) -> None:
         """Each role gets what its handler does, read from lambdas/batchline/handlers/*.py."""
-        # plan: streams the input (Head/GetObject), writes shard files and invalid lines to staging
-        # (Put + multipart, abort on failure), creates the job and its shards.
+        # plan: hashes and streams the input (Head/GetObject), writes shard files and invalid lines to
+        # staging (Put + multipart, abort on failure), creates the job and its shards, or reads them
+        # back to resume (GetItem, Query); holds the budget (a transaction of Updates).
         storage.grant_read_input(roles["plan"])
         storage.grant_write_staging(roles["plan"])
-        storage.grant_table(roles["plan"], ["PutItem", "UpdateItem", "BatchWriteItem"])
+        storage.grant_table(roles["plan"], ["GetItem", "PutItem", "UpdateItem", "BatchWriteItem", "Query"])
 
-        # submit: downloads the shard's requests file, reads and updates the shard record.
+        # submit: downloads the round's requests file (rewritten in staging for a fallback model),
+        # reads the job, the shard and the budget, reserves budget and queue room (transactions that
+        # put ticket items), records the batch; re-queues a round sent realtime (spilled bodies, SQS).
         storage.grant_read_staging(roles["submit"])
-        storage.grant_table(roles["submit"], ["GetItem", "UpdateItem"])
+        storage.grant_write_staging(roles["submit"])
+        storage.grant_table(roles["submit"], ["GetItem", "PutItem", "UpdateItem"])
+        queue.grant(roles["submit"], "sqs:SendMessage")
 
-        # check: records the batch's status on the shard.
-        storage.grant_table(roles["check"], ["UpdateItem"])
+        # check: records the batch's status on the shard; gives back queue room of a batch refused
+        # for the enqueued-token limit (deletes its ticket), counts stuck batches on the job.
+        storage.grant_table(roles["check"], ["GetItem", "UpdateItem", "DeleteItem"])
 
-        # collect: reads the manifest, writes the shard's results and errors, records the tally.
+        # collect: reads the manifest and the round's requests, writes the round's results, errors and
+        # the next round's files, settles the budget ticket, releases the queue ticket (DeleteItem),
+        # records the tally; sends a last few requests to the realtime queue when settings say so.
         storage.grant_read_staging(roles["collect"])
         storage.grant_write_staging(roles["collect"])
-        storage.grant_table(roles["collect"], ["UpdateItem"])
+        storage.grant_table(roles["collect"], ["GetItem", "UpdateItem", "DeleteItem"])
+        queue.grant(roles["collect"], "sqs:SendMessage")
 
         # shard_failed: records why a shard stopped.
         storage.grant_table(roles["shard_failed"], ["UpdateItem"])

@@ -113,6 +113,9 @@ class RecoverySettings(_Frozen):
     max_attempts: int = Field(
         3, ge=1, le=10, description="rounds a request gets on the batch route (batch_expired, 5xx, 429, ...)"
     )
+    realtime_below_requests: int = Field(
+        0, ge=0, description="a round of at most this many requests goes to the realtime path instead of a batch"
+    )
     stuck_after_seconds: int = Field(
         6 * 3600, ge=1, description="a batch validating or finalizing this long is cancelled and its rest resubmitted"
     )

@@ -128,6 +128,19 @@ def test_an_expired_batch_keeps_what_it_finished_and_only_the_rest_is_sent_again
     assert {(e["code"], e["attempts"]) for e in errors} == {("batch_expired", 3)}
 
 
+def test_the_few_requests_an_expired_batch_left_go_to_the_realtime_workers_when_settings_say_so(tmp_path):
+    settings = load_settings({**FAST, "shard_max_requests": 10, "recovery": {"realtime_below_requests": 5}})
+    path = write_input(tmp_path, 10)
+    with local_stack(tmp_path, settings, faults="expire=0.5") as stack:
+        status, summary, out = stack.run(path)
+        results, errors = assert_every_line_accounted_for(path, out)
+        assert len(assert_nothing_billed_twice(stack)) == 10
+        assert len(stack.batches()) == 1  # no second batch: the rest went realtime
+    assert (status, summary["status"], errors) == ("SUCCEEDED", "succeeded", [])
+    assert sorted(r["route"] for r in results) == ["batch"] * 5 + ["realtime"] * 5
+    assert summary["input_tokens"] == sum(r["usage"]["prompt_tokens"] for r in results)
+
+
 def test_requests_failing_with_server_errors_are_retried_in_a_new_round(tmp_path):
     settings = load_settings(FAST)
     path = write_input(tmp_path, 40)
@@ -201,6 +214,43 @@ def test_a_crash_at_any_step_loses_nothing_and_the_rerun_pays_for_nothing_twice(
     assert summary["job_id"] == first["job_id"] and summary["recovery"]["resumes"] == 1
     assert len(ledger) == 10
     assert len(batches) == 3  # one batch per shard, whatever crashed: nothing was submitted twice
+
+
+@pytest.mark.parametrize(("function", "when"), [("enqueue", "after"), ("realtime_progress", "before")])
+def test_a_crash_on_the_realtime_route_loses_nothing_and_the_rerun_pays_for_nothing_twice(tmp_path, function, when):
+    settings = load_settings({**FAST, "default_mode": "realtime"})
+    path = write_input(tmp_path, 10)
+    with local_stack(tmp_path, settings) as stack:
+        stack.aws.crashes.arm(function, at_call=1, when=when)
+        _, first, first_out = stack.run(path)
+        assert [crash.function for crash in stack.aws.crashes.fired] == [function]
+        assert_every_line_accounted_for(path, first_out)
+
+        status, summary, out = stack.run(path)
+        results, errors = assert_every_line_accounted_for(path, out)
+        assert len(assert_nothing_billed_twice(stack)) == 10
+    assert (status, summary["status"], len(results), errors) == ("SUCCEEDED", "succeeded", 10, [])
+    assert {r["route"] for r in results} == {"realtime"}
+
+
+def test_a_stopped_execution_resumes_on_the_batches_it_had_already_submitted(tmp_path):
+    settings = load_settings({**FAST, "emulator": {**FAST["emulator"], "in_progress_seconds": 3}})
+    path = write_input(tmp_path, 8)
+    with local_stack(tmp_path, settings) as stack:
+        stack.aws.upload_input(str(path), path.name)
+        deadline = time.monotonic() + 60
+        while len(stack.batches()) < 2:
+            assert time.monotonic() < deadline, "the batches were never submitted"
+            time.sleep(0.1)
+        (execution,) = stack.aws.executions()
+        stack.aws.client("stepfunctions").stop_execution(executionArn=execution["executionArn"], cause="test")
+        assert stack.aws.describe(execution["executionArn"])["status"] == "ABORTED"
+
+        status, summary, out = stack.run(path)
+        results, errors = assert_every_line_accounted_for(path, out)
+        assert len(assert_nothing_billed_twice(stack)) == 8
+        assert len(stack.batches()) == 2  # adopted, not submitted again
+    assert (status, summary["status"], len(results), errors) == ("SUCCEEDED", "succeeded", 8, [])
 
 
 def test_uploading_a_finished_file_again_sends_nothing(tmp_path):

@@ -115,7 +115,9 @@ def test_a_message_delivered_twice_is_billed_once_and_recorded_once(hot_path):
     assert [o["custom_id"] for o in hot_path.outcomes(planned["job_id"])] == ["only"]
     job = dependencies.job_store().get_job(planned["job_id"])
     assert job["realtime_done"] == 1 and job["realtime_succeeded"] == 1
-    assert job["input_tokens"] > 0 and job["cost_nano_usd"] > 0, job
+    assert job["realtime_input_tokens"] > 0 and job["realtime_cost_nano_usd"] > 0, job
+    # Settled in the same transaction: what the call cost, in the job's budget counters, once.
+    assert job["spent_nano"] == job["realtime_cost_nano_usd"]
 
 
 @pytest.mark.parametrize("hot_path", [{"faults": "http_429=0.3"}], indirect=True)

@@ -41,7 +41,8 @@ def test_map_runs_submit_wait_check_choice_collect_with_the_configured_concurren
     assert inner["WaitForBatch"]["SecondsPath"] == "$.poll_seconds"
     assert inner["Check"]["Next"] == "WhatAfterCheck"
     assert inner["WhatAfterCheck"]["Default"] == "WaitForBatch"
-    assert states["ProcessShards"]["Next"] == "Finalize"
+    # Then wait for any last requests that rounds sent realtime, and finalize.
+    assert states["ProcessShards"]["Next"] == "CheckRealtime"
 
 
 def test_a_shard_loops_back_to_submit_for_admission_resubmission_and_each_new_round():

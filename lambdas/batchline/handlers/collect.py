@@ -31,6 +31,7 @@ from batchline.handlers.dependencies import (
     output_objects,
     tracer,
 )
+from batchline.handlers.enqueue import enqueue_round
 from batchline.handlers.submit import round_figures, ticket_for
 from batchline.topology import BATCHES_RESUBMITTED_METRIC
 
@@ -109,6 +110,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     finally:
         results.close()
         errors.close()
+    to_realtime = 0 < len(retry) <= settings.recovery.realtime_below_requests
     if retry:
         _write_next_round(layout, shard_id, round_number, retry)
 
@@ -127,7 +129,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "rounds_collected": 1,
     }
     fields: dict[str, Any] = {"batch_status": batch["status"], "collected_at": now_iso()}
-    if retry:
+    if to_realtime:
+        # Too few left to be worth a batch (and a day's wait): the realtime workers take them.
+        fields |= {"status": "realtime", "round": round_number + 1, "round_requests": len(retry)}
+    elif retry:
         _, prompt_tokens, share = round_figures(record)
         fields |= {
             "status": "retrying",
@@ -146,6 +151,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         fields=fields,
         removals=("batch_id", "input_file_id", "round_model"),
     )
+    if to_realtime and counted:
+        store.add_to_job(job_id, realtime_expected=len(retry))
+        enqueue_round(job_id, shard_id, round_number + 1)
     logger.info(
         "collected",
         extra={
@@ -156,4 +164,4 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             "counted": counted,
         },
     )
-    return {"shard_id": shard_id, "retry": bool(retry)}
+    return {"shard_id": shard_id, "retry": bool(retry) and not to_realtime}

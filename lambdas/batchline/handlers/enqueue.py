@@ -38,12 +38,8 @@ def _messages(job_id: str, shard_id: str, raws: Iterator[bytes], manifest: Itera
         }
 
 
-@logger.inject_lambda_context(log_event=False, clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    shard = event["shard"]
-    job_id, shard_id = shard["job_id"], shard["shard_id"]
-    logger.append_keys(job_id=job_id, shard_id=shard_id)
+def enqueue_round(job_id: str, shard_id: str, round_number: int) -> int:
+    """Queue every request of one round of a shard for the realtime workers; the number sent."""
     layout = JobLayout(job_id, environment().settings.output_prefix)
     storage = output_objects()
 
@@ -52,9 +48,18 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         storage.put(key, orjson.dumps(message["body"]), "application/json")
         return {**{k: v for k, v in message.items() if k != "body"}, "body_key": key}
 
-    raws = (raw for raw in storage.lines(layout.shard_requests(shard_id)) if raw)
-    manifest = (entry for entry in storage.lines(layout.shard_manifest(shard_id)) if entry)
-    sent = request_queue().send_all(_messages(job_id, shard_id, raws, manifest), spill=spill)
+    raws = (raw for raw in storage.lines(layout.round_requests(shard_id, round_number)) if raw)
+    manifest = (entry for entry in storage.lines(layout.round_manifest(shard_id, round_number)) if entry)
+    return request_queue().send_all(_messages(job_id, shard_id, raws, manifest), spill=spill)
+
+
+@logger.inject_lambda_context(log_event=False, clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    shard = event["shard"]
+    job_id, shard_id = shard["job_id"], shard["shard_id"]
+    logger.append_keys(job_id=job_id, shard_id=shard_id)
+    sent = enqueue_round(job_id, shard_id, 0)
     store = job_store()
     store.update_shard(job_id, shard_id, status="enqueued", enqueued=sent)
     store.update_job(job_id, realtime_updated_at=now_iso())

@@ -52,20 +52,27 @@ def _unfinished(
             yield line, orjson.dumps(record) + b"\n"
 
 
-def _stage_realtime_outcomes(storage: S3Objects, layout: JobLayout, shards: list[dict], reason: str) -> None:
-    """Realtime outcomes, joined to every planned request, into a results and an errors file.
+def _stage_realtime_outcomes(storage: S3Objects, layout: JobLayout, parts: list[tuple[dict, int]], reason: str) -> None:
+    """Realtime outcomes, joined to every request sent that way, into a results and an errors file.
 
-    Both inputs are in line order (the manifests, and the outcome items' sort keys), so one pass
-    finds each request's outcome, or reports it as never answered.
+    `parts` are (shard, round) whose requests went to the realtime queue. Both inputs are in line
+    order (the manifests, and the outcome items' sort keys), so one pass finds each request's
+    outcome, or reports it as never answered.
     """
     manifests = merge_by_line(
-        (decode_manifest_entry(entry) for entry in storage.lines(layout.shard_manifest(shard["shard_id"])) if entry)
-        for shard in shards
+        (
+            decode_manifest_entry(entry)
+            for entry in storage.lines(layout.round_manifest(shard["shard_id"], round_number))
+            if entry
+        )
+        for shard, round_number in parts
     )
     outcomes = job_store().outcomes(layout.job_id)
     pending = next(outcomes, None)
     with storage.writer(layout.realtime_results) as results, storage.writer(layout.realtime_errors) as errors:
         for line, custom_id in manifests:
+            while pending is not None and pending[0] < line:  # not one of these parts' lines
+                pending = next(outcomes, None)
             if pending is not None and pending[0] == line:
                 _, succeeded, record, record_key = pending
                 raw = b"".join(storage.chunks(record_key)) if record_key else record.encode()
@@ -182,17 +189,24 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     result_streams, error_streams = [], []
     if planned and storage.exists(layout.invalid_lines):
         error_streams.append(_numbered(storage, layout.invalid_lines))
-    if job.get("route") == "realtime":
+    refused = job.get("refused")
+    # Requests sent on the realtime path: the whole job on the realtime route, or the few left of
+    # a batch round when settings sent them that way (shards in status "realtime").
+    realtime_parts = [
+        (shard, int(shard.get("round", 0)))
+        for shard in shards
+        if not refused and (job.get("route") == "realtime" or shard.get("status") == "realtime")
+    ]
+    if realtime_parts:
         reason = failure or job.get("halted") or "no outcome before the job stopped waiting (see the dead-letter queue)"
-        _stage_realtime_outcomes(storage, layout, shards, reason)
+        _stage_realtime_outcomes(storage, layout, realtime_parts, reason)
         result_streams.append(_numbered(storage, layout.realtime_results))
         error_streams.append(_numbered(storage, layout.realtime_errors))
-        account.input_tokens += job.get("input_tokens", 0)
-        account.output_tokens += job.get("output_tokens", 0)
-        account.cost_usd += job.get("cost_nano_usd", 0) / 1e9
-        account.cost_usd_if_realtime += job.get("cost_if_realtime_nano_usd", 0) / 1e9
-        shards = []  # their requests are accounted for above
-    refused = job.get("refused")
+        account.input_tokens += job.get("realtime_input_tokens", 0)
+        account.output_tokens += job.get("realtime_output_tokens", 0)
+        account.cost_usd += to_usd(job.get("realtime_cost_nano_usd", 0))
+        account.cost_usd_if_realtime += to_usd(job.get("realtime_cost_nano_usd", 0))
+    on_realtime = {id(shard) for shard, _ in realtime_parts}
     for shard in shards:
         shard_id = shard["shard_id"]
         for round_number in range(int(shard.get("rounds_collected", 0))):
@@ -202,7 +216,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         account.output_tokens += shard.get("output_tokens", 0)
         account.cost_usd += to_usd(shard.get("cost_nano_usd", 0))
         account.cost_usd_if_realtime += to_usd(shard.get("cost_if_realtime_nano_usd", 0))
-        if shard.get("status") == "collected":
+        if shard.get("status") == "collected" or id(shard) in on_realtime:
             continue
         if refused:
             pending = _unfinished(storage, layout, shard, stage=STAGE_BUDGET, code="budget_refused", reason=refused)

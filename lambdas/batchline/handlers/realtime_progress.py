@@ -1,4 +1,7 @@
-"""RealtimeProgress: how many of a realtime job's requests have an outcome; done when all do.
+"""RealtimeProgress: how many requests sent on the realtime path have an outcome; done when all do.
+
+On the realtime route that is every valid request; on the batch route, the requests that the
+last rounds of some shards sent realtime (few enough, per settings, not to be worth a batch).
 
 A job also stops waiting when nothing has moved for `stall_seconds` (messages stuck in the dead
 letter queue, say): Finalize then reports the requests without an outcome as errors.
@@ -18,7 +21,9 @@ from batchline.handlers.dependencies import environment, job_store, logger, trac
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     job_id = event["plan"]["job_id"]
     job = job_store().get_job(job_id) or {}
-    done, total = job.get("realtime_done", 0), job.get("valid", 0)
+    # The realtime route sends every valid request; the batch route only the leftovers of rounds.
+    total = job.get("valid", 0) if job.get("route") == "realtime" else job.get("realtime_expected", 0)
+    done = job.get("realtime_done", 0)
     last = job.get("realtime_updated_at") or job.get("started_at") or now_iso()
     idle = (datetime.fromisoformat(now_iso()) - datetime.fromisoformat(last)).total_seconds()
     stalled = done < total and idle > environment().settings.realtime.stall_seconds

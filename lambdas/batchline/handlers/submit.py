@@ -35,6 +35,7 @@ from batchline.handlers.dependencies import (
     output_objects,
     tracer,
 )
+from batchline.handlers.enqueue import enqueue_round
 from batchline.topology import BUDGET_FALLBACK_METRIC, BUDGET_STOP_METRIC
 
 
@@ -121,6 +122,11 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if record is None:
         raise ShardStateError(f"shard {shard_id} of job {job_id} has no record; was the job planned?")
     if record.get("status") == "collected":
+        return {"action": "done", "stopped": False}
+    if record.get("status") == "realtime":
+        # Its last requests went to the realtime path; queue again any that may have been lost
+        # (a worker skips a request that already has an outcome).
+        enqueue_round(job_id, shard_id, int(record.get("round", 0)))
         return {"action": "done", "stopped": False}
     round_number = int(record.get("round", 0))
     logger.append_keys(round=round_number)

@@ -181,10 +181,10 @@ def _record(message: dict, outcome: Outcome, *, reserved_nano: int = 0) -> None:
         # numbers such as 6E-8 trip some clients.
         nano = spent_nano = round(cost * 1e9)
         tally = {
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
-            "cost_nano_usd": nano,
-            "cost_if_realtime_nano_usd": nano,
+            # Apart from the job's summary fields, which Finalize overwrites at every run.
+            "realtime_input_tokens": input_tokens,
+            "realtime_output_tokens": output_tokens,
+            "realtime_cost_nano_usd": nano,
         }
     else:
         record = error_record(
