@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 
 import boto3
+import openai
 import pytest
 from batchline.domain.errors import InputNotFoundError
 from batchline.handlers import check, collect, dependencies, finalize, plan, submit
@@ -89,6 +91,38 @@ def test_submit_twice_creates_one_batch(aws):
         "batchline_shard_id": shard["shard_id"],
         "batchline_round": "0",
     }
+
+
+def test_a_batch_created_by_an_attempt_that_died_before_recording_it_is_adopted_not_paid_twice(aws):
+    planned = plan.handler(put_input(aws["s3"], [chat("c0"), chat("c1")]), CONTEXT)
+    shard = planned["shards"][0]
+    metadata = submit.batch_metadata(planned["job_id"], shard["shard_id"], 0)
+    client = openai.OpenAI(base_url=aws["emulator"].base_url, api_key="test")
+    upload = client.files.create(file=("x.jsonl", (chat("c0") + "\n").encode()), purpose="batch")
+    orphan = client.batches.create(
+        input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h", metadata=metadata
+    )
+    answer = submit.handler({"shard": shard}, CONTEXT)
+    assert answer == {"action": "wait_batch", "batch_id": orphan.id}
+    assert len(aws["emulator"].emulator.list_batches()["data"]) == 1
+
+
+def test_two_executions_submitting_the_same_shard_at_once_create_one_batch(aws):
+    planned = plan.handler(put_input(aws["s3"], [chat(f"c{i}") for i in range(3)]), CONTEXT)
+    shard = planned["shards"][0]
+    answers: list[dict] = []
+    threads = [
+        threading.Thread(target=lambda: answers.append(submit.handler({"shard": shard}, CONTEXT))) for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    batches = aws["emulator"].emulator.list_batches()["data"]
+    assert len(batches) == 1
+    assert sorted(a["action"] for a in answers).count("wait_batch") >= 1
+    # The others wait and, next time round, find the one batch.
+    assert submit.handler({"shard": shard}, CONTEXT) == {"action": "wait_batch", "batch_id": batches[0]["id"]}
 
 
 def test_check_collect_and_finalize_join_results_back_to_input_lines(aws, capsys):

@@ -78,8 +78,9 @@ class JobStore:
                 }
                 batch.put_item(Item=_to_dynamo(item))
 
-    def update_shard(self, job_id: str, shard_id: str, **fields: Any) -> None:
-        self._update(self._key(job_id, SHARD_PREFIX + shard_id), fields)
+    def update_shard(self, job_id: str, shard_id: str, *, remove: tuple[str, ...] = (), **fields: Any) -> None:
+        """Set `fields` on a shard and delete the attributes named in `remove`."""
+        self._update(self._key(job_id, SHARD_PREFIX + shard_id), fields, remove)
 
     def collect_round(
         self, job_id: str, shard_id: str, *, batch_id: str, additions: dict, fields: dict, removals: tuple[str, ...]
@@ -104,6 +105,26 @@ class JobStore:
                 ConditionExpression="attribute_not_exists(collected_batch_id) OR collected_batch_id <> :batch",
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues={**values, ":batch": batch_id},
+            )
+        except client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def claim_submission(self, job_id: str, shard_id: str, token: str, *, stale_before: str) -> bool:
+        """Take the right to create a shard's batch; False while another attempt holds it.
+
+        Two executions of the same job (the same file uploaded twice in quick succession) must not
+        both create a batch for a shard: only the holder of the claim does. A claim older than
+        `stale_before` (an attempt that died) can be taken over.
+        """
+        client = self._table.meta.client
+        try:
+            self._table.update_item(
+                Key=self._key(job_id, SHARD_PREFIX + shard_id),
+                UpdateExpression="SET submit_claim = :token, submit_claimed_at = :now",
+                ConditionExpression="attribute_not_exists(batch_id) AND (attribute_not_exists(submit_claim) "
+                "OR submit_claim = :token OR submit_claimed_at < :stale)",
+                ExpressionAttributeValues={":token": token, ":now": now_iso(), ":stale": stale_before},
             )
         except client.exceptions.ConditionalCheckFailedException:
             return False
@@ -139,11 +160,14 @@ class JobStore:
             ExpressionAttributeValues=values,
         )
 
-    def _update(self, key: dict, fields: dict) -> None:
+    def _update(self, key: dict, fields: dict, remove: tuple[str, ...] = ()) -> None:
         fields = {**fields, "updated_at": now_iso()}
         names = {f"#f{i}": name for i, name in enumerate(fields)}
+        names |= {f"#r{i}": name for i, name in enumerate(remove)}
         values = {f":v{i}": _to_dynamo(value) for i, value in enumerate(fields.values())}
         expression = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields)))
+        if remove:
+            expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(remove)))
         self._table.update_item(
             Key=key, UpdateExpression=expression, ExpressionAttributeNames=names, ExpressionAttributeValues=values
         )

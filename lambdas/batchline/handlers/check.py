@@ -55,7 +55,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         ticket = ticket_for(job_id, shard_id, int(record.get("round", 0)))
         admission_ledger().release(record.get("round_model") or shard["model"], ticket)
         # The uploaded file stays valid: the next attempt creates a batch from it again.
-        store.update_shard(job_id, shard_id, status="waiting_admission", batch_id=None, batch_status=None)
+        store.update_shard(
+            job_id, shard_id, status="waiting_admission", remove=("batch_id", "batch_status", "submit_claim")
+        )
         store.add_to_job(job_id, batches_resubmitted=1)
         metrics.add_metric(name=BATCHES_RESUBMITTED_METRIC, unit=MetricUnit.Count, value=1)
         logger.warning("batch refused for the enqueued-token limit; submitting again later")

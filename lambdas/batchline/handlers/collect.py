@@ -149,7 +149,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         batch_id=batch_id,
         additions=additions,
         fields=fields,
-        removals=("batch_id", "input_file_id", "round_model"),
+        removals=("batch_id", "input_file_id", "round_model", "submit_claim"),
     )
     if to_realtime and counted:
         store.add_to_job(job_id, realtime_expected=len(retry))

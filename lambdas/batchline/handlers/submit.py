@@ -13,6 +13,8 @@ batch is looked for by its metadata before one is created.
 from __future__ import annotations
 
 import tempfile
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,9 @@ from batchline.handlers.dependencies import (
 )
 from batchline.handlers.enqueue import enqueue_round
 from batchline.topology import BUDGET_FALLBACK_METRIC, BUDGET_STOP_METRIC
+
+# How long a claim to create a shard's batch holds: longer than any Submit can run.
+_CLAIM_SECONDS = 1800
 
 
 def ticket_for(job_id: str, shard_id: str, round_number: int) -> str:
@@ -65,7 +70,7 @@ def _round_estimate_nano(record: dict, model: str) -> int:
 
 def _stop(job_id: str, shard_id: str, reason: str) -> dict[str, Any]:
     store = job_store()
-    store.update_shard(job_id, shard_id, status="budget_stopped", stop_reason=reason, round_model=None)
+    store.update_shard(job_id, shard_id, status="budget_stopped", stop_reason=reason, remove=("round_model",))
     store.update_job(job_id, budget_paused=reason)
     metrics.add_metric(name=BUDGET_STOP_METRIC, unit=MetricUnit.Count, value=1)
     logger.warning("budget stop", extra={"reason": reason})
@@ -165,6 +170,11 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         logger.info("waiting for room in the enqueued-token limit", extra={"model": model, "tokens": prompt_tokens})
         return {"action": "wait_admission"}
 
+    claim = f"{getattr(context, 'aws_request_id', '')}-{uuid.uuid4()}"
+    stale = (datetime.now(UTC) - timedelta(seconds=_CLAIM_SECONDS)).isoformat(timespec="milliseconds")
+    if not store.claim_submission(job_id, shard_id, claim, stale_before=stale):
+        logger.warning("another attempt is submitting this shard; waiting for it")
+        return {"action": "wait_admission"}  # back here after a wait, to find its batch
     file_id = record.get("input_file_id")
     if not file_id:
         file_id = _upload(job_id, shard_id, round_number, model, record["model"])
