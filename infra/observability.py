@@ -28,14 +28,20 @@ from batchline.topology import (
     BATCH_STATUSES_WATCHED,
     BATCHES_RESUBMITTED_METRIC,
     BATCHES_STUCK_METRIC,
+    BATCHES_SUBMITTED_METRIC,
     BUDGET_FALLBACK_METRIC,
     BUDGET_STOP_METRIC,
     JOB_METRICS,
+    JOBS_REFUSED_METRIC,
+    JOBS_RESUMED_METRIC,
     METRICS_NAMESPACE,
     MONTHLY_BUDGET_METRIC,
     MONTHLY_SPEND_METRIC,
     PROVIDER_CALLS_METRIC,
     PROVIDER_RATE_LIMITED_METRIC,
+    REALTIME_BACKLOG_METRIC,
+    REQUESTS_ENQUEUED_METRIC,
+    SHARDS_FAILED_METRIC,
 )
 from constructs import Construct
 
@@ -292,5 +298,25 @@ class Monitoring(Construct):
                 title="Batches stuck and resubmitted",
                 left=[stuck, custom_metric(BATCHES_RESUBMITTED_METRIC, "Sum", "resubmitted")],
                 width=8,
+            ),
+            cloudwatch.GraphWidget(
+                title="Batches submitted, shards failed, jobs resumed and refused by the budget",
+                left=[
+                    custom_metric(BATCHES_SUBMITTED_METRIC, "Sum", "batches submitted"),
+                    custom_metric(SHARDS_FAILED_METRIC, "Sum", "shards failed"),
+                    custom_metric(JOBS_RESUMED_METRIC, "Sum", "jobs resumed"),
+                    custom_metric(JOBS_REFUSED_METRIC, "Sum", "jobs refused by the budget"),
+                    custom_metric(BUDGET_FALLBACK_METRIC, "Sum", "budget: fallback model engaged"),
+                    custom_metric(BUDGET_STOP_METRIC, "Sum", "budget: stopped (job paused)"),
+                ],
+                width=12,
+            ),
+            cloudwatch.GraphWidget(
+                title="Realtime: requests queued, and sent but not yet answered",
+                left=[
+                    custom_metric(REQUESTS_ENQUEUED_METRIC, "Sum", "queued"),
+                    custom_metric(REALTIME_BACKLOG_METRIC, "Maximum", "without an outcome yet"),
+                ],
+                width=12,
             ),
         ]

@@ -39,6 +39,12 @@ MONTHLY_SPEND_METRIC = "MonthlySpendUSD"  # by Finalize: the month's settled spe
 MONTHLY_BUDGET_METRIC = "MonthlyBudgetUSD"  # by Finalize: the month's cap (absent when there is none)
 PROVIDER_CALLS_METRIC = "ProviderCalls"  # by the worker: realtime calls made
 PROVIDER_RATE_LIMITED_METRIC = "ProviderRateLimited"  # by the worker: calls answered 429
+JOBS_RESUMED_METRIC = "JobsResumed"  # by Plan: the same file again, picked up where it stopped
+JOBS_REFUSED_METRIC = "JobsRefusedByBudget"  # by Plan: the estimate did not fit; nothing was sent
+BATCHES_SUBMITTED_METRIC = "BatchesSubmitted"  # by Submit: batches created
+SHARDS_FAILED_METRIC = "ShardsFailed"  # by ShardFailed: shards that could not run
+REQUESTS_ENQUEUED_METRIC = "RequestsEnqueued"  # by Enqueue: requests queued for the realtime workers
+REALTIME_BACKLOG_METRIC = "RealtimeBacklog"  # by RealtimeProgress: requests sent realtime still without an outcome
 
 TABLE_PARTITION_KEY = "pk"
 TABLE_SORT_KEY = "sk"

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from aws_cdk import App
 from aws_cdk.assertions import Match, Template
+from batchline import topology
 from batchline.domain.layout import STAGING_PREFIX, JobLayout
 from batchline.settings import Settings, SettingsError, load_settings, settings_from_cdk_json
 from batchline.topology import (
@@ -26,16 +27,22 @@ from batchline.topology import (
     BATCH_STATUSES_WATCHED,
     BATCHES_RESUBMITTED_METRIC,
     BATCHES_STUCK_METRIC,
+    BATCHES_SUBMITTED_METRIC,
     BUDGET_FALLBACK_METRIC,
     BUDGET_STOP_METRIC,
     EXECUTION_INPUT_PATHS,
     FUNCTIONS,
     JOB_METRICS,
+    JOBS_REFUSED_METRIC,
+    JOBS_RESUMED_METRIC,
     METRICS_NAMESPACE,
     MONTHLY_BUDGET_METRIC,
     MONTHLY_SPEND_METRIC,
     PROVIDER_CALLS_METRIC,
     PROVIDER_RATE_LIMITED_METRIC,
+    REALTIME_BACKLOG_METRIC,
+    REQUESTS_ENQUEUED_METRIC,
+    SHARDS_FAILED_METRIC,
     STATE_MACHINE_ASL,
     TABLE_PARTITION_KEY,
     TABLE_SORT_KEY,
@@ -679,7 +686,18 @@ def test_dashboard_shows_every_metric_the_functions_publish(resources):
         MONTHLY_BUDGET_METRIC,
         PROVIDER_CALLS_METRIC,
         PROVIDER_RATE_LIMITED_METRIC,
+        BATCHES_SUBMITTED_METRIC,
+        SHARDS_FAILED_METRIC,
+        JOBS_RESUMED_METRIC,
+        JOBS_REFUSED_METRIC,
+        REQUESTS_ENQUEUED_METRIC,
+        REALTIME_BACKLOG_METRIC,
+        BUDGET_FALLBACK_METRIC,
+        BUDGET_STOP_METRIC,
     }
+    # Every metric name topology declares for the functions is one of them.
+    declared = {value for name, value in vars(topology).items() if name.endswith("_METRIC")}
+    assert declared == published - set(JOB_METRICS)
     shown = [line for widget in dashboard_widgets(resources) for line in graph_lines(widget) if "namespace" in line]
     assert {line["name"] for line in shown if line["namespace"] == METRICS_NAMESPACE} == published
     for line in shown:

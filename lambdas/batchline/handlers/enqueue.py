@@ -11,12 +11,22 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
+from aws_lambda_powertools.metrics import MetricUnit
 
 from batchline.adapters.job_store import now_iso
 from batchline.domain.layout import JobLayout
 from batchline.domain.planning import decode_manifest_entry, validator_for
 from batchline.domain.request_line import ValidRequest
-from batchline.handlers.dependencies import environment, job_store, logger, output_objects, request_queue, tracer
+from batchline.handlers.dependencies import (
+    environment,
+    job_store,
+    logger,
+    output_objects,
+    publish_metric,
+    request_queue,
+    tracer,
+)
+from batchline.topology import REQUESTS_ENQUEUED_METRIC
 
 
 def _messages(job_id: str, shard_id: str, raws: Iterator[bytes], manifest: Iterator[bytes]) -> Iterator[dict]:
@@ -63,5 +73,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     store = job_store()
     store.update_shard(job_id, shard_id, status="enqueued", enqueued=sent)
     store.update_job(job_id, realtime_updated_at=now_iso())
+    publish_metric(REQUESTS_ENQUEUED_METRIC, sent, MetricUnit.Count)
     logger.info("enqueued", extra={"messages": sent})
     return {"shard_id": shard_id, "enqueued": sent}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from batchline.adapters.job_store import now_iso
 from batchline.adapters.plan_outputs import S3PlanOutputs
 from batchline.domain.budget import month_of, requested_job_cap, to_nano
@@ -18,7 +20,17 @@ from batchline.domain.planning import planner_for
 from batchline.domain.request_line import iter_physical_lines
 from batchline.domain.routing import requested_mode, route_for
 from batchline.domain.tokens import ParallelTokenCounter
-from batchline.handlers.dependencies import budgets, environment, job_store, logger, objects, output_objects, tracer
+from batchline.handlers.dependencies import (
+    budgets,
+    environment,
+    job_store,
+    logger,
+    objects,
+    output_objects,
+    publish_metric,
+    tracer,
+)
+from batchline.topology import JOBS_REFUSED_METRIC, JOBS_RESUMED_METRIC
 
 TOKEN_THREADS = 2
 ROUTE_REFUSED = "refused"  # the budget cannot take the job: nothing is sent, Finalize says why per line
@@ -44,6 +56,7 @@ def _hold_budget(job_id: str, month: str, route: str, shards: list[dict]) -> str
         budgets().hold(job_id, month, _estimate_nano(route, shards))
     except BudgetRefusedError as exc:
         logger.warning("refused by the budget", extra={"reason": str(exc)})
+        publish_metric(JOBS_REFUSED_METRIC, 1, MetricUnit.Count)
         return str(exc)
     return None
 
@@ -141,6 +154,7 @@ def _resume(job: dict, cap_fields: dict) -> dict[str, Any]:
         **({"refused": refused} if refused else {"refused": None}),
     )
     unfinished = [shard for shard in shards if shard.get("status") != "collected"]
+    publish_metric(JOBS_RESUMED_METRIC, 1, MetricUnit.Count)
     logger.info("resumed", extra={"resumes": resumes, "shards": len(shards), "unfinished": len(unfinished)})
     return {
         "job_id": job_id,

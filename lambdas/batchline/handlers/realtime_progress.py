@@ -12,8 +12,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from batchline.adapters.job_store import now_iso
-from batchline.handlers.dependencies import environment, job_store, logger, tracer
+from batchline.handlers.dependencies import environment, job_store, logger, publish_metric, tracer
+from batchline.topology import REALTIME_BACKLOG_METRIC
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)
@@ -29,4 +32,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     stalled = done < total and idle > environment().settings.realtime.stall_seconds
     if stalled:
         logger.warning("realtime job stalled", extra={"done": done, "total": total, "idle_seconds": idle})
+    if total:
+        publish_metric(REALTIME_BACKLOG_METRIC, max(0, total - done), MetricUnit.Count)
     return {"done": done, "total": total, "finished": done >= total or stalled, "stalled": stalled}

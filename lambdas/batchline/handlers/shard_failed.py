@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchline.handlers.dependencies import job_store, logger, tracer
+from aws_lambda_powertools.metrics import MetricUnit
+
+from batchline.handlers.dependencies import job_store, logger, publish_metric, tracer
+from batchline.topology import SHARDS_FAILED_METRIC
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)
@@ -16,5 +19,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         # The step that failed had finished its work (its answer was lost): the shard keeps it.
         logger.warning("shard already collected; failure not recorded", extra={"reason": reason[:500]})
         return {"shard_id": shard["shard_id"], "status": "collected"}
+    publish_metric(SHARDS_FAILED_METRIC, 1, MetricUnit.Count)
     logger.error("shard failed", extra={"shard_id": shard["shard_id"], "reason": reason[:500]})
     return {"shard_id": shard["shard_id"], "status": "failed"}

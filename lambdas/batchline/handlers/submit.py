@@ -38,7 +38,7 @@ from batchline.handlers.dependencies import (
     tracer,
 )
 from batchline.handlers.enqueue import enqueue_round
-from batchline.topology import BUDGET_FALLBACK_METRIC, BUDGET_STOP_METRIC
+from batchline.topology import BATCHES_SUBMITTED_METRIC, BUDGET_FALLBACK_METRIC, BUDGET_STOP_METRIC
 
 # How long a claim to create a shard's batch holds: longer than any Submit can run.
 _CLAIM_SECONDS = 1800
@@ -186,5 +186,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     store.update_shard(
         job_id, shard_id, status="submitted", batch_id=batch["id"], batch_status=batch["status"], submitted_at=now_iso()
     )
+    metrics.add_metric(name=BATCHES_SUBMITTED_METRIC, unit=MetricUnit.Count, value=1)
     logger.info("submitted", extra={"batch_id": batch["id"], "model": model, "prompt_tokens": prompt_tokens})
     return {"action": "wait_batch", "batch_id": batch["id"]}
