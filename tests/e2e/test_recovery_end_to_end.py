@@ -8,6 +8,7 @@ once in results or errors, and no custom_id billed twice by the provider (its le
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -55,7 +56,7 @@ class Stack:
             time.sleep(0.1)
         self.runs += 1
         out = self.tmp_path / f"out-{self.runs}"
-        out.mkdir()
+        out.mkdir(parents=True)
         layout = JobLayout(job_id, self.aws.settings.output_prefix)
         for key, name in (
             (layout.results, "results.jsonl"),
@@ -110,6 +111,27 @@ def test_batches_refused_for_the_enqueued_token_limit_wait_and_go_again(tmp_path
         assert summary["recovery"]["batches_resubmitted"] == 2
         assert len(assert_nothing_billed_twice(stack)) == 10
         assert sorted(b["status"] for b in stack.batches()) == ["completed"] * 3 + ["failed"] * 2
+
+
+def test_shards_wait_for_room_in_the_enqueued_token_limit_and_never_exceed_it(tmp_path):
+    path = write_input(tmp_path, 12)
+    one_shard = load_settings(FAST)  # 4 requests of about 14 prompt tokens: about 56 tokens a shard
+    with local_stack(tmp_path, one_shard) as probe:
+        _, summary, _ = probe.run(path)
+    shard_tokens = summary["input_tokens"] // 3
+    slower = {**FAST["emulator"], "in_progress_seconds": 1.2}  # batches that last past a clock second
+    settings = load_settings({**FAST, "emulator": slower, "batch_queue": {"default_tokens": shard_tokens * 3 // 2}})
+    with local_stack(tmp_path / "limited", settings) as stack:
+        status, summary, out = stack.run(path)
+        results, errors = assert_every_line_accounted_for(path, out)
+        assert len(assert_nothing_billed_twice(stack)) == 12
+        batches = stack.batches()
+        submits = stack.aws.crashes.calls("submit")
+    assert (status, summary["status"], len(results), errors) == ("SUCCEEDED", "succeeded", 12, [])
+    assert submits > 3  # shards were told to wait and came back
+    # Room for one shard at a time: no batch was created before the one before it had ended.
+    spans = sorted((b["created_at"], b["completed_at"]) for b in batches)
+    assert len(spans) == 3 and all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(spans))
 
 
 def test_an_expired_batch_keeps_what_it_finished_and_only_the_rest_is_sent_again(tmp_path):
