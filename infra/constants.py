@@ -31,9 +31,6 @@ from batchline.topology import SERVICE_NAME  # noqa: E402,F401  (one name for th
 LAYER_ENCODINGS_DIR = "/opt/tiktoken"
 SECRET_ARN_ENV = "OPENAI_API_KEY_SECRET_ARN"
 
-# Settings carries no retention for working files, so it is fixed here: long enough to resume or
-# investigate a job (a batch may take its whole 24 h window), short enough not to pay for shards forever.
-STAGING_RETENTION_DAYS = 14
 # A multipart upload left open by a killed function keeps costing money until aborted.
 INCOMPLETE_UPLOAD_DAYS = 1
 ACCESS_LOG_RETENTION_DAYS = 90
@@ -46,8 +43,6 @@ OPENAI_CALLERS = frozenset({"submit", "check", "collect", "worker"})
 # The realtime queue. AWS advises a visibility timeout of at least six times the consumer's timeout,
 # so that a batch still being worked on (or retried by Lambda) is not delivered again meanwhile.
 VISIBILITY_TIMEOUT_FACTOR = 6
-# The dead-letter queue keeps a message as long as SQS allows: long enough to look into it and redrive.
-DEAD_LETTER_RETENTION_DAYS = 14
 
 # Keys under the staging prefix (batchline.domain.layout) that a grant narrower than the whole
 # prefix covers; tests check that the layout's keys match them.

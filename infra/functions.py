@@ -19,7 +19,36 @@ from batchline.topology import FUNCTIONS
 from constructs import Construct
 
 CODE_EXCLUDES = ["**/__pycache__", "**/*.pyc", "**/.pytest_cache", "**/.ruff_cache", "**/.DS_Store"]
-LOG_RETENTION = logs.RetentionDays.ONE_MONTH
+# CloudWatch Logs' periods by their length in days (settings give days; CDK wants the enum).
+_RETENTION_BY_DAYS = {
+    1: logs.RetentionDays.ONE_DAY,
+    3: logs.RetentionDays.THREE_DAYS,
+    5: logs.RetentionDays.FIVE_DAYS,
+    7: logs.RetentionDays.ONE_WEEK,
+    14: logs.RetentionDays.TWO_WEEKS,
+    30: logs.RetentionDays.ONE_MONTH,
+    60: logs.RetentionDays.TWO_MONTHS,
+    90: logs.RetentionDays.THREE_MONTHS,
+    120: logs.RetentionDays.FOUR_MONTHS,
+    150: logs.RetentionDays.FIVE_MONTHS,
+    180: logs.RetentionDays.SIX_MONTHS,
+    365: logs.RetentionDays.ONE_YEAR,
+    400: logs.RetentionDays.THIRTEEN_MONTHS,
+    545: logs.RetentionDays.EIGHTEEN_MONTHS,
+    731: logs.RetentionDays.TWO_YEARS,
+    1096: logs.RetentionDays.THREE_YEARS,
+    1827: logs.RetentionDays.FIVE_YEARS,
+    2192: logs.RetentionDays.SIX_YEARS,
+    2557: logs.RetentionDays.SEVEN_YEARS,
+    2922: logs.RetentionDays.EIGHT_YEARS,
+    3288: logs.RetentionDays.NINE_YEARS,
+    3653: logs.RetentionDays.TEN_YEARS,
+}
+
+
+def log_retention(days: int) -> logs.RetentionDays:
+    """The enum for a period settings already checked is one CloudWatch accepts."""
+    return _RETENTION_BY_DAYS[days]
 
 
 def construct_name(function_name: str) -> str:
@@ -43,6 +72,7 @@ def batchline_function(
     environment: Mapping[str, str],
     memory_mb: int,
     timeout: Duration,
+    log_days: int,
     ephemeral_storage_mb: int | None = None,
     reserved_concurrency: int | None = None,
 ) -> lambda_.Function:
@@ -54,7 +84,7 @@ def batchline_function(
         assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
         description=f"batchline {name} function: only what its handler uses",
     )
-    log_group = logs.LogGroup(scope, f"{stem}Logs", retention=LOG_RETENTION)
+    log_group = logs.LogGroup(scope, f"{stem}Logs", retention=log_retention(log_days))
     log_group.grant_write(role)
     function = lambda_.Function(
         scope,
@@ -107,6 +137,7 @@ class JobFunctions(Construct):
         layer: lambda_.ILayerVersion,
         sizing: FunctionSizing,
         environment: Mapping[str, str],
+        log_days: int,
     ) -> None:
         super().__init__(scope, construct_id)
         self.functions: dict[str, lambda_.Function] = {
@@ -121,6 +152,7 @@ class JobFunctions(Construct):
                 memory_mb=sizing.memory_mb,
                 timeout=Duration.seconds(sizing.timeout_seconds),
                 ephemeral_storage_mb=sizing.ephemeral_storage_mb,
+                log_days=log_days,
             )
             for spec in FUNCTIONS
         }

@@ -20,7 +20,7 @@ from batchline.settings import RealtimeSettings
 from batchline.topology import WORKER
 from constructs import Construct
 
-from infra.constants import DEAD_LETTER_RETENTION_DAYS, VISIBILITY_TIMEOUT_FACTOR
+from infra.constants import VISIBILITY_TIMEOUT_FACTOR
 from infra.functions import batchline_function
 
 # What Lambda's poller calls with the function's role; DeleteMessage removes the successes of a batch.
@@ -28,14 +28,16 @@ EVENT_SOURCE_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueue
 
 
 class RealtimeQueue(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, realtime: RealtimeSettings) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, realtime: RealtimeSettings, dead_letter_days: int
+    ) -> None:
         super().__init__(scope, construct_id)
         self.dead_letter_queue = sqs.Queue(
             self,
             "DeadLetters",
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
-            retention_period=Duration.days(DEAD_LETTER_RETENTION_DAYS),
+            retention_period=Duration.days(dead_letter_days),
         )
         self.queue = sqs.Queue(
             self,
@@ -65,6 +67,7 @@ class RealtimeWorker(Construct):
         layer: lambda_.ILayerVersion,
         environment: Mapping[str, str],
         memory_mb: int,
+        log_days: int,
     ) -> None:
         super().__init__(scope, construct_id)
         self.function = batchline_function(
@@ -78,6 +81,7 @@ class RealtimeWorker(Construct):
             memory_mb=memory_mb,
             timeout=Duration.seconds(realtime.worker_timeout_seconds),
             reserved_concurrency=realtime.reserved_concurrency,
+            log_days=log_days,
             # ephemeral storage left at Lambda's minimum: the worker keeps nothing in /tmp.
         )
         # Beside the function rather than inside it, so that the function's acknowledgements stay on it.

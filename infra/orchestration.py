@@ -30,7 +30,7 @@ from batchline.topology import (
 )
 from constructs import Construct
 
-LOG_RETENTION = logs.RetentionDays.ONE_MONTH
+from infra.functions import log_retention
 
 
 class ExecutionInput(events.RuleTargetInput):
@@ -66,6 +66,7 @@ class JobOrchestration(Construct):
         input_bucket: s3.IBucket,
         map_max_concurrency: int,
         poll_seconds: int,
+        log_days: int,
     ) -> None:
         super().__init__(scope, construct_id)
         # The vendedlogs prefix keeps Step Functions' log delivery out of the account's size-capped
@@ -74,7 +75,7 @@ class JobOrchestration(Construct):
             self,
             "ExecutionLogs",
             log_group_name=f"/aws/vendedlogs/states/{Stack.of(self).stack_name}-jobs",
-            retention=LOG_RETENTION,
+            retention=log_retention(log_days),
         )
         function_arns = {name: function.function_arn for name, function in functions.items()}
         stack = Stack.of(self)

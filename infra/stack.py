@@ -26,7 +26,6 @@ from infra.constants import (
     SECRET_ARN_ENV,
     SERVICE_NAME,
     SHARD_FILES,
-    STAGING_RETENTION_DAYS,
 )
 from infra.functions import JobFunctions, function_code
 from infra.hot_path import RealtimeQueue, RealtimeWorker
@@ -46,11 +45,13 @@ class BatchlineStack(Stack):
             "Storage",
             output_prefix=settings.output_prefix,
             staging_prefix=STAGING_PREFIX,
-            staging_retention=Duration.days(STAGING_RETENTION_DAYS),
+            staging_retention=Duration.days(settings.retention.staging_days),
         )
         api_key = OpenAIKeySecret(self, "OpenAIApiKey")
         dependencies = DependenciesLayer(self, "Dependencies")
-        queue = RealtimeQueue(self, "RealtimeQueue", realtime=settings.realtime)
+        queue = RealtimeQueue(
+            self, "RealtimeQueue", realtime=settings.realtime, dead_letter_days=settings.retention.dead_letter_days
+        )
         environment = {
             **runtime_environment_variables(
                 settings,
@@ -71,6 +72,7 @@ class BatchlineStack(Stack):
             layer=dependencies.layer,
             sizing=settings.functions,
             environment=environment,
+            log_days=settings.retention.log_days,
         )
         worker = RealtimeWorker(
             self,
@@ -81,6 +83,7 @@ class BatchlineStack(Stack):
             layer=dependencies.layer,
             environment=environment,
             memory_mb=settings.functions.memory_mb,
+            log_days=settings.retention.log_days,
         )
         roles = {name: functions.role(name) for name in functions.functions} | {"worker": worker.role}
         self._grant_function_access(storage, api_key, queue, roles)
@@ -92,6 +95,7 @@ class BatchlineStack(Stack):
             input_bucket=storage.input_bucket,
             map_max_concurrency=settings.map_max_concurrency,
             poll_seconds=settings.poll_seconds,
+            log_days=settings.retention.log_days,
         )
         monitoring = Monitoring(
             self,

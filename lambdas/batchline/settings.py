@@ -151,6 +151,50 @@ class BudgetSettings(_Frozen):
         return self
 
 
+# The retention periods CloudWatch Logs accepts, in days.
+LOG_RETENTION_DAYS = (
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
+)
+
+
+class RetentionSettings(_Frozen):
+    """How long the deployed stack keeps what it does not need for long."""
+
+    staging_days: int = Field(
+        14, ge=2, le=3650, description="working files (shards, rounds); long enough to resume a job"
+    )
+    log_days: int = Field(30, description="the functions' and the state machine's logs")
+    dead_letter_days: int = Field(14, ge=1, le=14, description="realtime messages that failed every delivery")
+
+    @model_validator(mode="after")
+    def _log_days_cloudwatch_accepts(self) -> RetentionSettings:
+        if self.log_days not in LOG_RETENTION_DAYS:
+            periods = ", ".join(map(str, LOG_RETENTION_DAYS))
+            raise ValueError(f"log_days ({self.log_days}) must be one of CloudWatch's periods: {periods}")
+        return self
+
+
 class Settings(_Frozen):
     default_mode: Literal["batch", "realtime", "auto"] = "batch"
     auto_realtime_max_requests: int = Field(2_000, ge=0, description="auto mode: realtime up to this many requests")
@@ -175,6 +219,7 @@ class Settings(_Frozen):
     recovery: RecoverySettings = RecoverySettings()
     batch_queue: BatchQueueSettings = BatchQueueSettings()
     budget: BudgetSettings = BudgetSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @model_validator(mode="after")
     def _fallback_models_are_priced(self) -> Settings:

@@ -59,7 +59,6 @@ from infra.constants import (
     REALTIME_OUTCOMES,
     SHARD_FILES,
     STACK_ID,
-    STAGING_RETENTION_DAYS,
     TABLE_TTL_ATTRIBUTE,
 )
 from infra.lambda_layer import LayerBuildError, runtime_requirements, verified_encodings
@@ -76,6 +75,9 @@ TUNED_REALTIME = {
     "max_receive_count": 9,
     "worker_timeout_seconds": 120,
 }
+
+
+TUNED_RETENTION = {"staging_days": 30, "log_days": 90, "dead_letter_days": 7}
 
 
 def cdk_context(**batchline: object) -> dict:
@@ -106,7 +108,7 @@ def resources(template: Template) -> dict:
 @pytest.fixture(scope="module")
 def tuned(app: App, tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Template]:
     """The stack built with TUNED_REALTIME (after `app`: jsii is then already running)."""
-    context = cdk_context(realtime=TUNED_REALTIME)
+    context = cdk_context(realtime=TUNED_REALTIME, retention=TUNED_RETENTION)
     tuned_app = build_app(context, outdir=str(tmp_path_factory.mktemp("cdk.out.tuned")))
     return load_settings(context["batchline"]), Template.from_stack(tuned_app.node.find_child(STACK_ID))
 
@@ -187,7 +189,7 @@ def test_output_bucket_expires_working_files_under_staging_only(template, resour
         {
             "Id": "expire-staging",
             "Prefix": "staging/",
-            "ExpirationInDays": STAGING_RETENTION_DAYS,
+            "ExpirationInDays": settings.retention.staging_days,
             "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
             "Status": "Enabled",
         }
@@ -436,6 +438,29 @@ def test_worker_drains_the_queue_in_batches_at_most_max_concurrency_at_once_repo
     assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert worker["Timeout"] == settings.realtime.worker_timeout_seconds
     assert worker["ReservedConcurrentExecutions"] == settings.realtime.reserved_concurrency
+
+
+def test_retention_of_working_files_logs_and_dead_letters_comes_from_settings(deployed):
+    settings, resources, _ = deployed
+    retention = settings.retention
+    log_groups = of_type(resources, "AWS::Logs::LogGroup").values()
+    assert len(log_groups) == len(FUNCTIONS) + 2  # every function, the worker, the state machine
+    assert {group["Properties"]["RetentionInDays"] for group in log_groups} == {retention.log_days}
+    queues = [q["Properties"] for q in of_type(resources, "AWS::SQS::Queue").values()]
+    (dead_letters,) = [q for q in queues if "RedrivePolicy" not in q]
+    assert dead_letters["MessageRetentionPeriod"] == retention.dead_letter_days * 86400
+    staging = [
+        rule
+        for bucket in of_type(resources, "AWS::S3::Bucket").values()
+        for rule in bucket["Properties"].get("LifecycleConfiguration", {}).get("Rules", [])
+        if rule.get("Id") == "expire-staging"
+    ]
+    assert [rule["ExpirationInDays"] for rule in staging] == [retention.staging_days]
+
+
+def test_a_log_retention_cloudwatch_does_not_offer_fails_with_a_message_naming_it():
+    with pytest.raises(SettingsError, match="retention: .*log_days \\(45\\) must be one of CloudWatch's periods"):
+        build_app(cdk_context(retention={"log_days": 45}))
 
 
 def test_tuned_realtime_settings_are_not_the_defaults(tuned):
