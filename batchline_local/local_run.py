@@ -187,6 +187,16 @@ def print_summary(result: LocalRunResult, console: Console) -> None:
         table.add_row(
             "cost", f"${s['cost_usd']:.4f} at batch price (${s['cost_usd_if_realtime']:.4f} if sent realtime)"
         )
+    aws = s.get("aws")
+    if aws:
+        share = aws.get("share_of_llm_cost")
+        services = ", ".join(f"{name} ${usd:.6f}" for name, usd in aws["by_service_usd"].items() if usd)
+        table.add_row(
+            "AWS cost",
+            f"${aws['cost_usd']:.6f}"
+            + (f" ({share:.3%} of the LLM cost)" if share is not None else "")
+            + f" if run in AWS: {services}",
+        )
     table.add_row("time", f"{result.seconds:.1f} s")
     table.add_row("outputs", ", ".join(str(result.out_dir / name) for name in OUTPUT_FILES))
     console.print(table)

@@ -203,6 +203,9 @@ class Settings(_Frozen):
     shard_max_bytes: int = Field(OPENAI_MAX_BYTES_PER_FILE, ge=1024, le=OPENAI_MAX_BYTES_PER_FILE)
     map_max_concurrency: int = Field(10, ge=1, le=40, description="shards worked on at once")
     poll_seconds: int = Field(60, ge=1, le=3600, description="wait between two checks of a batch")
+    max_poll_seconds: int = Field(
+        1800, ge=1, le=86400, description="longest wait between two checks, as a long batch's progress allows"
+    )
     local_poll_seconds: int = Field(1, ge=1, le=60, description="the same wait in a local run")
     completion_window: Literal["24h"] = "24h"
     assumed_output_tokens: int = Field(
@@ -220,6 +223,12 @@ class Settings(_Frozen):
     batch_queue: BatchQueueSettings = BatchQueueSettings()
     budget: BudgetSettings = BudgetSettings()
     retention: RetentionSettings = RetentionSettings()
+
+    @model_validator(mode="after")
+    def _polls_in_order(self) -> Settings:
+        if self.max_poll_seconds < self.poll_seconds:
+            raise ValueError(f"max_poll_seconds ({self.max_poll_seconds}) is below poll_seconds ({self.poll_seconds})")
+        return self
 
     @model_validator(mode="after")
     def _fallback_models_are_priced(self) -> Settings:

@@ -46,6 +46,20 @@ SHARDS_FAILED_METRIC = "ShardsFailed"  # by ShardFailed: shards that could not r
 REQUESTS_ENQUEUED_METRIC = "RequestsEnqueued"  # by Enqueue: requests queued for the realtime workers
 REALTIME_BACKLOG_METRIC = "RealtimeBacklog"  # by RealtimeProgress: requests sent realtime still without an outcome
 
+# Step Functions bills each state transition. Around one invocation of each function the job
+# passes through this many states (the Task and the Wait and Choice states that go with it in
+# statemachine/job.asl.json, plus for Finalize the Map states and the final state).
+STATE_TRANSITIONS = {
+    "plan": 2,  # Plan, ChooseRoute
+    "submit": 3,  # Submit, WhatAfterSubmit, then WaitForAdmission or ShardDone or WaitForBatch
+    "check": 2,  # Check, WhatAfterCheck (the Wait before it is counted by the state that led there)
+    "collect": 3,  # Collect, AnotherRound, ShardDone or back to Submit
+    "shard_failed": 1,
+    "enqueue": 1,
+    "realtime_progress": 3,  # WaitForRealtime, CheckRealtime, IsRealtimeDone
+    "finalize": 5,  # ProcessShards or EnqueueShards, Finalize, DidJobFail, JobDone or JobFailed
+}
+
 TABLE_PARTITION_KEY = "pk"
 TABLE_SORT_KEY = "sk"
 

@@ -53,6 +53,13 @@ def test_a_mixed_file_with_every_kind_of_bad_line_accounts_for_each_line_once(tm
         r["usage"].get("prompt_tokens", r["usage"].get("input_tokens", 0)) for r in results
     )
     assert summary["cost_usd"] == pytest.approx(summary["cost_usd_if_realtime"] / 2, rel=1e-6)
+    # What the run itself cost in AWS, counted by every invocation: at least Plan, Finalize and
+    # one Submit, Check and Collect per shard.
+    aws = summary["aws"]
+    assert aws["usage"]["lambda_requests"] >= 2 + 3 * summary["shards"]
+    assert aws["usage"]["s3_write_requests"] > 0 and aws["usage"]["dynamodb_write_units"] > 0
+    assert aws["cost_usd"] == pytest.approx(sum(aws["by_service_usd"].values()), abs=1e-7)
+    assert aws["share_of_llm_cost"] == pytest.approx(aws["cost_usd"] / summary["cost_usd"], rel=1e-3)
 
 
 def test_a_file_with_no_valid_line_ends_failed_and_says_so(tmp_path):

@@ -11,7 +11,13 @@ from batchline.domain.budget import (
     requested_job_cap,
     to_nano,
 )
-from batchline.domain.recovery import failed_for_token_limit, is_retriable, is_stuck, unanswered_reason
+from batchline.domain.recovery import (
+    failed_for_token_limit,
+    is_retriable,
+    is_stuck,
+    next_poll_seconds,
+    unanswered_reason,
+)
 from batchline.settings import SettingsError, load_settings
 
 POLICY = BudgetPolicy(fallback_threshold=0.8, stop_threshold=1.0, fallback_models={"gpt-4o": "gpt-4o-mini"})
@@ -80,6 +86,21 @@ def test_a_batch_failed_for_the_enqueued_token_limit_is_told_apart_from_other_fa
         "the provider failed the batch: bad (line 3 of the shard file)",
     )
     assert unanswered_reason({"status": "expired"})[0] == "batch_expired"
+
+
+def test_a_long_batch_is_checked_less_often_as_its_own_progress_allows():
+    now = 10_000.0
+    started = {"status": "in_progress", "in_progress_at": now - 600}
+    # A quarter done in 10 minutes: 30 minutes left, so look again in 15.
+    quarter = {**started, "request_counts": {"total": 400, "completed": 90, "failed": 10}}
+    assert next_poll_seconds(quarter, now, floor=60, ceiling=3600) == 900
+    assert next_poll_seconds(quarter, now, floor=60, ceiling=600) == 600  # never past the ceiling
+    # No progress yet: wait as long as it has run so far.
+    assert next_poll_seconds({**started, "request_counts": {"total": 400}}, now, floor=60, ceiling=3600) == 600
+    # Nearly done, validating or finalizing: the shortest wait.
+    nearly = {**started, "request_counts": {"total": 400, "completed": 399}}
+    assert next_poll_seconds(nearly, now, floor=60, ceiling=3600) == 60
+    assert next_poll_seconds({"status": "finalizing"}, now, floor=60, ceiling=3600) == 60
 
 
 def test_a_batch_is_stuck_only_in_validating_or_finalizing_past_the_limit():

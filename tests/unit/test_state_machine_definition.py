@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from batchline.topology import FUNCTIONS, STATE_MACHINE_ASL, asl_substitutions, render_asl
+from batchline.topology import FUNCTIONS, STATE_MACHINE_ASL, STATE_TRANSITIONS, asl_substitutions, render_asl
 
 
 def rendered() -> dict:
@@ -38,7 +38,8 @@ def test_map_runs_submit_wait_check_choice_collect_with_the_configured_concurren
     assert inner["Submit"]["Next"] == "WhatAfterSubmit"
     assert _choices(inner["WhatAfterSubmit"]) == {"done": "ShardDone", "wait_admission": "WaitForAdmission"}
     assert inner["WhatAfterSubmit"]["Default"] == "WaitForBatch"
-    assert inner["WaitForBatch"]["SecondsPath"] == "$.poll_seconds"
+    assert inner["WaitForBatch"]["SecondsPath"] == "$.batch.wait_seconds"  # Check's judgement
+    assert inner["WaitForAdmission"]["SecondsPath"] == "$.poll_seconds"
     assert inner["Check"]["Next"] == "WhatAfterCheck"
     assert inner["WhatAfterCheck"]["Default"] == "WaitForBatch"
     # Then wait for any last requests that rounds sent realtime, and finalize.
@@ -73,3 +74,9 @@ def test_every_task_calls_a_known_function():
     text = json.dumps(rendered())
     used = set(re.findall(r"arn:aws:lambda:[^\"]+", text))
     assert used == arns
+
+
+def test_the_run_cost_counts_state_transitions_for_every_function_the_machine_calls():
+    # Each Task's function adds the transitions around it to the job's AWS usage.
+    assert set(STATE_TRANSITIONS) == {spec.name for spec in FUNCTIONS}
+    assert all(count >= 1 for count in STATE_TRANSITIONS.values())

@@ -12,9 +12,9 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
-import boto3
 from boto3.dynamodb.conditions import Key
 
+from batchline.adapters.aws_meter import default_session
 from batchline.topology import TABLE_PARTITION_KEY, TABLE_SORT_KEY
 
 JOB_SORT_KEY = "JOB"
@@ -49,7 +49,7 @@ def _from_dynamo(value: Any) -> Any:
 
 @cache
 def dynamodb_resource() -> Any:
-    return boto3.resource("dynamodb")
+    return default_session().resource("dynamodb")
 
 
 class JobStore:

@@ -6,8 +6,7 @@ from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
-import boto3
-
+from batchline.adapters.aws_meter import default_session
 from batchline.domain.streams import split_lines
 
 READ_CHUNK_BYTES = 1 << 20
@@ -15,7 +14,7 @@ READ_CHUNK_BYTES = 1 << 20
 
 @cache
 def s3_client() -> Any:
-    return boto3.client("s3")
+    return default_session().client("s3")
 
 
 class S3Objects:

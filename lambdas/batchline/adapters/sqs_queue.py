@@ -10,8 +10,9 @@ from collections.abc import Callable, Iterable
 from functools import cache
 from typing import Any
 
-import boto3
 import orjson
+
+from batchline.adapters.aws_meter import default_session
 
 SQS_MAX_MESSAGE_BYTES = 262_144
 SQS_MAX_BATCH_MESSAGES = 10
@@ -21,7 +22,7 @@ _BODY_BUDGET = SQS_MAX_MESSAGE_BYTES - 2_048
 
 @cache
 def sqs_client() -> Any:
-    return boto3.client("sqs")
+    return default_session().client("sqs")
 
 
 class RequestQueue:

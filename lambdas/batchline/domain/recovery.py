@@ -56,5 +56,26 @@ def seconds_in_status(batch: dict[str, Any], now: float) -> float:
     return max(0.0, now - float(since))
 
 
+def next_poll_seconds(batch: dict[str, Any], now: float, *, floor: int, ceiling: int) -> int:
+    """How long to wait before looking at a batch again.
+
+    Every look costs Step Functions transitions, and a batch may run for a day: instead of a
+    fixed interval, wait about half the time the batch's own progress says is left (at least
+    `floor`, at most `ceiling`), or, before any progress shows, as long as it has run so far.
+    """
+    if batch.get("status") != "in_progress":
+        return floor
+    counts = batch.get("request_counts") or {}
+    total = int(counts.get("total") or 0)
+    done = int(counts.get("completed") or 0) + int(counts.get("failed") or 0)
+    running = max(0.0, now - float(batch.get("in_progress_at") or now))
+    if total and done:
+        remaining = (total - done) * running / done
+        wait = remaining / 2
+    else:
+        wait = running
+    return int(min(ceiling, max(floor, wait)))
+
+
 def is_stuck(batch: dict[str, Any], now: float, stuck_after_seconds: float) -> bool:
     return batch.get("status") in _SINCE and seconds_in_status(batch, now) > stuck_after_seconds

@@ -16,12 +16,13 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from batchline.adapters.openai_batches import batch_is_terminal
-from batchline.domain.recovery import failed_for_token_limit, is_stuck, seconds_in_status
+from batchline.domain.recovery import failed_for_token_limit, is_stuck, next_poll_seconds, seconds_in_status
 from batchline.handlers.dependencies import (
     admission_ledger,
     environment,
     job_store,
     logger,
+    metered,
     metrics,
     openai_batches,
     publish_metric,
@@ -35,6 +36,7 @@ from batchline.topology import (
 )
 
 
+@metered("check", lambda event, result: [event["shard"]["job_id"]])
 @metrics.log_metrics
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
@@ -74,4 +76,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             metrics.add_metric(name=BATCHES_STUCK_METRIC, unit=MetricUnit.Count, value=1)
             logger.error("batch stuck; cancelling it", extra={"status": status, "limit_seconds": stuck_after})
             gateway.cancel_batch(batch_id)
-    return {"batch_id": batch_id, "status": status, "next": "wait"}
+    settings = environment().settings
+    floor = int(event.get("poll_seconds") or settings.poll_seconds)
+    wait = next_poll_seconds(batch, now, floor=floor, ceiling=max(floor, settings.max_poll_seconds))
+    return {"batch_id": batch_id, "status": status, "next": "wait", "wait_seconds": wait}

@@ -26,6 +26,7 @@ from batchline.handlers.dependencies import (
     environment,
     job_store,
     logger,
+    metered,
     metrics,
     openai_batches,
     output_objects,
@@ -54,6 +55,7 @@ def _write_next_round(layout: JobLayout, shard_id: str, round_number: int, retry
                 manifest.write(encode_manifest_entry(line, custom_id))
 
 
+@metered("collect", lambda event, result: [event["shard"]["job_id"]])
 @metrics.log_metrics
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import time
+from collections.abc import Callable, Iterable
 from functools import cache
+from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 from batchline.adapters.admission import DynamoAdmissionLedger
+from batchline.adapters.aws_meter import metering
 from batchline.adapters.budgets import DynamoBudgets
 from batchline.adapters.dynamo_limits import DynamoCircuitBreaker, DynamoRateLimiter
 from batchline.adapters.job_store import JobStore, dynamodb_resource
@@ -18,8 +23,9 @@ from batchline.adapters.openai_realtime import OpenAIRealtime
 from batchline.adapters.s3_objects import S3Objects, s3_client
 from batchline.adapters.sqs_queue import RequestQueue, sqs_client
 from batchline.domain.budget import BudgetPolicy, to_nano
+from batchline.domain.run_cost import AwsUsage
 from batchline.settings import RuntimeEnvironment, SettingsError, runtime_environment
-from batchline.topology import METRICS_NAMESPACE, SERVICE_NAME
+from batchline.topology import METRICS_NAMESPACE, SERVICE_NAME, STATE_TRANSITIONS
 
 logger = Logger(service=SERVICE_NAME)
 metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)
@@ -118,6 +124,48 @@ def budget_policy() -> BudgetPolicy:
 @cache
 def admission_ledger() -> DynamoAdmissionLedger:
     return DynamoAdmissionLedger(dynamodb_resource().Table(environment().table_name))
+
+
+def metered(function: str, job_ids: Callable[[dict, Any], Iterable[str]]) -> Callable:
+    """Count what an invocation uses in AWS and add it to its job(s), for the run's AWS cost.
+
+    `job_ids(event, result)` names the jobs served (result is None when the handler raised); an
+    invocation serving several (a worker's batch of messages) splits its usage among them.
+    Put it outermost, so that the Powertools decorators' own requests are counted too.
+    """
+
+    def decorate(handler: Callable) -> Callable:
+        @functools.wraps(handler)
+        def run(event: dict, context: Any) -> Any:
+            started = time.monotonic()
+            result = None
+            with metering() as usage:
+                try:
+                    result = handler(event, context)
+                    return result
+                finally:
+                    usage.lambda_requests += 1
+                    usage.state_transitions += STATE_TRANSITIONS.get(function, 0)
+                    memory_mb = int(getattr(context, "memory_limit_in_mb", 0) or 0)
+                    usage.lambda_ms_mb += round((time.monotonic() - started) * 1000) * memory_mb
+                    _record_usage(usage, event, result, job_ids)
+
+        return run
+
+    return decorate
+
+
+def _record_usage(usage: AwsUsage, event: dict, result: Any, job_ids: Callable[[dict, Any], Iterable[str]]) -> None:
+    try:
+        jobs = sorted(set(job_ids(event, result)))
+    except (KeyError, TypeError, ValueError):
+        jobs = []
+    usage.dynamodb_write_units += len(jobs)  # the updates below
+    for job_id, share in zip(jobs, usage.split(len(jobs)) if jobs else [], strict=True):
+        try:
+            job_store().add_to_job(job_id, **share.as_counters())
+        except Exception:  # noqa: BLE001 (the cost figures must never fail the work they describe)
+            logger.warning("could not record the invocation's AWS usage", extra={"job_id": job_id})
 
 
 _reset_hooks: list = []

@@ -21,6 +21,7 @@ from batchline.handlers.dependencies import (
     environment,
     job_store,
     logger,
+    metered,
     output_objects,
     publish_metric,
     request_queue,
@@ -63,6 +64,7 @@ def enqueue_round(job_id: str, shard_id: str, round_number: int) -> int:
     return request_queue().send_all(_messages(job_id, shard_id, raws, manifest), spill=spill)
 
 
+@metered("enqueue", lambda event, result: [event["shard"]["job_id"]])
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from aws_lambda_powertools.metrics import MetricUnit
 
+from batchline.adapters.aws_meter import current_usage
 from batchline.adapters.job_store import now_iso
 from batchline.adapters.s3_objects import S3Objects
 from batchline.domain.accounting import JobAccount, merge_by_line
@@ -20,18 +21,20 @@ from batchline.domain.budget import STAGE_BUDGET, month_of, to_usd
 from batchline.domain.layout import JobLayout, content_hash, make_job_id
 from batchline.domain.outcomes import STAGE_PROVIDER, error_record
 from batchline.domain.planning import decode_manifest_entry
+from batchline.domain.run_cost import AwsUsage, aws_cost
 from batchline.handlers.dependencies import (
     budgets,
     environment,
     job_store,
     logger,
+    metered,
     metrics,
     objects,
     output_objects,
     publish_metric,
     tracer,
 )
-from batchline.topology import MONTHLY_BUDGET_METRIC, MONTHLY_SPEND_METRIC
+from batchline.topology import MONTHLY_BUDGET_METRIC, MONTHLY_SPEND_METRIC, STATE_TRANSITIONS
 
 
 def _numbered(storage: S3Objects, key: str) -> Iterator[tuple[int, bytes]]:
@@ -107,6 +110,19 @@ def _job_id(event: dict) -> str:
     return make_job_id(event["key"], content_hash(source.chunks(event["key"])))
 
 
+def _aws_cost(job_id: str, llm_cost_usd: float) -> dict:
+    """What the run cost in AWS: every earlier invocation's counts, and this one's so far."""
+    usage = AwsUsage.from_counters(job_store().get_job(job_id) or {})
+    own = current_usage()
+    if own is not None:
+        usage.add(own)
+        usage.lambda_requests += 1
+        usage.state_transitions += STATE_TRANSITIONS["finalize"]
+    cost = aws_cost(usage)
+    cost["share_of_llm_cost"] = round(cost["cost_usd"] / llm_cost_usd, 6) if llm_cost_usd else None
+    return cost
+
+
 def _budget_details(job_id: str, job: dict) -> dict:
     """Give back the job's unused hold, and say what the job spent against its budgets."""
     month = job.get("budget_month") or month_of()
@@ -159,6 +175,7 @@ def _publish_metrics(summary: dict) -> None:
         publish_metric(name, value, MetricUnit.NoUnit)
 
 
+@metered("finalize", lambda event, result: [result["job_id"]] if result else [])
 @metrics.log_metrics
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
@@ -248,7 +265,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
     if refused and not account.failure:
         account.failure = f"refused by the budget: {refused}"
-    account.details = _budget_details(job_id, job)
+    account.details = {**_budget_details(job_id, job), "aws": _aws_cost(job_id, account.cost_usd)}
     bucket = environment().output_bucket
     summary = account.summary(
         outputs={

@@ -25,6 +25,7 @@ from batchline.handlers.dependencies import (
     environment,
     job_store,
     logger,
+    metered,
     objects,
     output_objects,
     publish_metric,
@@ -61,6 +62,7 @@ def _hold_budget(job_id: str, month: str, route: str, shards: list[dict]) -> str
     return None
 
 
+@metered("plan", lambda event, result: [result["job_id"]] if result else [])
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -15,10 +15,11 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from batchline.adapters.job_store import now_iso
-from batchline.handlers.dependencies import environment, job_store, logger, publish_metric, tracer
+from batchline.handlers.dependencies import environment, job_store, logger, metered, publish_metric, tracer
 from batchline.topology import REALTIME_BACKLOG_METRIC
 
 
+@metered("realtime_progress", lambda event, result: [event["plan"]["job_id"]])
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

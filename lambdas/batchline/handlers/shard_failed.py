@@ -6,10 +6,11 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from batchline.handlers.dependencies import job_store, logger, publish_metric, tracer
+from batchline.handlers.dependencies import job_store, logger, metered, publish_metric, tracer
 from batchline.topology import SHARDS_FAILED_METRIC
 
 
+@metered("shard_failed", lambda event, result: [event["shard"]["job_id"]])
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

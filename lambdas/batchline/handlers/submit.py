@@ -32,6 +32,7 @@ from batchline.handlers.dependencies import (
     environment,
     job_store,
     logger,
+    metered,
     metrics,
     openai_batches,
     output_objects,
@@ -42,6 +43,10 @@ from batchline.topology import BATCHES_SUBMITTED_METRIC, BUDGET_FALLBACK_METRIC,
 
 # How long a claim to create a shard's batch holds: longer than any Submit can run.
 _CLAIM_SECONDS = 1800
+
+
+def _first_wait(event: dict) -> int:
+    return int(event.get("poll_seconds") or environment().settings.poll_seconds)
 
 
 def ticket_for(job_id: str, shard_id: str, round_number: int) -> str:
@@ -114,6 +119,7 @@ def _upload(job_id: str, shard_id: str, round_number: int, model: str, original_
         return openai_batches().upload_batch_file(path)
 
 
+@metered("submit", lambda event, result: [event["shard"]["job_id"]])
 @metrics.log_metrics
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
@@ -137,7 +143,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     logger.append_keys(round=round_number)
     if record.get("batch_id"):
         logger.info("already submitted", extra={"batch_id": record["batch_id"]})
-        return {"action": "wait_batch", "batch_id": record["batch_id"]}
+        return {"action": "wait_batch", "batch_id": record["batch_id"], "wait_seconds": _first_wait(event)}
 
     gateway = openai_batches()
     metadata = batch_metadata(job_id, shard_id, round_number)
@@ -146,7 +152,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         # Created by an attempt that stopped before recording it: adopt it, never pay twice.
         store.update_shard(job_id, shard_id, status="submitted", batch_id=found["id"], batch_status=found["status"])
         logger.warning("adopted a batch created by an earlier attempt", extra={"batch_id": found["id"]})
-        return {"action": "wait_batch", "batch_id": found["id"]}
+        return {"action": "wait_batch", "batch_id": found["id"], "wait_seconds": _first_wait(event)}
 
     job = store.get_job(job_id) or {}
     job.setdefault("budget_month", month_of())
@@ -188,4 +194,4 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     )
     metrics.add_metric(name=BATCHES_SUBMITTED_METRIC, unit=MetricUnit.Count, value=1)
     logger.info("submitted", extra={"batch_id": batch["id"], "model": model, "prompt_tokens": prompt_tokens})
-    return {"action": "wait_batch", "batch_id": batch["id"]}
+    return {"action": "wait_batch", "batch_id": batch["id"], "wait_seconds": _first_wait(event)}

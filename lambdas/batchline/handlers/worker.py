@@ -45,6 +45,7 @@ from batchline.handlers.dependencies import (
     environment,
     job_store,
     logger,
+    metered,
     on_reset,
     openai_realtime,
     output_objects,
@@ -273,6 +274,11 @@ def _seconds_left() -> float:
     return _deadline[0] - time.monotonic()
 
 
+def _jobs_of_batch(event: dict, result: Any) -> list[str]:
+    """The jobs whose messages an invocation served: its usage is shared among them."""
+    return [orjson.loads(record["body"])["job_id"] for record in event.get("Records", [])]
+
+
 def _publish_call_counts(tally: dict[str, int]) -> None:
     if not tally["calls"]:
         return
@@ -280,6 +286,7 @@ def _publish_call_counts(tally: dict[str, int]) -> None:
     publish_metric(PROVIDER_RATE_LIMITED_METRIC, tally["rate_limited"], MetricUnit.Count)
 
 
+@metered("worker", _jobs_of_batch)
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
