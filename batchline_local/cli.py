@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -106,3 +107,104 @@ def emulator(
 
     console.print(f"OpenAI emulator on http://{host}:{port}/v1 (Ctrl-C to stop)")
     serve_forever(host, port, settings, faults=injected)
+
+
+INPUT_FILE = typer.Argument(
+    metavar="INPUT", exists=True, dir_okay=False, readable=True, help="JSONL file of OpenAI batch requests"
+)
+SETTINGS_FILE = typer.Option(
+    "--cdk-json", exists=True, dir_okay=False, help="settings file (the batchline key of its context)"
+)
+
+
+@app.command("estimate")
+def estimate(
+    input_path: Annotated[Path, INPUT_FILE],
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", metavar="M", help="also price every request as model M (repeatable)"),
+    ] = None,
+    sample: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            metavar="N",
+            help="send N randomly chosen requests realtime (OPENAI_BASE_URL, else the built-in emulator) and "
+            "extrapolate output tokens from their real lengths",
+        ),
+    ] = 0,
+    seed: Annotated[int, typer.Option(help="seed of the --sample choice: the same seed picks the same requests")] = 0,
+    json_output: Annotated[bool, typer.Option("--json", help="print one JSON object instead of tables")] = False,
+    cdk_json: Annotated[Path, SETTINGS_FILE] = DEFAULT_CDK_JSON,
+) -> None:
+    """What a file costs before it is sent: tokens, shards and price per endpoint and model, as planned."""
+    _use_bundled_encodings()
+    settings = _settings(cdk_json)
+    models = list(dict.fromkeys(model or []))
+    prices = settings.price_book()
+    unknown = [name for name in models if prices.price_for(name) is None]
+    if unknown:
+        console.print(
+            f"--model: no price for {', '.join(map(repr, unknown))}. Known models: {', '.join(prices.known_models())}; "
+            "add others to the 'pricing' setting in cdk.json",
+            style="red",
+            markup=False,
+        )
+        raise typer.Exit(2)
+    from batchline_local import estimate as estimating
+
+    def openai_endpoint():
+        from batchline_local.local_run import openai_endpoint  # moto comes with it: import only to sample
+
+        return openai_endpoint(settings)
+
+    try:
+        result, report = estimating.run_estimate(
+            input_path,
+            settings,
+            models=models,
+            sample=sample,
+            seed=seed,
+            console=console,
+            openai_endpoint=openai_endpoint,
+        )
+    except SystemExit as exc:  # openai_endpoint's own refusal (OPENAI_BASE_URL without a key)
+        console.print(str(exc.code), style="red", markup=False)
+        raise typer.Exit(2) from None
+    if report is not None and report.sent and not report.measurements:
+        _, first = report.failures[0]
+        console.print(
+            f"--sample: none of the {report.sent} sampled requests was answered (first: {first}); "
+            "check OPENAI_BASE_URL and OPENAI_API_KEY, or unset both to use the built-in emulator",
+            style="red",
+            markup=False,
+        )
+        raise typer.Exit(1)
+    if json_output:
+        typer.echo(json.dumps(estimating.estimate_json(result, report, path=input_path, settings=settings), indent=2))
+    else:
+        estimating.print_estimate(result, report, path=input_path, settings=settings, console=Console())
+
+
+@app.command("validate")
+def validate(
+    input_path: Annotated[Path, INPUT_FILE],
+    json_output: Annotated[bool, typer.Option("--json", help="print the bad lines as one JSON list")] = False,
+    cdk_json: Annotated[Path, SETTINGS_FILE] = DEFAULT_CDK_JSON,
+) -> None:
+    """The pipeline's own checks of every line; exit status 0 only when every non-blank line is valid."""
+    _use_bundled_encodings()
+    settings = _settings(cdk_json)
+    from batchline_local import estimate as estimating
+
+    summary, invalid = estimating.run_validate(input_path, settings, console=console)
+    said = estimating.validate_summary(summary, invalid)
+    if json_output:
+        typer.echo(json.dumps(estimating.invalid_json(invalid), indent=2))
+        console.print(said, markup=False, highlight=False, soft_wrap=True)
+    else:
+        out = Console()
+        if invalid:
+            estimating.print_invalid_lines(invalid, out)
+        out.print(said, markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(1 if invalid else 0)

@@ -1,0 +1,431 @@
+"""`batchline estimate` and `batchline validate`: the pipeline's plan of a local file, before any spend.
+
+Both run the pipeline's own Planner (planner_for, with the settings the stack deploys with) over
+the file, through CountingPlanOutputs, so what they report is what the Plan step would find.
+`--sample` sends a few requests on the realtime path with the official openai SDK (the pipeline's
+own realtime adapter) to measure real output lengths.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import orjson
+from batchline.domain.estimate import (
+    OUTPUT_FROM_SAMPLE,
+    CountingPlanOutputs,
+    Estimate,
+    Measurement,
+    SampledRequest,
+    build_estimate,
+    compare_models,
+)
+from batchline.domain.outcomes import usage_tokens
+from batchline.domain.planning import PlanSummary, planner_for
+from batchline.domain.realtime import ProviderResponse
+from batchline.domain.request_line import InvalidLine, iter_physical_lines
+from batchline.domain.tokens import ParallelTokenCounter
+from batchline.settings import Settings
+from rich import box
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+READ_CHUNK_BYTES = 1 << 20
+TOKEN_THREADS = max(1, min(4, (os.cpu_count() or 2) - 1))
+PROGRESS_AFTER_SECONDS = 1.0
+SAMPLE_CONCURRENCY = 8
+SAMPLE_ATTEMPTS = 4
+
+
+class DelayedProgress(AbstractContextManager):
+    """One progress bar on stderr that appears only once the work has lasted `after` seconds."""
+
+    def __init__(
+        self,
+        console: Console,
+        description: str,
+        total: int,
+        *columns: ProgressColumn,
+        after: float = PROGRESS_AFTER_SECONDS,
+    ) -> None:
+        self._console = console
+        self._description = description
+        self._total = total
+        self._columns = columns or (MofNCompleteColumn(),)
+        self._after = after
+        self._started = time.monotonic()
+        self._done = 0
+        self._progress: Progress | None = None
+        self._task = None
+
+    def advance(self, amount: int) -> None:
+        self._done += amount
+        if self._progress is None:
+            if time.monotonic() - self._started < self._after:
+                return
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                *self._columns,
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self._console,
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(self._description, total=self._total)
+        self._progress.update(self._task, completed=self._done)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def _chunks(path: Path, progress: DelayedProgress) -> Iterator[bytes]:
+    with path.open("rb") as source:
+        while chunk := source.read(READ_CHUNK_BYTES):
+            yield chunk
+            progress.advance(len(chunk))
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    summary: PlanSummary
+    outputs: CountingPlanOutputs
+    recounted_prompt_tokens: dict[str, int]  # per encoding asked for with recount_encodings
+
+
+def plan_file(path: Path, settings: Settings, console: Console, **outputs_options) -> PlannedFile:
+    """Run the pipeline's planner over a local file, keeping counts only (see CountingPlanOutputs)."""
+    pool = ParallelTokenCounter(TOKEN_THREADS)
+    try:
+        outputs = CountingPlanOutputs(token_counter=pool, **outputs_options)
+        planner = planner_for(settings, outputs=outputs, token_counter=pool)
+        with DelayedProgress(console, f"reading {path.name}", path.stat().st_size, DownloadColumn()) as progress:
+            summary = planner.run(iter_physical_lines(_chunks(path, progress)))
+            recounted = outputs.recounted_prompt_tokens()  # while the counting threads still run
+    finally:
+        pool.close()
+    return PlannedFile(summary, outputs, recounted)
+
+
+# ----- sampling ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SampleReport:
+    requested: int
+    sent: int
+    lines: list[int]  # the input lines sent, so that a --seed can be checked to pick the same ones
+    measurements: list[Measurement]
+    failures: list[tuple[SampledRequest, str]]
+    input_tokens: int
+    cost_usd_realtime: float
+    base_url: str
+
+
+def _retryable(response: ProviderResponse) -> bool:
+    if response.status == 429:
+        error = response.body.get("error") if isinstance(response.body, dict) else None
+        return not (isinstance(error, dict) and error.get("code") == "insufficient_quota")
+    return response.status in (0, 408, 409) or response.status >= 500
+
+
+def _delay(response: ProviderResponse, attempt: int) -> float:
+    try:
+        return min(20.0, float(response.headers.get("retry-after", "")))
+    except ValueError:
+        return min(20.0, 0.5 * 2**attempt)
+
+
+def _failure(response: ProviderResponse) -> str:
+    error = response.body.get("error") if isinstance(response.body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return f"HTTP {response.status}: {message or response.body!r}"
+
+
+def _send(provider, request: SampledRequest) -> ProviderResponse:
+    body = orjson.loads(request.raw)["body"]
+    for attempt in range(SAMPLE_ATTEMPTS):
+        response = provider.call(request.url, body, client_request_id=request.custom_id)
+        if response.status == 200 or not _retryable(response) or attempt == SAMPLE_ATTEMPTS - 1:
+            return response
+        time.sleep(_delay(response, attempt))
+    raise AssertionError("unreachable")
+
+
+def measure_sample(
+    sample: Sequence[SampledRequest],
+    *,
+    requested: int,
+    base_url: str,
+    api_key: str,
+    settings: Settings,
+    console: Console,
+) -> SampleReport:
+    """Send each sampled request once (retrying 429/5xx a few times) and read its real output tokens."""
+    from batchline.adapters.openai_realtime import OpenAIRealtime
+
+    provider = OpenAIRealtime(api_key=api_key, base_url=base_url)
+    prices = settings.price_book()
+    measurements: list[Measurement] = []
+    failures: list[tuple[SampledRequest, str]] = []
+    input_tokens = 0
+    cost = 0.0
+    with (
+        DelayedProgress(console, f"sending {len(sample)} sampled requests", len(sample)) as progress,
+        ThreadPoolExecutor(max_workers=SAMPLE_CONCURRENCY, thread_name_prefix="sample") as pool,
+    ):
+        for request, response in zip(sample, pool.map(lambda r: _send(provider, r), sample), strict=True):
+            progress.advance(1)
+            if response.status != 200 or not isinstance(response.body, dict):
+                failures.append((request, _failure(response)))
+                continue
+            prompt, output = usage_tokens(response.body.get("usage"))
+            input_tokens += prompt
+            cost += prices.realtime_cost(request.model, prompt, output)
+            measurements.append(Measurement(request.url, request.model, request.max_output_tokens, output))
+    return SampleReport(
+        requested, len(sample), [r.line for r in sample], measurements, failures, input_tokens, cost, base_url
+    )
+
+
+# ----- the two commands' results -------------------------------------------------------------------
+
+
+def run_estimate(
+    path: Path,
+    settings: Settings,
+    *,
+    models: Sequence[str],
+    sample: int,
+    seed: int,
+    console: Console,
+    openai_endpoint: Callable[[], AbstractContextManager[tuple[str, str]]],
+) -> tuple[Estimate, SampleReport | None]:
+    """Plan, measure a sample when asked, and price: the whole of `batchline estimate`.
+
+    `openai_endpoint` gives (base_url, api_key) for the sample; it is entered only when one is sent.
+    """
+    prices = settings.price_book()
+    encodings = [prices.price_for(model).encoding for model in models]
+    planned = plan_file(path, settings, console, recount_encodings=encodings, sample_size=sample, seed=seed)
+    report = None
+    if sample:
+        chosen = planned.outputs.draw_sample()
+        if not chosen:
+            console.print("--sample: no valid request of this file produces output tokens; nothing sent")
+        else:
+            with openai_endpoint() as (base_url, api_key):
+                report = measure_sample(
+                    chosen, requested=sample, base_url=base_url, api_key=api_key, settings=settings, console=console
+                )
+    estimate = build_estimate(
+        planned.summary,
+        prices,
+        invalid_by_code=planned.outputs.invalid_by_code,
+        measured=report.measurements if report else (),
+    )
+    estimate.comparisons = compare_models(estimate, prices, models, planned.recounted_prompt_tokens)
+    return estimate, report
+
+
+def run_validate(path: Path, settings: Settings, *, console: Console) -> tuple[PlanSummary, list[InvalidLine]]:
+    planned = plan_file(path, settings, console, keep_invalid=True)
+    return planned.summary, sorted(planned.outputs.invalid, key=lambda error: error.line)
+
+
+# ----- rendering ------------------------------------------------------------------------------------
+
+
+def _table(title: str) -> Table:
+    """Compact tables: the numbers stay whole on an 80-column terminal, names fold instead."""
+    return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+
+
+def usd(value: float) -> str:
+    return f"${value:,.2f}" if value >= 100 else f"${value:,.4f}"
+
+
+def output_source_note(estimate: Estimate, report: SampleReport | None, assumed_output_tokens: int) -> str:
+    if estimate.output_tokens_source == OUTPUT_FROM_SAMPLE and report is not None:
+        measured = len(report.measurements)
+        per_group = ", ".join(
+            f"{g.sampled} {g.endpoint.removeprefix('/v1/')} {g.model}" for g in estimate.groups if g.sampled
+        )
+        return (
+            f"output tokens: extrapolated from {measured} sampled request{'s' if measured != 1 else ''} "
+            f"({per_group}): each group's assumed output x its sample's real/assumed ratio "
+            f"({sum(m.output_tokens for m in report.measurements):,} real of "
+            f"{sum(m.assumed_output_tokens for m in report.measurements):,} assumed in all); "
+            f"{estimate.output_tokens_assumed:,} if every request used its cap"
+        )
+    return (
+        "output tokens: assumed from max_tokens (each request's own cap, an upper bound; "
+        f"{assumed_output_tokens} for a request that sets none)"
+    )
+
+
+def estimate_json(estimate: Estimate, report: SampleReport | None, *, path: Path, settings: Settings) -> dict:
+    sample = None
+    if report is not None:
+        sample = {
+            "requested": report.requested,
+            "sent": report.sent,
+            "measured": len(report.measurements),
+            "lines": report.lines,
+            "failed": [{"line": r.line, "custom_id": r.custom_id, "message": m} for r, m in report.failures],
+            "output_tokens": sum(m.output_tokens for m in report.measurements),
+            "output_tokens_assumed": sum(m.assumed_output_tokens for m in report.measurements),
+            "input_tokens": report.input_tokens,
+            "cost_usd_realtime": report.cost_usd_realtime,
+            "base_url": report.base_url,
+        }
+    return {
+        "input": str(path),
+        "input_lines": estimate.input_lines,
+        "valid": estimate.valid,
+        "invalid_lines": estimate.invalid,
+        "invalid_by_code": estimate.invalid_by_code,
+        "input_tokens": estimate.input_tokens,
+        "output_tokens": estimate.output_tokens,
+        "output_tokens_assumed": estimate.output_tokens_assumed,
+        "output_tokens_source": estimate.output_tokens_source,
+        "cost_usd_batch": estimate.cost_usd_batch,
+        "cost_usd_realtime": estimate.cost_usd_realtime,
+        "shards": estimate.shards,
+        "batches": estimate.shards,
+        "assumed_output_tokens_per_request": settings.assumed_output_tokens,
+        "groups": [asdict(group) for group in estimate.groups],
+        "models": [asdict(comparison) for comparison in estimate.comparisons],
+        "sample": sample,
+    }
+
+
+def print_estimate(
+    estimate: Estimate, report: SampleReport | None, *, path: Path, settings: Settings, console: Console
+) -> None:
+    table = _table(f"estimate of {path.name}")
+    table.add_column("endpoint", overflow="fold", min_width=10)
+    table.add_column("model", overflow="fold", min_width=11)
+    for name in ("requests", "shards", "input\ntokens", "output\ntokens", "batch", "realtime"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for g in estimate.groups:
+        table.add_row(
+            g.endpoint.removeprefix("/v1/"),
+            g.model,
+            f"{g.requests:,}",
+            f"{g.shards:,}",
+            f"{g.input_tokens:,}",
+            f"{g.output_tokens:,}",
+            usd(g.cost_usd_batch),
+            usd(g.cost_usd_realtime),
+            end_section=g is estimate.groups[-1],
+        )
+    table.add_row(
+        "total",
+        "",
+        f"{estimate.valid:,}",
+        f"{estimate.shards:,}",
+        f"{estimate.input_tokens:,}",
+        f"{estimate.output_tokens:,}",
+        usd(estimate.cost_usd_batch),
+        usd(estimate.cost_usd_realtime),
+        style="bold",
+    )
+    console.print(table)
+    lines = [
+        f"{estimate.input_lines:,} lines: {estimate.valid:,} valid, {estimate.invalid:,} invalid"
+        + (
+            " (" + ", ".join(f"{count} {code}" for code, count in estimate.invalid_by_code.items()) + ")"
+            if estimate.invalid
+            else ""
+        ),
+        f"shards: {estimate.shards} (one OpenAI batch each, cut as the pipeline will: "
+        f"≤ {settings.shard_max_requests:,} requests, ≤ {settings.shard_max_bytes:,} bytes, "
+        "≤ the model's enqueued-token limit)",
+        "input tokens: exact (tiktoken, chat messages with their per-message overhead)",
+        output_source_note(estimate, report, settings.assumed_output_tokens),
+    ]
+    if report is not None:
+        lines.append(
+            f"sample: {report.sent} requests sent realtime to {report.base_url}, {len(report.measurements)} answered, "
+            f"{len(report.failures)} failed; it cost {usd(report.cost_usd_realtime)}"
+        )
+        lines += [f"  line {r.line} ({r.custom_id}) failed: {message}" for r, message in report.failures[:5]]
+    for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    if estimate.comparisons:
+        _print_comparisons(estimate, console)
+
+
+def _print_comparisons(estimate: Estimate, console: Console) -> None:
+    table = _table("the same requests with another model")
+    table.add_column("model", overflow="fold", min_width=11)
+    table.add_column("encoding", overflow="fold", min_width=11)
+    for name in ("input\ntokens", "output\ntokens", "batch", "realtime", "vs file"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for c in estimate.comparisons:
+        ratio = f"×{c.cost_usd_batch / estimate.cost_usd_batch:.2f}" if estimate.cost_usd_batch else "-"
+        table.add_row(
+            c.model,
+            c.encoding,
+            f"{c.input_tokens:,}",
+            f"{c.output_tokens:,}",
+            usd(c.cost_usd_batch),
+            usd(c.cost_usd_realtime),
+            ratio,
+        )
+    console.print(table)
+    console.print(
+        "input tokens recounted with each model's own encoding; output tokens are the file's "
+        "(as estimated above), since another model's answers cannot be counted before it is asked",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def print_invalid_lines(invalid: Sequence[InvalidLine], console: Console) -> None:
+    table = _table("invalid lines")
+    table.add_column("line", justify="right")
+    table.add_column("custom_id")
+    table.add_column("code")
+    table.add_column("message", overflow="fold")
+    for error in invalid:
+        table.add_row(str(error.line), error.custom_id or "", error.code, error.message)
+    console.print(table)
+
+
+def invalid_json(invalid: Sequence[InvalidLine]) -> list[dict]:
+    return [
+        {"line": error.line, "custom_id": error.custom_id, "code": error.code, "message": error.message}
+        for error in invalid
+    ]
+
+
+def validate_summary(summary: PlanSummary, invalid: Sequence[InvalidLine]) -> str:
+    if not summary.input_lines:
+        return "no request: every line of the file is blank"
+    if not invalid:
+        return f"{summary.input_lines:,} non-blank lines: all valid"
+    return (
+        f"{summary.input_lines:,} non-blank lines: {summary.valid:,} valid, {len(invalid):,} invalid "
+        "(the pipeline would report the invalid ones in errors.jsonl and send the rest)"
+    )
