@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 export TIKTOKEN_CACHE_DIR := $(CURDIR)/.cache/tiktoken
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: install demo test test-unit test-integration test-e2e lint bench-plan bench-realtime clean
+.PHONY: install browser demo test test-unit test-integration test-e2e test-report lint bench-plan bench-realtime clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -23,10 +23,26 @@ $(VENV)/.installed: pyproject.toml uv.lock scripts/install_encodings.py | $(UV)
 
 install: $(VENV)/.installed
 
+# tests/report opens report.html in headless Chromium. A browser already there is used (or the one
+# BATCHLINE_CHROMIUM names); else Debian's chromium is installed with apt-get, as root or through
+# password-less sudo. Where neither works, that one test is skipped with the reason (failed when CI
+# is set), and every other test still runs.
+CHROMIUM_NAMES := chromium chromium-browser google-chrome google-chrome-stable
+browser:
+	@if [ -n "$$BATCHLINE_CHROMIUM" ]; then exit 0; fi; \
+	for name in $(CHROMIUM_NAMES); do command -v $$name >/dev/null 2>&1 && exit 0; done; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+		echo "no Chromium and no apt-get: install Chromium (or set BATCHLINE_CHROMIUM) for tests/report"; exit 0; \
+	fi; \
+	sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo -n"; \
+	echo "installing chromium for the report's browser test (apt-get)"; \
+	$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+		|| echo "could not install chromium with apt-get: tests/report will be skipped"
+
 demo: install ## run the shipped example end to end on this machine (moto + the OpenAI emulator)
 	$(BIN)/batchline local run examples/feedback-1k.jsonl --out out/demo
 
-test: install ## every tier: unit, integration, emulator, end to end
+test: install browser ## every tier: unit, integration, emulator, end to end, the report in a browser
 	$(BIN)/pytest -n 2 -q
 
 test-unit: install
@@ -37,6 +53,9 @@ test-integration: install
 
 test-e2e: install
 	$(BIN)/pytest -q tests/e2e
+
+test-report: install browser
+	$(BIN)/pytest -q tests/unit/test_report.py tests/report
 
 lint: install
 	$(BIN)/ruff check .

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -208,3 +209,396 @@ def validate(
             estimating.print_invalid_lines(invalid, out)
         out.print(said, markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(1 if invalid else 0)
+
+
+# -- the job commands: a deployed stack or the local one ------------------------------------------
+TARGET_HELP = "Which stack: --stack NAME, or --local; without either, the local stack when it runs, else 'Batchline'."
+STACK_OPTION = typer.Option(
+    "--stack",
+    metavar="NAME",
+    help="a deployed stack, by its CloudFormation name (its outputs name the buckets, table and state machine)",
+)
+LOCAL_OPTION = typer.Option("--local", help="the stack `batchline local up` runs (found through its state file)")
+STATE_FILE_OPTION = typer.Option(
+    "--state-file",
+    envvar="BATCHLINE_LOCAL_STATE",
+    dir_okay=False,
+    help="the local stack's state file [default: .batchline/local.json]",
+)
+REGION_OPTION = typer.Option("--region", help="AWS region of the deployed stack [default: your AWS configuration]")
+JOB_ARGUMENT = typer.Argument(metavar="JOB", help="the job id, as `batchline submit` printed it")
+
+
+def _target(stack: str | None, local: bool, state_file: Path | None, region: str | None, cdk_json: Path):
+    from batchline_local.stack_target import TargetError, resolve_target
+
+    settings = _settings(cdk_json)
+    try:
+        with console.status("looking for the stack"):
+            return resolve_target(
+                stack=stack, local=local, state_file=state_file, region=region, output_prefix=settings.output_prefix
+            )
+    except TargetError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _jobs_client(stack: str | None, local: bool, state_file: Path | None, region: str | None, cdk_json: Path):
+    from batchline_local.jobs_client import JobsClient
+
+    return JobsClient(_target(stack, local, state_file, region, cdk_json))
+
+
+def _count(number: int, one: str, many: str) -> str:
+    return f"{number:,} {one if number == 1 else many}"
+
+
+def _say(message: str, style: str | None = None) -> None:
+    """A message on stderr, as written: no markup, no highlighting, and not wrapped (it may be piped)."""
+    console.print(message, style=style, markup=False, highlight=False, soft_wrap=True)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    _say(message, "red")
+    return typer.Exit(code)
+
+
+def _aws_errors(command):
+    """A command's AWS failures said in one line, with what to do next, instead of a traceback."""
+    import functools
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        import botocore.exceptions
+
+        try:
+            return command(*args, **kwargs)
+        except botocore.exceptions.EndpointConnectionError as exc:
+            raise _fail(
+                f"cannot reach {exc.kwargs.get('endpoint_url', 'AWS')}: for the local stack, is `batchline local up` "
+                "still running? Start it again (a stopped local stack keeps nothing), or pass --stack NAME"
+            ) from None
+        except botocore.exceptions.NoCredentialsError:
+            raise _fail("no AWS credentials: configure them (aws configure, AWS_PROFILE) and try again") from None
+        except botocore.exceptions.ClientError as exc:
+            raise _fail(f"AWS refused: {exc}; check your credentials' permissions on the stack's resources") from None
+
+    return run
+
+
+@contextlib.contextmanager
+def _bytes_progress(description: str, total: int):
+    """A transient bar counting bytes; the callback it yields takes a number of bytes done."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(description, total=max(total, 1))
+        yield lambda done: progress.advance(task, done)
+
+
+@app.command("submit", epilog=TARGET_HELP)
+@_aws_errors
+def submit(
+    input_path: Annotated[Path, INPUT_FILE],
+    mode: Annotated[
+        str | None,
+        typer.Option(help="batch, realtime or auto (the object's batchline-mode metadata) [default: the settings']"),
+    ] = None,
+    budget_usd: Annotated[
+        float | None,
+        typer.Option(
+            "--budget-usd", min=0.000001, metavar="X", help="cap of this job in US dollars (batchline-budget-usd)"
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            metavar="M",
+            help="send every request to model M: a rewritten copy of the file is uploaded (lines keep their "
+            "numbers); a file that mixes endpoints is refused",
+        ),
+    ] = None,
+    stack: Annotated[str | None, STACK_OPTION] = None,
+    local: Annotated[bool, LOCAL_OPTION] = False,
+    state_file: Annotated[Path | None, STATE_FILE_OPTION] = None,
+    region: Annotated[str | None, REGION_OPTION] = None,
+    cdk_json: Annotated[Path, SETTINGS_FILE] = DEFAULT_CDK_JSON,
+) -> None:
+    """Upload INPUT to the stack's input bucket, which starts the job, and print the job's id."""
+    import tempfile
+
+    from batchline_local.jobs_client import file_job_id
+    from batchline_local.model_override import MixedEndpointsError, rewrite_model
+
+    settings = _settings(cdk_json)
+    if mode is not None and mode not in MODES:
+        raise _fail(f"--mode must be one of {', '.join(MODES)}, not {mode!r}", 2)
+    prices = settings.price_book()
+    if model is not None and prices.price_for(model) is None:
+        raise _fail(
+            f"--model: no price for {model!r}. Known models: {', '.join(prices.known_models())}; "
+            "add others to the 'pricing' setting in cdk.json",
+            2,
+        )
+    client = _jobs_client(stack, local, state_file, region, cdk_json)
+    key = input_path.name
+    size = input_path.stat().st_size
+    with tempfile.TemporaryDirectory(prefix="batchline-") as scratch:
+        upload_path = input_path
+        if model is not None:
+            upload_path = Path(scratch) / input_path.name
+            try:
+                with _bytes_progress(f"setting the model to {model}", size) as advance:
+                    rewritten = rewrite_model(input_path, upload_path, model, on_bytes=advance)
+            except MixedEndpointsError as exc:
+                raise _fail(str(exc), 2) from None
+            was = ", ".join(f"{name} ({count:,})" for name, count in rewritten.models_before.items()) or "none"
+            _say(
+                f"--model: uploading a copy of {input_path.name} with body.model = {model} in all "
+                f"{rewritten.requests:,} requests (they asked for {was})",
+            )
+            size = upload_path.stat().st_size
+        with _bytes_progress("hashing (the job id)", size) as advance:
+            job_id = file_job_id(upload_path, key, advance)
+        earlier = client.store.get_job(job_id)
+        if earlier is not None:
+            from batchline_local.job_progress import shown_status
+
+            _say(
+                f"this file ran before as job {job_id} ({shown_status(earlier)}): uploading it again resumes it, "
+                "and nothing already answered is sent again",
+            )
+        try:
+            with _bytes_progress(f"uploading to {client.target.input_bucket}", size) as advance:
+                client.upload(upload_path, key=key, mode=mode, budget_usd=budget_usd, on_bytes=advance)
+        except Exception as exc:  # noqa: BLE001 - boto3's many errors: say what failed and where
+            raise _fail(f"uploading {input_path} to {client.target.label} failed: {exc}") from None
+    options = ", ".join(
+        part
+        for part in (
+            f"mode {mode}" if mode else "",
+            f"budget ${budget_usd:g}" if budget_usd is not None else "",
+            f"model {model}" if model else "",
+        )
+        if part
+    )
+    _say(
+        f"submitted {input_path.name} to {client.target.label}"
+        + (f" ({options})" if options else "")
+        + f" as s3://{client.target.input_bucket}/{key}; follow it with: batchline status {job_id} --watch",
+    )
+    typer.echo(job_id)
+
+
+@app.command("status", epilog=TARGET_HELP)
+@_aws_errors
+def status(
+    job_id: Annotated[str | None, typer.Argument(metavar="JOB", help="a job id; without it, the recent jobs")] = None,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="refresh until the job ends")] = False,
+    interval: Annotated[float, typer.Option(min=0.2, help="seconds between two refreshes with --watch")] = 2.0,
+    limit: Annotated[int, typer.Option(min=1, help="how many recent jobs to list")] = 20,
+    json_output: Annotated[bool, typer.Option("--json", help="print JSON instead of tables and bars")] = False,
+    stack: Annotated[str | None, STACK_OPTION] = None,
+    local: Annotated[bool, LOCAL_OPTION] = False,
+    state_file: Annotated[Path | None, STATE_FILE_OPTION] = None,
+    region: Annotated[str | None, REGION_OPTION] = None,
+    cdk_json: Annotated[Path, SETTINGS_FILE] = DEFAULT_CDK_JSON,
+) -> None:
+    """The recent jobs; or one job's progress per route and per shard (each batch's state), and its spend."""
+    from batchline_local import status_view
+
+    client = _jobs_client(stack, local, state_file, region, cdk_json)
+    out = Console()
+    if job_id is None:
+        with console.status(f"reading the jobs of {client.target.label}"):
+            jobs = client.recent_jobs(limit)
+        if json_output:
+            typer.echo(json.dumps([{**job.as_json(), "shards": None} for job in jobs], indent=2))
+        elif not jobs:
+            _say(f"no jobs yet in {client.target.label}: start one with `batchline submit FILE`")
+        else:
+            out.print(status_view.jobs_table(jobs, title=f"recent jobs in {client.target.label}"))
+        return
+    view = _job_progress(client, job_id, wait=watch)
+    if watch and not view.finished:
+        view = _watch_job(client, job_id, view, out, interval, json_output)
+    if json_output:
+        typer.echo(json.dumps(view.as_json(), indent=2))
+    elif not watch or view.finished:
+        out.print(status_view.job_view(view, width=out.width))
+
+
+def _job_progress(client, job_id: str, *, wait: bool, appear_seconds: float = 60.0):
+    """The job's progress; with `wait`, a job not in the table yet (just submitted) is waited for."""
+    import time
+
+    from batchline_local.jobs_client import JobNotFoundError
+
+    deadline = time.monotonic() + (appear_seconds if wait else 0)
+    with console.status(f"waiting for job {job_id} to be planned") if wait else contextlib.nullcontext():
+        while True:
+            try:
+                return client.progress(job_id)
+            except JobNotFoundError as exc:
+                if time.monotonic() >= deadline:
+                    raise _fail(str(exc)) from None
+            time.sleep(1.0)
+
+
+def _watch_job(client, job_id: str, view, out: Console, interval: float, json_output: bool):
+    """Redraw the job's bars every `interval` seconds until it ends (Ctrl-C stops watching, not the job)."""
+    import time
+
+    from rich.live import Live
+
+    from batchline_local import status_view
+
+    screen = console if json_output else out  # with --json, stdout holds the JSON alone
+    try:
+        with Live(
+            status_view.job_view(view, width=screen.width), console=screen, refresh_per_second=4, transient=json_output
+        ) as live:
+            while not view.finished:
+                time.sleep(interval)
+                view = client.progress(job_id)
+                live.update(status_view.job_view(view, width=screen.width))
+    except KeyboardInterrupt:
+        _say(f"stopped watching; job {job_id} goes on")
+        raise typer.Exit(130) from None
+    return view
+
+
+@app.command("results", epilog=TARGET_HELP)
+@_aws_errors
+def results(
+    job_id: Annotated[str, JOB_ARGUMENT],
+    out: Annotated[Path, typer.Option("--out", file_okay=False, help="directory that receives the job's outputs")],
+    stack: Annotated[str | None, STACK_OPTION] = None,
+    local: Annotated[bool, LOCAL_OPTION] = False,
+    state_file: Annotated[Path | None, STATE_FILE_OPTION] = None,
+    region: Annotated[str | None, REGION_OPTION] = None,
+    cdk_json: Annotated[Path, SETTINGS_FILE] = DEFAULT_CDK_JSON,
+) -> None:
+    """Download a finished job's results.jsonl, errors.jsonl, summary.json and report.html into --out."""
+    from batchline_local.jobs_client import JobNotFinishedError, JobNotFoundError
+
+    client = _jobs_client(stack, local, state_file, region, cdk_json)
+    try:
+        with console.status(f"looking for the outputs of job {job_id}"):
+            found = client.outputs(job_id)
+    except (JobNotFoundError, JobNotFinishedError) as exc:
+        raise _fail(str(exc)) from None
+    saved = []
+    with _bytes_progress(f"downloading {len(found)} files", sum(size for _, size in found)) as advance:
+        for key, _ in found:
+            path = out / key.rsplit("/", 1)[-1]
+            client.download(key, path, advance)
+            saved.append(path)
+    summary = json.loads((out / "summary.json").read_text())
+    said = (
+        f"job {job_id}: {summary['status']}, {summary['succeeded']:,} succeeded, {summary['failed']:,} failed, "
+        f"{summary['invalid']:,} invalid, cost ${summary['cost_usd']:.4f}"
+    )
+    typer.echo("\n".join(str(path) for path in saved))
+    _say(said)
+    _say(summary.get("message", ""))
+
+
+CANCEL_HELP = (
+    "Cancel a running job: no new batch is sent and the batches in flight are cancelled, but the execution "
+    "goes on. The cancelled batches end 'cancelled', what they finished is collected, and the job finalizes as "
+    "usual: results.jsonl keeps every answered request, and every request never sent or never run is in "
+    "errors.jsonl. On the realtime route the workers send nothing more. --now stops the execution as well: "
+    "nothing then collects what the batches finished, and no outputs are written."
+)
+
+
+@app.command("cancel", help=CANCEL_HELP, epilog=TARGET_HELP)
+@_aws_errors
+def cancel(
+    job_id: Annotated[str, JOB_ARGUMENT],
+    now: Annotated[
+        bool, typer.Option("--now", help="also stop the execution at once (no outputs are written)")
+    ] = False,
+    grace: Annotated[
+        float,
+        typer.Option(min=0, help="seconds to wait for a batch being created at this moment, to cancel it too"),
+    ] = 30.0,
+    stack: Annotated[str | None, STACK_OPTION] = None,
+    local: Annotated[bool, LOCAL_OPTION] = False,
+    state_file: Annotated[Path | None, STATE_FILE_OPTION] = None,
+    region: Annotated[str | None, REGION_OPTION] = None,
+    cdk_json: Annotated[Path, SETTINGS_FILE] = DEFAULT_CDK_JSON,
+) -> None:
+    from batchline_local.jobs_client import CancelError, JobNotFoundError
+
+    client = _jobs_client(stack, local, state_file, region, cdk_json)
+    try:
+        with console.status(f"cancelling job {job_id}"):
+            outcome = client.cancel(job_id, grace_seconds=grace)
+            stopped = client.stop_executions(client.job(job_id)) if now else []
+    except (JobNotFoundError, CancelError) as exc:
+        raise _fail(str(exc)) from None
+    said = [f"cancel requested for job {job_id}"]
+    if outcome.cancelled_batches:
+        batches = _count(len(outcome.cancelled_batches), "batch", "batches")
+        said.append(f"{batches} cancelled ({', '.join(outcome.cancelled_batches)})")
+    if outcome.not_sent:
+        said.append(f"{_count(len(outcome.not_sent), 'shard', 'shards')} will not be sent")
+    if outcome.realtime:
+        said.append("the realtime workers send nothing more")
+    _say("; ".join(said))
+    for batch_id, why in outcome.failed_batches:
+        _say(f"batch {batch_id} was not cancelled: {why}", "yellow")
+    if now:
+        _say(
+            f"stopped {_count(len(stopped), 'execution', 'executions')}: nothing collects the batches' answers now, "
+            "and no outputs are written",
+            "yellow",
+        )
+    else:
+        collects = (
+            "the workers record every request not yet sent as an error"
+            if outcome.realtime
+            else "it collects what the cancelled batches finished"
+        )
+        _say(
+            f"the execution goes on: {collects} and writes the outputs, every request not answered as an error. "
+            f"Follow it with: batchline status {job_id} --watch"
+        )
+    if outcome.failed_batches:
+        raise typer.Exit(1)
+
+
+@local_app.command("up")
+def local_up(
+    port: Annotated[int | None, typer.Option(help="moto's port [default: a free one]")] = None,
+    emulator_port: Annotated[int | None, typer.Option(help="the OpenAI emulator's port [default: a free one]")] = None,
+    state_file: Annotated[Path | None, STATE_FILE_OPTION] = None,
+    cdk_json: Annotated[Path, typer.Option(help="settings file (the batchline key of its context)")] = DEFAULT_CDK_JSON,
+    faults: Annotated[str | None, typer.Option("--faults", metavar="SPEC", help=FAULTS_HELP)] = None,
+) -> None:
+    """Run the stack on this machine until Ctrl-C, for submit, status, results and cancel.
+
+    moto (S3, DynamoDB, Lambda with the project's handlers, Step Functions running the real state
+    machine, SQS, EventBridge) and the OpenAI emulator (or OPENAI_BASE_URL). The other commands
+    find it through the state file, which is removed when it stops.
+    """
+    from batchline_local.local_up import serve_until_interrupted
+    from batchline_local.stack_target import TargetError, state_file_path
+
+    _use_bundled_encodings()
+    settings = _settings(cdk_json)
+    injected = _faults(faults, settings)
+    try:
+        serve_until_interrupted(
+            settings,
+            state_file=state_file_path(state_file),
+            console=console,
+            port=port,
+            emulator_port=emulator_port,
+            faults=injected,
+        )
+    except TargetError as exc:
+        raise _fail(str(exc)) from None

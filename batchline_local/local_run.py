@@ -2,8 +2,8 @@
 
 Starts moto (with the project's handlers behind its Lambda API) and, unless OPENAI_BASE_URL
 points elsewhere, the built-in OpenAI emulator; uploads the input so that the object-created
-trigger starts the state machine; shows progress; copies the three outputs into the chosen
-directory and prints a short account of the job.
+trigger starts the state machine; shows progress; copies the three outputs and the job's
+report.html into the chosen directory and prints a short account of the job.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from batchline.adapters.job_store import JobStore
 from batchline.domain.layout import JobLayout
+from batchline.domain.report import REPORT_FILE, report_key
 from batchline.settings import Settings
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -120,8 +121,11 @@ def run_local_job(
             (layout.summary, OUTPUT_FILES[2]),
         ):
             aws.download_output(key, str(out_dir / name))
+        summary = json.loads((out_dir / "summary.json").read_text())
+        (out_dir / REPORT_FILE).unlink(missing_ok=True)  # never an earlier run's
+        if "report" in summary.get("outputs", {}):  # left out only when it could not be drawn
+            aws.download_output(report_key(layout), str(out_dir / REPORT_FILE))
         fired = tuple(aws.crashes.fired)
-    summary = json.loads((out_dir / "summary.json").read_text())
     return LocalRunResult(status, summary, out_dir, time.monotonic() - started, crashes_fired=fired)
 
 
@@ -199,5 +203,7 @@ def print_summary(result: LocalRunResult, console: Console) -> None:
         )
     table.add_row("time", f"{result.seconds:.1f} s")
     table.add_row("outputs", ", ".join(str(result.out_dir / name) for name in OUTPUT_FILES))
+    if (result.out_dir / REPORT_FILE).is_file():
+        table.add_row("report", f"{result.out_dir / REPORT_FILE} (open it in a browser)")
     console.print(table)
     console.print(s["message"])

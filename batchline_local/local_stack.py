@@ -22,7 +22,7 @@ from batchline.domain.budget import BUDGET_METADATA_KEY
 from batchline.domain.layout import content_hash, make_job_id
 from batchline.domain.routing import METADATA_KEY
 from batchline.handlers import dependencies
-from batchline.settings import Settings, runtime_environment_variables
+from batchline.settings import METER_CLOCK_ENV, Settings, runtime_environment_variables
 from batchline.topology import (
     EXECUTION_INPUT_PATHS,
     FUNCTIONS,
@@ -61,12 +61,20 @@ class LocalAws:
     and the call counts start empty at every ``start()``, so arm them once the stack is up.
     """
 
-    def __init__(self, settings: Settings, *, openai_base_url: str, openai_api_key: str, poll_seconds: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        openai_base_url: str,
+        openai_api_key: str,
+        poll_seconds: int,
+        port: int | None = None,
+    ) -> None:
         self.settings = settings
         self.names = settings.names
         self.poll_seconds = poll_seconds
         self._openai = {"OPENAI_BASE_URL": openai_base_url, "OPENAI_API_KEY": openai_api_key}
-        self.port = free_port()
+        self.port = port or free_port()  # a chosen port: `batchline local up --port`
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._saved_env: dict[str, str | None] = {}
@@ -99,6 +107,8 @@ class LocalAws:
                 "AWS_REGION": self.settings.region,
                 "POWERTOOLS_SERVICE_NAME": "batchline",
                 "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
+                # Functions here share the cores with moto and the emulator: meter their own CPU.
+                METER_CLOCK_ENV: "cpu",
                 # CloudWatch metrics have no CloudWatch here: keep their records off the terminal.
                 "POWERTOOLS_METRICS_DISABLED": os.environ.get("POWERTOOLS_METRICS_DISABLED", "true"),
             }

@@ -156,6 +156,18 @@ def _atomic(write: Callable) -> Callable:
     return locked
 
 
+def _one_event_per_multipart_upload(put_object: Callable) -> Callable:
+    """moto's CompleteMultipartUpload stores the object with put_object, which sends an Object
+    Created event, then sends its own: two events, so two executions, for one upload. S3 sends one."""
+
+    def put_without_a_second_event(*args, **kwargs):  # noqa: ANN002, ANN003
+        if kwargs.get("multipart") is not None:
+            kwargs["disable_notification"] = True
+        return put_object(*args, **kwargs)
+
+    return put_without_a_second_event
+
+
 def install() -> None:
     """Apply the patches once per process."""
     global _installed
@@ -164,8 +176,10 @@ def install() -> None:
     from moto.awslambda_simple.models import LambdaSimpleBackend
     from moto.dynamodb.models import DynamoDBBackend
     from moto.events.models import Rule
+    from moto.s3.models import S3Backend
 
     LambdaSimpleBackend.invoke = _invoke_in_process
+    S3Backend.put_object = _one_event_per_multipart_upload(S3Backend.put_object)
     Rule.send_to_targets = _send_to_targets_with_states(Rule.send_to_targets)
     for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
         setattr(DynamoDBBackend, name, _atomic(getattr(DynamoDBBackend, name)))

@@ -142,10 +142,11 @@ class BatchlineStack(Stack):
 
         # submit: downloads the round's requests file (rewritten in staging for a fallback model),
         # reads the job, the shard and the budget, reserves budget and queue room (transactions that
-        # put ticket items), records the batch; re-queues a round sent realtime (spilled bodies, SQS).
+        # put ticket items), records the batch; re-queues a round sent realtime (spilled bodies, SQS);
+        # for a cancelled job, gives the round's queue room back (deletes its ticket).
         storage.grant_read_staging(roles["submit"])
         storage.grant_write_staging(roles["submit"])
-        storage.grant_table(roles["submit"], ["GetItem", "PutItem", "UpdateItem"])
+        storage.grant_table(roles["submit"], ["GetItem", "PutItem", "UpdateItem", "DeleteItem"])
         queue.grant(roles["submit"], "sqs:SendMessage")
 
         # check: records the batch's status on the shard; gives back queue room of a batch refused

@@ -273,6 +273,10 @@ class RuntimeEnvironment(_Frozen):
     output_bucket: str = Field(min_length=1)
     settings: Settings
     openai_base_url: str | None = None
+    # How an invocation's duration is measured for the run's AWS cost: the wall clock, as Lambda
+    # bills it; a local run, whose functions share two cores with moto and the emulator, counts
+    # the invocation's own CPU time plus a typical in-region latency per AWS request instead.
+    meter_clock: Literal["wall", "cpu"] = "wall"
     # Deployed functions get the secret's ARN and read the key when they first call OpenAI; a
     # local run passes the key itself. Functions that never call OpenAI need neither.
     openai_api_key: str | None = None
@@ -281,6 +285,7 @@ class RuntimeEnvironment(_Frozen):
 
 
 SETTINGS_ENV = "BATCHLINE_SETTINGS"
+METER_CLOCK_ENV = "BATCHLINE_METER_CLOCK"
 OPENAI_KEY_SECRET_ENV = "OPENAI_API_KEY_SECRET_ARN"
 _REQUIRED_ENV = {"table_name": "TABLE_NAME", "output_bucket": "OUTPUT_BUCKET"}
 
@@ -309,6 +314,7 @@ def runtime_environment() -> RuntimeEnvironment:
         openai_api_key=os.environ.get("OPENAI_API_KEY") or None,
         openai_api_key_secret_arn=os.environ.get(OPENAI_KEY_SECRET_ENV) or None,
         openai_base_url=os.environ.get("OPENAI_BASE_URL") or None,
+        meter_clock=os.environ.get(METER_CLOCK_ENV) or "wall",
         queue_url=os.environ.get("QUEUE_URL") or None,
         settings=load_settings(json.loads(os.environ[SETTINGS_ENV])),
     )

@@ -47,18 +47,32 @@ REQUESTS_ENQUEUED_METRIC = "RequestsEnqueued"  # by Enqueue: requests queued for
 REALTIME_BACKLOG_METRIC = "RealtimeBacklog"  # by RealtimeProgress: requests sent realtime still without an outcome
 
 # Step Functions bills each state transition. Around one invocation of each function the job
-# passes through this many states (the Task and the Wait and Choice states that go with it in
-# statemachine/job.asl.json, plus for Finalize the Map states and the final state).
-STATE_TRANSITIONS = {
-    "plan": 2,  # Plan, ChooseRoute
-    "submit": 3,  # Submit, WhatAfterSubmit, then WaitForAdmission or ShardDone or WaitForBatch
-    "check": 2,  # Check, WhatAfterCheck (the Wait before it is counted by the state that led there)
-    "collect": 3,  # Collect, AnotherRound, ShardDone or back to Submit
+# passes through the Task's state and the Choice after it, and then into the state that its answer
+# chooses, unless that is the next function's own Task (statemachine/job.asl.json).
+_TRANSITIONS_BEFORE_CHOICE = {
+    "plan": 3,  # Plan, ChooseRoute, then the Map over shards (or Finalize, counted by it)
+    "submit": 3,  # Submit, WhatAfterSubmit, then WaitForBatch, WaitForAdmission or ShardDone
+    "check": 2,  # Check, WhatAfterCheck
+    "collect": 2,  # Collect, AnotherRound
     "shard_failed": 1,
     "enqueue": 1,
-    "realtime_progress": 3,  # WaitForRealtime, CheckRealtime, IsRealtimeDone
-    "finalize": 5,  # ProcessShards or EnqueueShards, Finalize, DidJobFail, JobDone or JobFailed
+    "realtime_progress": 2,  # CheckRealtime, IsRealtimeDone
+    "finalize": 3,  # Finalize, DidJobFail, JobDone or JobFailed
 }
+
+
+def state_transitions(function: str, answer: dict | None) -> int:
+    """The state transitions one invocation of `function` accounts for, given its answer."""
+    count = _TRANSITIONS_BEFORE_CHOICE.get(function, 0)
+    answer = answer if isinstance(answer, dict) else {}
+    if function == "check" and answer.get("next") != "collect":
+        count += 1  # WaitForBatch or WaitForAdmission
+    elif function == "collect" and not answer.get("retry"):
+        count += 1  # ShardDone
+    elif function == "realtime_progress" and not answer.get("finished"):
+        count += 1  # WaitForRealtime
+    return count
+
 
 TABLE_PARTITION_KEY = "pk"
 TABLE_SORT_KEY = "sk"

@@ -60,6 +60,10 @@ def test_a_mixed_file_with_every_kind_of_bad_line_accounts_for_each_line_once(tm
     assert aws["usage"]["s3_write_requests"] > 0 and aws["usage"]["dynamodb_write_units"] > 0
     assert aws["cost_usd"] == pytest.approx(sum(aws["by_service_usd"].values()), abs=1e-7)
     assert aws["share_of_llm_cost"] == pytest.approx(aws["cost_usd"] / summary["cost_usd"], rel=1e-3)
+    # The page a person opens: copied beside the three outputs, about this job, with its four charts.
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert summary["outputs"]["report"].endswith(f"/{summary['job_id']}/report.html")
+    assert f'data-field="job_id">{summary["job_id"]}<' in report and report.count('<svg id="chart-') == 4
 
 
 def test_a_file_with_no_valid_line_ends_failed_and_says_so(tmp_path):

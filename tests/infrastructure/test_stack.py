@@ -275,6 +275,7 @@ EXPECTED_ACCESS = {
         ("dynamodb:GetItem", "table"),
         ("dynamodb:PutItem", "table"),
         ("dynamodb:UpdateItem", "table"),
+        ("dynamodb:DeleteItem", "table"),  # a cancelled job's round gives its queue room back
         ("sqs:SendMessage", "queue"),
         ("secretsmanager:GetSecretValue", "secret"),
     },

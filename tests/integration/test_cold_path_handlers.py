@@ -205,3 +205,43 @@ def test_a_function_with_no_key_anywhere_says_which_variables_to_set(aws, monkey
     planned = plan.handler(put_input(aws["s3"], [chat("c0")]), CONTEXT)  # Plan needs no key
     with pytest.raises(SettingsError, match="OPENAI_API_KEY or OPENAI_API_KEY_SECRET_ARN"):
         submit.handler({"shard": planned["shards"][0]}, CONTEXT)
+
+
+def test_a_cancelled_job_sends_no_new_batch_and_gives_back_what_its_round_held(aws):
+    planned = plan.handler(put_input(aws["s3"], [chat("c0"), chat("c1")]), CONTEXT)
+    job_id, shard = planned["job_id"], planned["shards"][0]
+    store = dependencies.job_store()
+    # The round holds a budget reservation and queue room, as after a batch refused for the token limit.
+    ticket = submit.ticket_for(job_id, shard["shard_id"], 0)
+    month = store.get_job(job_id)["budget_month"]
+    assert dependencies.budgets().take(job_id, month, 1000, piece=ticket)
+    assert dependencies.admission_ledger().admit("gpt-4o-mini", ticket, 10, 1_000_000)
+
+    assert store.request_cancel(job_id, reason="cancelled by the user")
+    answer = submit.handler({"shard": shard}, CONTEXT)
+
+    assert answer == {"action": "done", "stopped": False}
+    record = store.get_shard(job_id, shard["shard_id"])
+    assert record["status"] == "cancelled" and "submit_claim" not in record
+    assert aws["emulator"].emulator.list_batches()["data"] == []  # nothing sent
+    assert not dependencies.budgets().settle(job_id, month, ticket, 0)  # settled already, at zero
+    assert not dependencies.admission_ledger().release("gpt-4o-mini", ticket)  # room given back already
+    assert store.get_job(job_id)["halted"] == "cancelled by the user"  # realtime workers stop too
+    assert not store.request_cancel("no-such-job-0000", reason="cancelled by the user")
+
+
+def test_uploading_a_cancelled_file_again_sends_what_the_cancel_kept_back(aws):
+    event = put_input(aws["s3"], [chat("c0"), chat("c1")])
+    planned = plan.handler(event, CONTEXT)
+    shard = planned["shards"][0]
+    store = dependencies.job_store()
+    assert store.request_cancel(planned["job_id"], reason="test")
+    assert submit.handler({"shard": shard}, CONTEXT)["action"] == "done"
+    assert store.get_shard(planned["job_id"], shard["shard_id"])["status"] == "cancelled"
+    assert aws["emulator"].emulator.list_batches()["data"] == []
+
+    resumed = plan.handler(event, CONTEXT)  # the same file again
+    assert resumed["resumed"] and [s["shard_id"] for s in resumed["shards"]] == [shard["shard_id"]]
+    assert "cancel_requested" not in store.get_job(planned["job_id"])
+    assert submit.handler({"shard": shard}, CONTEXT)["action"] == "wait_batch"
+    assert len(aws["emulator"].emulator.list_batches()["data"]) == 1

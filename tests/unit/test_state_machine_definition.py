@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from batchline.topology import FUNCTIONS, STATE_MACHINE_ASL, STATE_TRANSITIONS, asl_substitutions, render_asl
+from batchline.topology import FUNCTIONS, STATE_MACHINE_ASL, asl_substitutions, render_asl, state_transitions
 
 
 def rendered() -> dict:
@@ -76,7 +76,20 @@ def test_every_task_calls_a_known_function():
     assert used == arns
 
 
-def test_the_run_cost_counts_state_transitions_for_every_function_the_machine_calls():
-    # Each Task's function adds the transitions around it to the job's AWS usage.
-    assert set(STATE_TRANSITIONS) == {spec.name for spec in FUNCTIONS}
-    assert all(count >= 1 for count in STATE_TRANSITIONS.values())
+def test_the_run_cost_counts_the_state_transitions_of_a_shards_path_through_the_machine():
+    # Each Task's function adds the transitions around it to the job's AWS usage: a batch job of
+    # one shard checked twice passes Plan, ChooseRoute, ProcessShards, then in the shard Submit,
+    # WhatAfterSubmit, WaitForBatch, Check, WhatAfterCheck, WaitForBatch, Check, WhatAfterCheck,
+    # Collect, AnotherRound, ShardDone, then CheckRealtime, IsRealtimeDone, Finalize, DidJobFail, JobDone.
+    path = [
+        ("plan", {"route": "batch"}),
+        ("submit", {"action": "wait_batch"}),
+        ("check", {"next": "wait"}),
+        ("check", {"next": "collect"}),
+        ("collect", {"retry": False}),
+        ("realtime_progress", {"finished": True}),
+        ("finalize", {"status": "succeeded"}),
+    ]
+    assert sum(state_transitions(function, answer) for function, answer in path) == 3 + 11 + 2 + 3
+    for spec in FUNCTIONS:
+        assert state_transitions(spec.name, None) >= 1, spec.name

@@ -1,6 +1,7 @@
 """The job table: one item per job and one per shard, in a single DynamoDB table.
 
-Keys: pk = "JOB#<job_id>"; sk = "JOB" for the job, "SHARD#<shard_id>" for each shard, so one
+Keys: pk = "JOB#<job_id>"; sk = "JOB" for the job, "SHARD#<shard_id>" for each shard,
+"OUT#<line>" for each realtime outcome and "PROGRESS#<key>" for each collected batch round, so one
 Query reads a whole job. Floats are stored as Decimal, as DynamoDB requires.
 """
 
@@ -12,7 +13,7 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
-from boto3.dynamodb.conditions import Key
+from boto3.dynamodb.conditions import Attr, Key
 
 from batchline.adapters.aws_meter import default_session
 from batchline.topology import TABLE_PARTITION_KEY, TABLE_SORT_KEY
@@ -20,6 +21,7 @@ from batchline.topology import TABLE_PARTITION_KEY, TABLE_SORT_KEY
 JOB_SORT_KEY = "JOB"
 SHARD_PREFIX = "SHARD#"
 OUTCOME_PREFIX = "OUT#"
+PROGRESS_PREFIX = "PROGRESS#"
 _LINE_DIGITS = 12  # zero-padded so that sort keys order outcomes by input line
 
 
@@ -64,8 +66,9 @@ class JobStore:
         item = {**self._key(job_id, JOB_SORT_KEY), "job_id": job_id, "updated_at": now_iso(), **fields}
         self._table.put_item(Item=_to_dynamo(item))
 
-    def update_job(self, job_id: str, **fields: Any) -> None:
-        self._update(self._key(job_id, JOB_SORT_KEY), fields)
+    def update_job(self, job_id: str, *, remove: tuple[str, ...] = (), **fields: Any) -> None:
+        """Set `fields` on the job and delete the attributes named in `remove`."""
+        self._update(self._key(job_id, JOB_SORT_KEY), fields, remove)
 
     def put_shards(self, job_id: str, shards: list[dict]) -> None:
         with self._table.batch_writer() as batch:
@@ -193,17 +196,19 @@ class JobStore:
         """
         # The resource's client serializes plain Python values itself (boto3 injects that).
         job_key = self._key(job_id, JOB_SORT_KEY)
+        now = now_iso()
         outcome_item = {
             **self._key(job_id, f"{OUTCOME_PREFIX}{line:0{_LINE_DIGITS}d}"),
             "line": line,
             "ok": succeeded,
             "record": record,
+            "at": now,  # when it was answered: the report's requests-over-time chart
             **({"record_key": record_key} if record_key else {}),
         }
         additions = {"realtime_done": 1, "realtime_succeeded" if succeeded else "realtime_failed": 1, **tally}
         names = {f"#a{i}": name for i, name in enumerate(additions)}
         values = {f":a{i}": _to_dynamo(value) for i, value in enumerate(additions.values())}
-        values[":now"] = now_iso()
+        values[":now"] = now
         client = self._table.meta.client
         try:
             client.transact_write_items(
@@ -245,9 +250,77 @@ class JobStore:
         for item in self._query_prefix(job_id, OUTCOME_PREFIX):
             yield int(item["line"]), bool(item["ok"]), item["record"], item.get("record_key")
 
+    def timed_outcomes(self, job_id: str) -> Iterator[tuple[int, bool, str, str | None, str | None]]:
+        """As `outcomes`, each with the time it was recorded (None for an outcome stored without one)."""
+        for item in self._query_prefix(job_id, OUTCOME_PREFIX):
+            yield int(item["line"]), bool(item["ok"]), item["record"], item.get("record_key"), item.get("at")
+
+    # -- progress: one item per collected batch round, for the report -------------------------
+    def record_progress(self, job_id: str, key: str, *, at: str, route: str, done: int, **details: Any) -> bool:
+        """Note that `done` requests got their final outcome on `route` at `at`, once per `key`.
+
+        `key` names the event (a shard's round: "<shard_id>#<round>"), so a step that runs again
+        writes nothing twice: False then. `details` (batch_id, shard_id, round, submitted_at,
+        requests, batch_status) are stored with it; None values are left out. An UpdateItem, so
+        that a function allowed to update the job's items needs no other permission.
+        """
+        fields = {"at": at, "route": route, "done": done, **{k: v for k, v in details.items() if v is not None}}
+        names = {f"#f{i}": name for i, name in enumerate(fields)}
+        values = {f":v{i}": _to_dynamo(value) for i, value in enumerate(fields.values())}
+        client = self._table.meta.client
+        try:
+            self._table.update_item(
+                Key=self._key(job_id, PROGRESS_PREFIX + key),
+                UpdateExpression="SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields))),
+                ConditionExpression=f"attribute_not_exists({TABLE_SORT_KEY})",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def progress(self, job_id: str) -> list[dict]:
+        """Every progress item of a job, oldest first."""
+        items = [_from_dynamo(item) for item in self._query_prefix(job_id, PROGRESS_PREFIX)]
+        return sorted(items, key=lambda item: str(item.get("at", "")))
+
     def halt_job(self, job_id: str, reason: str) -> None:
         """Stop a job for good (e.g. insufficient quota): workers record its remaining requests as errors."""
         self._update(self._key(job_id, JOB_SORT_KEY), {"halted": reason})
+
+    def request_cancel(self, job_id: str, *, reason: str) -> bool:
+        """Ask a running job to stop sending: False when there is no such job.
+
+        Submit then sends no new batch (the shard ends "cancelled"), Collect makes the round it
+        collects the last one, and the realtime workers record every request not yet sent as an
+        error (through ``halted``). Work in flight ends on its own, and Finalize writes the outputs.
+        """
+        client = self._table.meta.client
+        try:
+            self._table.update_item(
+                Key=self._key(job_id, JOB_SORT_KEY),
+                UpdateExpression="SET cancel_requested = :now, halted = :reason, updated_at = :now",
+                ConditionExpression=f"attribute_exists({TABLE_PARTITION_KEY})",
+                ExpressionAttributeValues={":now": now_iso(), ":reason": reason},
+            )
+        except client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def list_jobs(self) -> Iterator[dict]:
+        """Every job item, page by page, in no particular order.
+
+        A Scan filtered on the sort key: it reads every item of the table (shards, budget tickets,
+        realtime outcomes), which is fine for a table of jobs that a person lists by hand.
+        """
+        kwargs: dict[str, Any] = {"FilterExpression": Attr(TABLE_SORT_KEY).eq(JOB_SORT_KEY)}
+        while True:
+            page = self._table.scan(**kwargs)
+            yield from (_from_dynamo(item) for item in page["Items"])
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def get_job(self, job_id: str) -> dict | None:
         item = self._table.get_item(Key=self._key(job_id, JOB_SORT_KEY), ConsistentRead=True).get("Item")

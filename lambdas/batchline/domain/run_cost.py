@@ -80,6 +80,17 @@ class AwsUsage:
         elif service == "secretsmanager":
             self.secrets_manager_calls += 1
 
+    def requests(self) -> int:
+        """The API requests counted so far (every kind)."""
+        return (
+            self.sqs_requests
+            + self.dynamodb_write_units
+            + self.dynamodb_read_units
+            + self.s3_write_requests
+            + self.s3_read_requests
+            + self.secrets_manager_calls
+        )
+
     def add(self, other: AwsUsage) -> None:
         for field in fields(self):
             setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))

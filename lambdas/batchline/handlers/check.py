@@ -67,6 +67,13 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if batch_is_terminal(batch):
         return {"batch_id": batch_id, "status": status, "next": "collect"}
 
+    if status in ("validating", "in_progress", "finalizing"):
+        job = store.get_job(job_id) or {}
+        if job.get("cancel_requested"):
+            # A batch created just as the user cancelled: cancel it too; what it finished is kept.
+            logger.warning("job cancelled by the user; cancelling its batch")
+            gateway.cancel_batch(batch_id)
+            return {"batch_id": batch_id, "status": "cancelling", "next": "wait", "wait_seconds": 1}
     stuck_after = environment().settings.recovery.stuck_after_seconds
     if is_stuck(batch, now, stuck_after):
         record = store.get_shard(job_id, shard_id) or {}
@@ -79,4 +86,5 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     settings = environment().settings
     floor = int(event.get("poll_seconds") or settings.poll_seconds)
     wait = next_poll_seconds(batch, now, floor=floor, ceiling=max(floor, settings.max_poll_seconds))
+    logger.info("batch not done yet", extra={"status": status, "wait_seconds": wait})
     return {"batch_id": batch_id, "status": status, "next": "wait", "wait_seconds": wait}

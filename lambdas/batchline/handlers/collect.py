@@ -153,6 +153,20 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         fields=fields,
         removals=("batch_id", "input_file_id", "round_model", "submit_claim"),
     )
+    # A point of the report's requests-over-time chart; written once per round, whatever `counted` says.
+    store.record_progress(
+        job_id,
+        f"{shard_id}#{round_number}",
+        at=fields["collected_at"],
+        route="batch",
+        done=tally.succeeded + tally.failed - len(retry),
+        shard_id=shard_id,
+        round=round_number,
+        batch_id=batch_id,
+        submitted_at=record.get("submitted_at"),
+        requests=len(manifest),
+        batch_status=batch["status"],
+    )
     if to_realtime and counted:
         store.add_to_job(job_id, realtime_expected=len(retry))
         enqueue_round(job_id, shard_id, round_number + 1)

@@ -25,7 +25,7 @@ from batchline.adapters.sqs_queue import RequestQueue, sqs_client
 from batchline.domain.budget import BudgetPolicy, to_nano
 from batchline.domain.run_cost import AwsUsage
 from batchline.settings import RuntimeEnvironment, SettingsError, runtime_environment
-from batchline.topology import METRICS_NAMESPACE, SERVICE_NAME, STATE_TRANSITIONS
+from batchline.topology import METRICS_NAMESPACE, SERVICE_NAME, state_transitions
 
 logger = Logger(service=SERVICE_NAME)
 metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)
@@ -126,6 +126,10 @@ def admission_ledger() -> DynamoAdmissionLedger:
     return DynamoAdmissionLedger(dynamodb_resource().Table(environment().table_name))
 
 
+# A local run's allowance for the latency of one in-region AWS request, which it does not see.
+LOCAL_REQUEST_LATENCY_MS = 20
+
+
 def metered(function: str, job_ids: Callable[[dict, Any], Iterable[str]]) -> Callable:
     """Count what an invocation uses in AWS and add it to its job(s), for the run's AWS cost.
 
@@ -137,7 +141,9 @@ def metered(function: str, job_ids: Callable[[dict, Any], Iterable[str]]) -> Cal
     def decorate(handler: Callable) -> Callable:
         @functools.wraps(handler)
         def run(event: dict, context: Any) -> Any:
-            started = time.monotonic()
+            cpu_clock = environment().meter_clock == "cpu"
+            clock = time.thread_time if cpu_clock else time.monotonic
+            started = clock()
             result = None
             with metering() as usage:
                 try:
@@ -145,9 +151,12 @@ def metered(function: str, job_ids: Callable[[dict, Any], Iterable[str]]) -> Cal
                     return result
                 finally:
                     usage.lambda_requests += 1
-                    usage.state_transitions += STATE_TRANSITIONS.get(function, 0)
+                    usage.state_transitions += state_transitions(function, result)
                     memory_mb = int(getattr(context, "memory_limit_in_mb", 0) or 0)
-                    usage.lambda_ms_mb += round((time.monotonic() - started) * 1000) * memory_mb
+                    elapsed_ms = (clock() - started) * 1000
+                    if cpu_clock:
+                        elapsed_ms += LOCAL_REQUEST_LATENCY_MS * usage.requests()
+                    usage.lambda_ms_mb += round(elapsed_ms) * memory_mb
                     _record_usage(usage, event, result, job_ids)
 
         return run

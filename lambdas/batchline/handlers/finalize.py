@@ -2,11 +2,13 @@
 
 Runs after success and after failure alike (the state machine's Catch leads here), so a job
 always ends with a summary and every input line accounted for: requests of shards that never
-finished become errors that say why.
+finished become errors that say why. Beside the summary it writes report.html, the page a person
+opens to see how the job went.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +23,7 @@ from batchline.domain.budget import STAGE_BUDGET, month_of, to_usd
 from batchline.domain.layout import JobLayout, content_hash, make_job_id
 from batchline.domain.outcomes import STAGE_PROVIDER, error_record
 from batchline.domain.planning import decode_manifest_entry
+from batchline.domain.report import ROUTE_REALTIME, Progress, render_report, report_key
 from batchline.domain.run_cost import AwsUsage, aws_cost
 from batchline.handlers.dependencies import (
     budgets,
@@ -34,7 +37,7 @@ from batchline.handlers.dependencies import (
     publish_metric,
     tracer,
 )
-from batchline.topology import MONTHLY_BUDGET_METRIC, MONTHLY_SPEND_METRIC, STATE_TRANSITIONS
+from batchline.topology import MONTHLY_BUDGET_METRIC, MONTHLY_SPEND_METRIC, state_transitions
 
 
 def _numbered(storage: S3Objects, key: str) -> Iterator[tuple[int, bytes]]:
@@ -55,12 +58,15 @@ def _unfinished(
             yield line, orjson.dumps(record) + b"\n"
 
 
-def _stage_realtime_outcomes(storage: S3Objects, layout: JobLayout, parts: list[tuple[dict, int]], reason: str) -> None:
+def _stage_realtime_outcomes(
+    storage: S3Objects, layout: JobLayout, parts: list[tuple[dict, int]], reason: str
+) -> Counter[str]:
     """Realtime outcomes, joined to every request sent that way, into a results and an errors file.
 
     `parts` are (shard, round) whose requests went to the realtime queue. Both inputs are in line
     order (the manifests, and the outcome items' sort keys), so one pass finds each request's
-    outcome, or reports it as never answered.
+    outcome, or reports it as never answered. Returns how many outcomes were recorded in each
+    second (for the report), counted on the way.
     """
     manifests = merge_by_line(
         (
@@ -70,7 +76,15 @@ def _stage_realtime_outcomes(storage: S3Objects, layout: JobLayout, parts: list[
         )
         for shard, round_number in parts
     )
-    outcomes = job_store().outcomes(layout.job_id)
+    per_second: Counter[str] = Counter()
+
+    def timed() -> Iterator[tuple[int, bool, str, str | None]]:
+        for line, succeeded, record, record_key, at in job_store().timed_outcomes(layout.job_id):
+            if at:
+                per_second[at[:19]] += 1  # ISO 8601 up to the second
+            yield line, succeeded, record, record_key
+
+    outcomes = timed()
     pending = next(outcomes, None)
     with storage.writer(layout.realtime_results) as results, storage.writer(layout.realtime_errors) as errors:
         for line, custom_id in manifests:
@@ -86,6 +100,34 @@ def _stage_realtime_outcomes(storage: S3Objects, layout: JobLayout, parts: list[
                     custom_id=custom_id, line=line, stage=STAGE_PROVIDER, code="not_completed", message=reason
                 )
                 errors.write(orjson.dumps(record) + b"\n")
+    return per_second
+
+
+def _progress(job_id: str, realtime_per_second: Counter[str]) -> list[Progress]:
+    """Every moment requests got their outcome: the collected batch rounds, the realtime seconds."""
+    points = [Progress.from_item(item) for item in job_store().progress(job_id)]
+    points += [
+        Progress(at=f"{second}+00:00", route=ROUTE_REALTIME, done=count)
+        for second, count in sorted(realtime_per_second.items())
+    ]
+    return points
+
+
+def _write_report(
+    storage: S3Objects, key: str, summary: dict, shards: list[dict], realtime_per_second: Counter[str]
+) -> bool:
+    """Write report.html; False when it could not be drawn.
+
+    The page is for reading, the three outputs are the job's account: a report that fails to
+    draw is logged and left out, and never stops the job's outputs from being written.
+    """
+    try:
+        page = render_report(summary, shards, _progress(summary["job_id"], realtime_per_second))
+    except Exception:
+        logger.exception("report.html could not be drawn; the job's outputs are written without it")
+        return False
+    storage.put(key, page.encode(), "text/html; charset=utf-8")
+    return True
 
 
 def _failure_text(error: dict | None) -> str | None:
@@ -117,7 +159,7 @@ def _aws_cost(job_id: str, llm_cost_usd: float) -> dict:
     if own is not None:
         usage.add(own)
         usage.lambda_requests += 1
-        usage.state_transitions += STATE_TRANSITIONS["finalize"]
+        usage.state_transitions += state_transitions("finalize", None)
     cost = aws_cost(usage)
     cost["share_of_llm_cost"] = round(cost["cost_usd"] / llm_cost_usd, 6) if llm_cost_usd else None
     return cost
@@ -214,9 +256,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         for shard in shards
         if not refused and (job.get("route") == "realtime" or shard.get("status") == "realtime")
     ]
+    realtime_per_second: Counter[str] = Counter()
     if realtime_parts:
         reason = failure or job.get("halted") or "no outcome before the job stopped waiting (see the dead-letter queue)"
-        _stage_realtime_outcomes(storage, layout, realtime_parts, reason)
+        realtime_per_second = _stage_realtime_outcomes(storage, layout, realtime_parts, reason)
         result_streams.append(_numbered(storage, layout.realtime_results))
         error_streams.append(_numbered(storage, layout.realtime_errors))
         account.input_tokens += job.get("realtime_input_tokens", 0)
@@ -240,6 +283,15 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         elif shard.get("status") == "budget_stopped":
             reason = shard.get("stop_reason") or "not sent: the budget ran out"
             pending = _unfinished(storage, layout, shard, stage=STAGE_BUDGET, code="budget_exhausted", reason=reason)
+        elif shard.get("status") == "cancelled":
+            pending = _unfinished(
+                storage,
+                layout,
+                shard,
+                stage=STAGE_PROVIDER,
+                code="cancelled",
+                reason="cancelled by the user before it was sent",
+            )
         else:
             reason = shard.get("failure") or failure or f"the shard stopped in status {shard.get('status')!r}"
             pending = _unfinished(
@@ -267,10 +319,16 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         account.failure = f"refused by the budget: {refused}"
     account.details = {**_budget_details(job_id, job), "aws": _aws_cost(job_id, account.cost_usd)}
     bucket = environment().output_bucket
+    report = report_key(layout)
     summary = account.summary(
         outputs={
             name: f"s3://{bucket}/{key}"
-            for name, key in (("results", layout.results), ("errors", layout.errors), ("summary", layout.summary))
+            for name, key in (
+                ("results", layout.results),
+                ("errors", layout.errors),
+                ("summary", layout.summary),
+                ("report", report),
+            )
         },
         started_at=job.get("started_at"),
         finished_at=now_iso(),
@@ -279,6 +337,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         # Never expected; said loudly so that a lost request cannot pass unnoticed.
         summary["unaccounted_lines"] = account.unaccounted()
         logger.error("lines unaccounted for", extra={"unaccounted": account.unaccounted()})
+    if not _write_report(storage, report, summary, shards, realtime_per_second):
+        del summary["outputs"]["report"]
     storage.put(layout.summary, orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n", "application/json")
     store.update_job(job_id, **{name: value for name, value in summary.items() if name != "job_id"})
     _publish_metrics(summary)

@@ -145,7 +145,12 @@ def _resume(job: dict, cap_fields: dict) -> dict[str, Any]:
     job_id, route = job["job_id"], job["route"]
     store = job_store()
     shards = store.list_shards(job_id)
-    store.update_job(job_id, **cap_fields)  # a new upload may bring a bigger budget
+    # A new upload may bring a bigger budget, and undoes an earlier cancel: the user asks again.
+    store.update_job(job_id, remove=("cancel_requested", "halted", "execution_stopped"), **cap_fields)
+    for shard in shards:
+        if shard.get("status") == "cancelled":
+            store.update_shard(job_id, shard["shard_id"], status="planned")
+            shard["status"] = "planned"
     refused = _hold_budget(job_id, job.get("budget_month") or month_of(), route, shards)
     resumes = int(job.get("resumes", 0)) + 1
     store.update_job(

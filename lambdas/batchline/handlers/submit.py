@@ -3,7 +3,8 @@
 Answers the state machine with what to do next:
 - ``wait_batch``: a batch runs (created now, or by an earlier attempt and found again);
 - ``wait_admission``: the model's enqueued-token queue has no room yet, try again after a wait;
-- ``done``: nothing left to send (collected earlier, or the budget stopped the shard).
+- ``done``: nothing left to send (collected earlier, the budget stopped the shard, or the user
+  cancelled the job: the shard ends "cancelled" and its unsent round is reported by Finalize).
 
 Each step is recorded before it acts on the outside world and after, and everything it does is
 safe to repeat: the budget and the queue are reserved with tickets, the file id is recorded, and a
@@ -119,6 +120,27 @@ def _upload(job_id: str, shard_id: str, round_number: int, model: str, original_
         return openai_batches().upload_batch_file(path)
 
 
+def _cancelled(job_id: str, shard_id: str, record: dict, job: dict, context: Any) -> dict[str, Any]:
+    """The user cancelled the job: send nothing new. Finalize reports the round's requests as cancelled.
+
+    Under the shard's submission claim, so that no other attempt creates a batch meanwhile; an
+    attempt holding it may be creating one right now, and is waited for like any claim holder.
+    The round may hold a budget reservation and room in the enqueued-token ledger (a batch refused
+    for the token limit keeps its reservation); both are given back, once.
+    """
+    store = job_store()
+    claim = f"{getattr(context, 'aws_request_id', '')}-{uuid.uuid4()}"
+    stale = (datetime.now(UTC) - timedelta(seconds=_CLAIM_SECONDS)).isoformat(timespec="milliseconds")
+    if not store.claim_submission(job_id, shard_id, claim, stale_before=stale):
+        return {"action": "wait_admission"}  # back here after a wait: its batch is then found and waited for
+    ticket = ticket_for(job_id, shard_id, int(record.get("round", 0)))
+    budgets().settle(job_id, job.get("budget_month") or month_of(), ticket, 0)
+    admission_ledger().release(record.get("round_model") or record["model"], ticket)
+    store.update_shard(job_id, shard_id, status="cancelled", remove=("round_model", "submit_claim"))
+    logger.info("not submitted: the job was cancelled", extra={"cancel_requested": job["cancel_requested"]})
+    return {"action": "done", "stopped": False}
+
+
 @metered("submit", lambda event, result: [event["shard"]["job_id"]])
 @metrics.log_metrics
 @logger.inject_lambda_context(log_event=False, clear_state=True)
@@ -155,6 +177,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"action": "wait_batch", "batch_id": found["id"], "wait_seconds": _first_wait(event)}
 
     job = store.get_job(job_id) or {}
+    if job.get("cancel_requested"):
+        return _cancelled(job_id, shard_id, record, job, context)
     job.setdefault("budget_month", month_of())
     model, stop_reason = _choose_model(job, record)
     if model is None:
