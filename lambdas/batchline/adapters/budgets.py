@@ -50,6 +50,10 @@ class DynamoBudgets:
     def _month_key(month: str) -> dict:
         return {TABLE_PARTITION_KEY: _MONTH_PARTITION, TABLE_SORT_KEY: month}
 
+    @property
+    def month_cap_nano(self) -> int | None:
+        return self._month_cap
+
     # -- reading ---------------------------------------------------------------------------
     def usage(self, job_id: str, month: str) -> tuple[ScopeUsage, ScopeUsage]:
         job = self._table.get_item(Key=self._job_key(job_id), ConsistentRead=True).get("Item") or {}

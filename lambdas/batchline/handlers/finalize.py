@@ -152,9 +152,9 @@ def _job_id(event: dict) -> str:
     return make_job_id(event["key"], content_hash(source.chunks(event["key"])))
 
 
-def _aws_cost(job_id: str, llm_cost_usd: float) -> dict:
-    """What the run cost in AWS: every earlier invocation's counts, and this one's so far."""
-    usage = AwsUsage.from_counters(job_store().get_job(job_id) or {})
+def _aws_cost(job: dict, llm_cost_usd: float) -> dict:
+    """What the run cost in AWS: every earlier invocation's counts (on the job), and this one's so far."""
+    usage = AwsUsage.from_counters(job)
     own = current_usage()
     if own is not None:
         usage.add(own)
@@ -165,20 +165,16 @@ def _aws_cost(job_id: str, llm_cost_usd: float) -> dict:
     return cost
 
 
-def _budget_details(job_id: str, job: dict) -> dict:
-    """Give back the job's unused hold, and say what the job spent against its budgets."""
-    month = job.get("budget_month") or month_of()
-    ledger = budgets()
-    ledger.release_hold(job_id, month)
-    job_scope, month_scope = ledger.usage(job_id, month)
-    refreshed = job_store().get_job(job_id) or job
+def _budget_details(refreshed: dict, month: str) -> dict:
+    """What the job spent against its budgets, read after its unused hold was given back."""
+    job_cap, month_cap = refreshed.get("budget_cap_nano"), budgets().month_cap_nano
     return {
         "budget": {
-            "job_cap_usd": None if job_scope.cap_nano is None else to_usd(job_scope.cap_nano),
+            "job_cap_usd": None if job_cap is None else to_usd(int(job_cap)),
             "job_spent_usd": to_usd(int(refreshed.get("spent_nano", 0))),
             "month": month,
-            "monthly_cap_usd": None if month_scope.cap_nano is None else to_usd(month_scope.cap_nano),
-            "monthly_spent_usd": to_usd(ledger.month_spent_nano(month)),
+            "monthly_cap_usd": None if month_cap is None else to_usd(month_cap),
+            "monthly_spent_usd": to_usd(budgets().month_spent_nano(month)),
             "fallback_model_used": refreshed.get("fallback_model_used"),
             "paused": refreshed.get("budget_paused"),
         },
@@ -317,7 +313,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
     if refused and not account.failure:
         account.failure = f"refused by the budget: {refused}"
-    account.details = {**_budget_details(job_id, job), "aws": _aws_cost(job_id, account.cost_usd)}
+    month = job.get("budget_month") or month_of()
+    budgets().release_hold(job_id, month)  # give back what the job held for work it will not do
+    refreshed = store.get_job(job_id) or job  # the budget, recovery and AWS counters as they end
+    account.details = {**_budget_details(refreshed, month), "aws": _aws_cost(refreshed, account.cost_usd)}
     bucket = environment().output_bucket
     report = report_key(layout)
     summary = account.summary(
