@@ -1,6 +1,6 @@
 """Crash injection for the local run: make the Nth invocation of one function fail, to test resumption.
 
-A test arms a crash on a LocalAws (``aws.crashes.arm("collect", at_call=1, when="after")``) and
+A test arms a crash on a LocalAws (``aws.crashes.arm("check", at_call=1, when="after")``) and
 the in-process Lambda invoke (moto_patches) asks the registry here around every handler call:
 
 - ``before``: the handler never runs; nothing it would have done happens.
@@ -9,8 +9,8 @@ the in-process Lambda invoke (moto_patches) asks the registry here around every 
 
 Either way the caller sees a Lambda *function* error (``x-amz-function-error: Unhandled``, errorType
 ``InjectedCrash``), never a Lambda service exception, so the state machine's own Retry and Catch
-paths run. Functions are named by their topology name ("plan", "submit", "check", "collect",
-"finalize", "enqueue", ...), and calls are counted per function from 1, from when the injector was
+paths run. Functions are named by their topology name ("plan", "submit", "check", "finalize",
+"enqueue", ...), and calls are counted per function from 1, from when the injector was
 armed or last cleared; a call whose handler raises on its own still counts.
 """
 

@@ -3,7 +3,7 @@ cancel it. The same boto3 calls against AWS and against the local stack's moto.
 
 Cancelling does not stop the execution (unless asked to): it asks the job to send nothing more
 (the job item's ``cancel_requested``), cancels the OpenAI batches in flight, and lets the
-execution run on. The cancelled batches end "cancelled", Collect keeps what they finished and
+execution run on. The cancelled batches end "cancelled", the next poll collects what they finished and
 makes their round the last, Submit sends no new batch, and Finalize writes the outputs with every
 line accounted for. Stopping the execution at once would leave no one to collect what the
 cancelled batches finished, and no outputs.

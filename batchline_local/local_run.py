@@ -142,7 +142,7 @@ def _watch(aws: LocalAws, job_id: str, execution_arn: str, console: Console, tim
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("planning", total=None)
         while True:
-            status = aws.describe(execution_arn)["status"]
+            status = aws.job_execution(execution_arn)["status"]
             job = store.get_job(job_id)
             if job is not None:
                 shards = store.list_shards(job_id)

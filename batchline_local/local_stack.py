@@ -273,6 +273,30 @@ class LocalAws:
     def describe(self, execution_arn: str) -> dict:
         return self.client("stepfunctions").describe_execution(executionArn=execution_arn)
 
+    def job_execution(self, execution_arn: str) -> dict:
+        """The description of the execution that runs the job now: the one given, or the last it handed over to.
+
+        A job polled for longer than one execution's history allows is taken over by a new
+        execution (the state machine's HandOver state); it names its predecessor in its input.
+        """
+        described = self.describe(execution_arn)
+        while described["status"] == "SUCCEEDED" and json.loads(described.get("output") or "{}").get(
+            "progress", {}
+        ).get("hand_over"):
+            successor = next(
+                (
+                    execution["executionArn"]
+                    for execution in self.executions()
+                    if json.loads(self.describe(execution["executionArn"]).get("input") or "{}").get("handover_from")
+                    == described["executionArn"]
+                ),
+                None,
+            )
+            if successor is None:
+                return {**described, "status": "RUNNING"}  # handed over; the next one is starting
+            described = self.describe(successor)
+        return described
+
     def history(self, execution_arn: str) -> list[dict]:
         return self.client("stepfunctions").get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
 

@@ -12,6 +12,11 @@
 3. EventBridge to Step Functions: moto delivers S3's object-created events to rules but has no
    ``states`` target. Here such a target starts an execution with the rule's InputTransformer
    applied, exactly the wiring the deployed stack has.
+4. The ``states:startExecution`` task (the state machine's HandOver): moto passes the ASL's
+   parameter names (StateMachineArn, Input, Name) to boto3 unchanged, and boto3 knows them as
+   stateMachineArn, input and name, and names an unnamed execution "None" (every one the same).
+   Here they are renamed, and an execution gets a UUID for a name, as Step Functions does.
+5. One Object Created event per multipart upload, as S3 sends (moto sent two).
 """
 
 from __future__ import annotations
@@ -168,6 +173,16 @@ def _one_event_per_multipart_upload(put_object: Callable) -> Callable:
     return put_without_a_second_event
 
 
+def _start_execution_with_api_names(eval_service_task: Callable) -> Callable:
+    def renamed(self, env, resource_runtime_part, normalised_parameters, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        if self._get_boto_service_action() == "start_execution":
+            normalised_parameters = {key[:1].lower() + key[1:]: value for key, value in normalised_parameters.items()}
+            normalised_parameters.setdefault("name", str(uuid.uuid4()))  # Step Functions names it so; moto: "None"
+        return eval_service_task(self, env, resource_runtime_part, normalised_parameters, *args, **kwargs)
+
+    return renamed
+
+
 def install() -> None:
     """Apply the patches once per process."""
     global _installed
@@ -177,10 +192,14 @@ def install() -> None:
     from moto.dynamodb.models import DynamoDBBackend
     from moto.events.models import Rule
     from moto.s3.models import S3Backend
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import (
+        StateTaskServiceSfn,
+    )
 
     LambdaSimpleBackend.invoke = _invoke_in_process
     S3Backend.put_object = _one_event_per_multipart_upload(S3Backend.put_object)
     Rule.send_to_targets = _send_to_targets_with_states(Rule.send_to_targets)
+    StateTaskServiceSfn._eval_service_task = _start_execution_with_api_names(StateTaskServiceSfn._eval_service_task)
     for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
         setattr(DynamoDBBackend, name, _atomic(getattr(DynamoDBBackend, name)))
     _installed = True

@@ -38,7 +38,7 @@ ACCESS_LOG_RETENTION_DAYS = 90
 TABLE_TTL_ATTRIBUTE = "expires_at"
 
 # The functions that call OpenAI and so may read the API key.
-OPENAI_CALLERS = frozenset({"submit", "check", "collect", "worker"})
+OPENAI_CALLERS = frozenset({"submit", "check", "worker"})
 
 # The realtime queue. AWS advises a visibility timeout of at least six times the consumer's timeout,
 # so that a batch still being worked on (or retried by Lambda) is not delivered again meanwhile.

@@ -125,8 +125,7 @@ def batchline_function(
 
 
 class JobFunctions(Construct):
-    """The functions the state machine calls: plan, submit, check, collect, shard_failed, enqueue,
-    realtime_progress, finalize."""
+    """The functions the state machine calls: plan, submit, check, enqueue, realtime_progress, finalize."""
 
     def __init__(
         self,

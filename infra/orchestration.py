@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import Acknowledgment, ArnFormat, Stack, Token, Validations
+from aws_cdk import Acknowledgment, ArnFormat, Stack, Validations
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -79,15 +79,15 @@ class JobOrchestration(Construct):
         )
         function_arns = {name: function.function_arn for name, function in functions.items()}
         stack = Stack.of(self)
-        # Named, so that its role can name it: the distributed Map runs each shard as a child
-        # execution of this very state machine (a generated name would make a circular reference).
+        # Named, so that its role can name it: HandOver starts a new execution of this very state
+        # machine when a job outlives one execution's history (a generated name would be circular).
         machine_name = f"{stack.stack_name}-jobs"
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",
             state_machine_name=machine_name,
-            comment="batchline job: plan, then one OpenAI batch per shard or every request via the realtime queue, "
-            "then finalize",
+            comment="batchline job: plan, then one OpenAI batch per shard polled by one loop, or every request via "
+            "the realtime queue, then finalize",
             definition_body=sfn.DefinitionBody.from_file(str(STATE_MACHINE_ASL)),
             definition_substitutions=asl_substitutions(function_arns, map_max_concurrency),
             logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
@@ -96,12 +96,6 @@ class JobOrchestration(Construct):
         # The ASL's Task states name the functions' unqualified ARNs: exactly these, no versions or aliases.
         self.state_machine.add_to_role_policy(
             iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=list(function_arns.values()))
-        )
-        children = stack.format_arn(
-            service="states",
-            resource="execution",
-            resource_name=f"{machine_name}/*",
-            arn_format=ArnFormat.COLON_RESOURCE_NAME,
         )
         self.state_machine.add_to_role_policy(
             iam.PolicyStatement(
@@ -114,18 +108,6 @@ class JobOrchestration(Construct):
                         arn_format=ArnFormat.COLON_RESOURCE_NAME,
                     )
                 ],
-            )
-        )
-        self.state_machine.add_to_role_policy(
-            iam.PolicyStatement(actions=["states:DescribeExecution", "states:StopExecution"], resources=[children])
-        )
-        region = "<AWS::Region>" if Token.is_unresolved(stack.region) else stack.region
-        Validations.of(self.state_machine.role).acknowledge(
-            Acknowledgment(
-                id=f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:{region}:<AWS::AccountId>:"
-                f"execution:{machine_name}/*]",
-                reason="The distributed Map runs each shard as a child execution of this state machine, named by "
-                "Step Functions when it starts: the state machine may describe and stop its own executions only.",
             )
         )
         # On the execution role alone, so that a wildcard anywhere else (the trigger's role) still fails synth.

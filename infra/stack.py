@@ -140,29 +140,19 @@ class BatchlineStack(Stack):
         storage.grant_write_staging(roles["plan"])
         storage.grant_table(roles["plan"], ["GetItem", "PutItem", "UpdateItem", "BatchWriteItem", "Query"])
 
-        # submit: downloads the round's requests file (rewritten in staging for a fallback model),
-        # reads the job, the shard and the budget, reserves budget and queue room (transactions that
-        # put ticket items), records the batch; re-queues a round sent realtime (spilled bodies, SQS);
-        # for a cancelled job, gives the round's queue room back (deletes its ticket).
-        storage.grant_read_staging(roles["submit"])
-        storage.grant_write_staging(roles["submit"])
-        storage.grant_table(roles["submit"], ["GetItem", "PutItem", "UpdateItem", "DeleteItem"])
-        queue.grant(roles["submit"], "sqs:SendMessage")
-
-        # check: records the batch's status on the shard; gives back queue room of a batch refused
-        # for the enqueued-token limit (deletes its ticket), counts stuck batches on the job.
-        storage.grant_table(roles["check"], ["GetItem", "UpdateItem", "DeleteItem"])
-
-        # collect: reads the manifest and the round's requests, writes the round's results, errors and
-        # the next round's files, settles the budget ticket, releases the queue ticket (DeleteItem),
-        # records the tally; sends a last few requests to the realtime queue when settings say so.
-        storage.grant_read_staging(roles["collect"])
-        storage.grant_write_staging(roles["collect"])
-        storage.grant_table(roles["collect"], ["GetItem", "UpdateItem", "DeleteItem"])
-        queue.grant(roles["collect"], "sqs:SendMessage")
-
-        # shard_failed: records why a shard stopped.
-        storage.grant_table(roles["shard_failed"], ["UpdateItem"])
+        # submit and check run the batch route's poll loop (batchline.workflow.shard_loop), both over
+        # every shard of the job (Query): submitting downloads a round's requests file (rewritten in
+        # staging for a fallback model), reads the job, the shard and the budget, reserves budget and
+        # queue room (transactions that put ticket items), claims the shard and records the batch;
+        # collecting reads the manifest and the round's requests, writes the round's results, errors
+        # and the next round's files, settles the budget ticket and releases the queue ticket
+        # (DeleteItem). Either may send a round's last few requests to the realtime queue (spilled
+        # bodies, SQS), count a shard's failed attempts and fail it, and read the job's realtime counters.
+        for name in ("submit", "check"):
+            storage.grant_read_staging(roles[name])
+            storage.grant_write_staging(roles[name])
+            storage.grant_table(roles[name], ["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"])
+            queue.grant(roles[name], "sqs:SendMessage")
 
         # enqueue: reads the shard's requests and manifest, puts a body too big for SQS in S3 (one
         # PutObject), sends the messages in batches (SendMessageBatch is authorised as SendMessage),

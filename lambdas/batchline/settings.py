@@ -119,6 +119,9 @@ class RecoverySettings(_Frozen):
     stuck_after_seconds: int = Field(
         6 * 3600, ge=1, description="a batch validating or finalizing this long is cancelled and its rest resubmitted"
     )
+    step_attempts: int = Field(
+        5, ge=1, le=50, description="polls in a row a shard's step may fail transiently (5xx, timeouts) before it fails"
+    )
 
 
 class BatchQueueSettings(_Frozen):
@@ -201,8 +204,13 @@ class Settings(_Frozen):
     realtime: RealtimeSettings = RealtimeSettings()
     shard_max_requests: int = Field(OPENAI_MAX_REQUESTS_PER_FILE, ge=1, le=OPENAI_MAX_REQUESTS_PER_FILE)
     shard_max_bytes: int = Field(OPENAI_MAX_BYTES_PER_FILE, ge=1024, le=OPENAI_MAX_BYTES_PER_FILE)
-    map_max_concurrency: int = Field(10, ge=1, le=40, description="shards worked on at once")
+    map_max_concurrency: int = Field(
+        10, ge=1, le=40, description="batches a job keeps in flight at once; shards the realtime route enqueues at once"
+    )
     poll_seconds: int = Field(60, ge=1, le=3600, description="wait between two checks of a batch")
+    max_polls_per_execution: int = Field(
+        2000, ge=2, le=2500, description="polls before a new execution takes the job over (25,000-event history)"
+    )
     max_poll_seconds: int = Field(
         1800, ge=1, le=86400, description="longest wait between two checks, as a long batch's progress allows"
     )

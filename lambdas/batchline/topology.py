@@ -32,7 +32,7 @@ JOB_METRICS = (  # published by Finalize for every job, with the dimension "rout
 BATCH_AGE_METRIC = "BatchAgeSeconds"  # by Check at every poll, with the extra dimension "status"
 BATCH_STATUSES_WATCHED = ("validating", "in_progress", "finalizing", "cancelling")
 BATCHES_STUCK_METRIC = "BatchesStuck"  # by Check, 1 when a batch is declared stuck and cancelled
-BATCHES_RESUBMITTED_METRIC = "BatchesResubmitted"  # by Check/Collect: token_limit_exceeded, expiry, retries
+BATCHES_RESUBMITTED_METRIC = "BatchesResubmitted"  # by CheckShards: token_limit_exceeded, expiry, retries
 BUDGET_FALLBACK_METRIC = "BudgetFallbackEngaged"  # 1 when a job passes its first budget threshold
 BUDGET_STOP_METRIC = "BudgetStopEngaged"  # 1 when a job passes its second threshold and pauses
 MONTHLY_SPEND_METRIC = "MonthlySpendUSD"  # by Finalize: the month's settled spend so far
@@ -42,20 +42,18 @@ PROVIDER_RATE_LIMITED_METRIC = "ProviderRateLimited"  # by the worker: calls ans
 JOBS_RESUMED_METRIC = "JobsResumed"  # by Plan: the same file again, picked up where it stopped
 JOBS_REFUSED_METRIC = "JobsRefusedByBudget"  # by Plan: the estimate did not fit; nothing was sent
 BATCHES_SUBMITTED_METRIC = "BatchesSubmitted"  # by Submit: batches created
-SHARDS_FAILED_METRIC = "ShardsFailed"  # by ShardFailed: shards that could not run
+SHARDS_FAILED_METRIC = "ShardsFailed"  # by SubmitShards/CheckShards: shards that could not run
 REQUESTS_ENQUEUED_METRIC = "RequestsEnqueued"  # by Enqueue: requests queued for the realtime workers
 REALTIME_BACKLOG_METRIC = "RealtimeBacklog"  # by RealtimeProgress: requests sent realtime still without an outcome
 
 # Step Functions bills each state transition. Around one invocation of each function the job
-# passes through the Task's state and the Choice after it, and then into the state that its answer
-# chooses, unless that is the next function's own Task (statemachine/job.asl.json).
+# passes through the Task's state and the Choice (or Wait) after it, and then into the state that
+# its answer chooses, unless that is the next function's own Task (statemachine/job.asl.json).
 _TRANSITIONS_BEFORE_CHOICE = {
-    "plan": 3,  # Plan, ChooseRoute, then the Map over shards (or Finalize, counted by it)
-    "submit": 3,  # Submit, WhatAfterSubmit, then WaitForBatch, WaitForAdmission or ShardDone
-    "check": 2,  # Check, WhatAfterCheck
-    "collect": 2,  # Collect, AnotherRound
-    "shard_failed": 1,
-    "enqueue": 1,
+    "plan": 2,  # Plan, ChooseRoute (then SubmitShards or Finalize, counted by them)
+    "submit": 2,  # SubmitShards, WaitForBatches
+    "check": 2,  # CheckShards, AllShardsDone
+    "enqueue": 1,  # an iteration of EnqueueShards
     "realtime_progress": 2,  # CheckRealtime, IsRealtimeDone
     "finalize": 3,  # Finalize, DidJobFail, JobDone or JobFailed
 }
@@ -65,12 +63,10 @@ def state_transitions(function: str, answer: dict | None) -> int:
     """The state transitions one invocation of `function` accounts for, given its answer."""
     count = _TRANSITIONS_BEFORE_CHOICE.get(function, 0)
     answer = answer if isinstance(answer, dict) else {}
-    if function == "check" and answer.get("next") != "collect":
-        count += 1  # WaitForBatch or WaitForAdmission
-    elif function == "collect" and not answer.get("retry"):
-        count += 1  # ShardDone
-    elif function == "realtime_progress" and not answer.get("finished"):
-        count += 1  # WaitForRealtime
+    if function == "plan" and answer.get("route") == "realtime":
+        count += 2  # the EnqueueShards Map, then WaitForRealtime after it
+    elif function in ("check", "realtime_progress") and not answer.get("finished"):
+        count += 1  # WaitForBatches or WaitForRealtime; or HandOver
     return count
 
 
@@ -122,22 +118,13 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         "submit",
         "batchline.handlers.submit.handler",
         "SubmitFunctionArn",
-        "Uploads one shard and creates its OpenAI batch.",
+        "Uploads a job's shards and creates their OpenAI batches, as far as limits allow.",
     ),
     FunctionSpec(
-        "check", "batchline.handlers.check.handler", "CheckFunctionArn", "Reads a batch's status and progress."
-    ),
-    FunctionSpec(
-        "collect",
-        "batchline.handlers.collect.handler",
-        "CollectFunctionArn",
-        "Joins a finished batch's output and error files back to input lines.",
-    ),
-    FunctionSpec(
-        "shard_failed",
-        "batchline.handlers.shard_failed.handler",
-        "ShardFailedFunctionArn",
-        "Records why a shard could not be run.",
+        "check",
+        "batchline.handlers.check.handler",
+        "CheckFunctionArn",
+        "Polls a job's batches, collects those that ended and submits what is due.",
     ),
     FunctionSpec(
         "enqueue",

@@ -53,10 +53,14 @@ def test_a_mixed_file_with_every_kind_of_bad_line_accounts_for_each_line_once(tm
         r["usage"].get("prompt_tokens", r["usage"].get("input_tokens", 0)) for r in results
     )
     assert summary["cost_usd"] == pytest.approx(summary["cost_usd_if_realtime"] / 2, rel=1e-6)
-    # What the run itself cost in AWS, counted by every invocation: at least Plan, Finalize and
-    # one Submit, Check and Collect per shard.
+    # What the run itself cost in AWS, counted by every invocation: Plan, SubmitShards, a CheckShards
+    # per poll of the whole job and Finalize. The state transitions follow the polls, not the shards:
+    # Plan and ChooseRoute, SubmitShards and a wait, three per poll but the last (no wait after it),
+    # then Finalize, DidJobFail and JobDone.
     aws = summary["aws"]
-    assert aws["usage"]["lambda_requests"] >= 2 + 3 * summary["shards"]
+    polls = aws["usage"]["lambda_requests"] - 3
+    assert polls >= 1
+    assert aws["usage"]["state_transitions"] == 2 + 2 + 3 * polls - 1 + 3
     assert aws["usage"]["s3_write_requests"] > 0 and aws["usage"]["dynamodb_write_units"] > 0
     assert aws["cost_usd"] == pytest.approx(sum(aws["by_service_usd"].values()), abs=1e-7)
     assert aws["share_of_llm_cost"] == pytest.approx(aws["cost_usd"] / summary["cost_usd"], rel=1e-3)

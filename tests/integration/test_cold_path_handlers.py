@@ -1,4 +1,4 @@
-"""Each handler against moto (S3, DynamoDB) and the emulator: the steps the state machine chains."""
+"""Each step against moto (S3, DynamoDB) and the emulator: the handlers and the per-shard work of the poll loop."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import boto3
 import openai
 import pytest
 from batchline.domain.errors import InputNotFoundError
-from batchline.handlers import check, collect, dependencies, finalize, plan, submit
+from batchline.handlers import check, dependencies, finalize, plan, submit
 from batchline.settings import SettingsError, load_settings, runtime_environment_variables
 from batchline.topology import job_table_definition
+from batchline.workflow.submission import batch_metadata, submit_round, ticket_for
 from lines import BAD_LINES, chat, embedding
 from moto import mock_aws
 
+from batchline_local import moto_patches
 from batchline_local.emulator import EmulatorServer
 from batchline_local.moto_patches import LocalLambdaContext
 
@@ -81,8 +83,8 @@ def test_plan_writes_shards_manifests_and_invalid_lines_and_records_the_job(aws)
 def test_submit_twice_creates_one_batch(aws):
     planned = plan.handler(put_input(aws["s3"], [chat("c0"), chat("c1")]), CONTEXT)
     shard = planned["shards"][0]
-    first = submit.handler({"shard": shard}, CONTEXT)
-    again = submit.handler({"shard": shard}, CONTEXT)
+    first = submit_round(shard, "req-1")
+    again = submit_round(shard, "req-1")
     assert again["batch_id"] == first["batch_id"]
     batches = aws["emulator"].emulator.list_batches()["data"]
     assert len(batches) == 1
@@ -96,24 +98,23 @@ def test_submit_twice_creates_one_batch(aws):
 def test_a_batch_created_by_an_attempt_that_died_before_recording_it_is_adopted_not_paid_twice(aws):
     planned = plan.handler(put_input(aws["s3"], [chat("c0"), chat("c1")]), CONTEXT)
     shard = planned["shards"][0]
-    metadata = submit.batch_metadata(planned["job_id"], shard["shard_id"], 0)
+    metadata = batch_metadata(planned["job_id"], shard["shard_id"], 0)
     client = openai.OpenAI(base_url=aws["emulator"].base_url, api_key="test")
     upload = client.files.create(file=("x.jsonl", (chat("c0") + "\n").encode()), purpose="batch")
     orphan = client.batches.create(
         input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h", metadata=metadata
     )
-    answer = submit.handler({"shard": shard}, CONTEXT)
+    answer = submit_round(shard, "req-1")
     assert (answer["action"], answer["batch_id"]) == ("wait_batch", orphan.id)
     assert len(aws["emulator"].emulator.list_batches()["data"]) == 1
 
 
 def test_two_executions_submitting_the_same_shard_at_once_create_one_batch(aws):
+    moto_patches.install()  # DynamoDB's conditional writes are atomic; in-process moto's only with it
     planned = plan.handler(put_input(aws["s3"], [chat(f"c{i}") for i in range(3)]), CONTEXT)
     shard = planned["shards"][0]
     answers: list[dict] = []
-    threads = [
-        threading.Thread(target=lambda: answers.append(submit.handler({"shard": shard}, CONTEXT))) for _ in range(4)
-    ]
+    threads = [threading.Thread(target=lambda: answers.append(submit_round(shard, "req-1"))) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -122,21 +123,29 @@ def test_two_executions_submitting_the_same_shard_at_once_create_one_batch(aws):
     assert len(batches) == 1
     assert sorted(a["action"] for a in answers).count("wait_batch") >= 1
     # The others wait and, next time round, find the one batch.
-    again = submit.handler({"shard": shard}, CONTEXT)
+    again = submit_round(shard, "req-1")
     assert (again["action"], again["batch_id"]) == ("wait_batch", batches[0]["id"])
 
 
-def test_check_collect_and_finalize_join_results_back_to_input_lines(aws, capsys):
+def run_poll_loop(job_id: str, *, max_polls: int = 200) -> list[dict]:
+    """SubmitShards, then CheckShards until the job is finished, as the state machine chains them."""
+    answers = [submit.handler({"job_id": job_id, "poll_seconds": 1}, CONTEXT)]
+    while not answers[-1]["finished"]:
+        assert len(answers) < max_polls, "the job never finished"
+        event = {"job_id": job_id, "poll_seconds": 1, "polls": answers[-1]["polls"]}
+        answers.append(check.handler(event, CONTEXT))
+    return answers
+
+
+def test_the_poll_loop_collects_and_finalize_joins_results_back_to_input_lines(aws, capsys):
     lines = [chat("c0"), embedding("e0"), chat("c1"), BAD_LINES[1][0], chat("c2")]
     event = put_input(aws["s3"], lines)
     planned = plan.handler(event, CONTEXT)
-    for shard in planned["shards"]:
-        batch = submit.handler({"shard": shard}, CONTEXT)
-        while (batch := check.handler({"shard": shard, "batch": batch}, CONTEXT))["next"] == "wait":
-            pass
-        assert (batch["status"], batch["next"]) == ("completed", "collect")
-        collected = collect.handler({"shard": shard, "batch": batch}, CONTEXT)
-        assert collected["retry"] is False
+    answers = run_poll_loop(planned["job_id"])
+    assert answers[-1]["shards"] == {"ended": 2, "running": 0, "waiting": 0}
+    assert [a["polls"] for a in answers] == list(range(len(answers)))
+    shards = dependencies.job_store().list_shards(planned["job_id"])
+    assert {s["status"] for s in shards} == {"collected"}
     outcome = finalize.handler({**event, "plan": planned}, CONTEXT)
 
     assert outcome["status"] == "completed_with_errors"
@@ -157,7 +166,7 @@ def test_check_collect_and_finalize_join_results_back_to_input_lines(aws, capsys
     assert (summary["succeeded"], summary["invalid"], summary["failed"], summary["shards"]) == (4, 1, 0, 2)
     # The dashboard's figures: one CloudWatch embedded-metric record per job, by route.
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
-    emf = [record for record in records if "route" in record]
+    emf = [record for record in records if "route" in record and "RequestsSucceeded" in record]
     assert len(emf) == 1 and emf[0]["route"] == "batch"
     monthly = [record for record in records if "MonthlySpendUSD" in record]
     assert monthly and monthly[-1]["MonthlySpendUSD"] == [summary["budget"]["monthly_spent_usd"]]
@@ -194,7 +203,7 @@ def test_deployed_functions_read_the_openai_key_from_secrets_manager(aws, monkey
     monkeypatch.setenv("OPENAI_API_KEY_SECRET_ARN", secret_arn)
     dependencies.reset()
     planned = plan.handler(put_input(aws["s3"], [chat("c0")]), CONTEXT)
-    submitted = submit.handler({"shard": planned["shards"][0]}, CONTEXT)
+    submitted = submit_round(planned["shards"][0], "req-1")
     assert submitted["batch_id"].startswith("batch_")
     assert dependencies.openai_batches()._client.api_key == "sk-from-secret"
 
@@ -204,7 +213,7 @@ def test_a_function_with_no_key_anywhere_says_which_variables_to_set(aws, monkey
     dependencies.reset()
     planned = plan.handler(put_input(aws["s3"], [chat("c0")]), CONTEXT)  # Plan needs no key
     with pytest.raises(SettingsError, match="OPENAI_API_KEY or OPENAI_API_KEY_SECRET_ARN"):
-        submit.handler({"shard": planned["shards"][0]}, CONTEXT)
+        submit_round(planned["shards"][0], "req-1")
 
 
 def test_a_cancelled_job_sends_no_new_batch_and_gives_back_what_its_round_held(aws):
@@ -212,13 +221,13 @@ def test_a_cancelled_job_sends_no_new_batch_and_gives_back_what_its_round_held(a
     job_id, shard = planned["job_id"], planned["shards"][0]
     store = dependencies.job_store()
     # The round holds a budget reservation and queue room, as after a batch refused for the token limit.
-    ticket = submit.ticket_for(job_id, shard["shard_id"], 0)
+    ticket = ticket_for(job_id, shard["shard_id"], 0)
     month = store.get_job(job_id)["budget_month"]
     assert dependencies.budgets().take(job_id, month, 1000, piece=ticket)
     assert dependencies.admission_ledger().admit("gpt-4o-mini", ticket, 10, 1_000_000)
 
     assert store.request_cancel(job_id, reason="cancelled by the user")
-    answer = submit.handler({"shard": shard}, CONTEXT)
+    answer = submit_round(shard, "req-1")
 
     assert answer == {"action": "done", "stopped": False}
     record = store.get_shard(job_id, shard["shard_id"])
@@ -236,12 +245,63 @@ def test_uploading_a_cancelled_file_again_sends_what_the_cancel_kept_back(aws):
     shard = planned["shards"][0]
     store = dependencies.job_store()
     assert store.request_cancel(planned["job_id"], reason="test")
-    assert submit.handler({"shard": shard}, CONTEXT)["action"] == "done"
+    assert submit_round(shard, "req-1")["action"] == "done"
     assert store.get_shard(planned["job_id"], shard["shard_id"])["status"] == "cancelled"
     assert aws["emulator"].emulator.list_batches()["data"] == []
 
     resumed = plan.handler(event, CONTEXT)  # the same file again
     assert resumed["resumed"] and [s["shard_id"] for s in resumed["shards"]] == [shard["shard_id"]]
     assert "cancel_requested" not in store.get_job(planned["job_id"])
-    assert submit.handler({"shard": shard}, CONTEXT)["action"] == "wait_batch"
+    assert submit_round(shard, "req-1")["action"] == "wait_batch"
     assert len(aws["emulator"].emulator.list_batches()["data"]) == 1
+
+
+def test_a_shard_that_fails_fails_alone_with_its_reason_and_the_others_finish(aws):
+    planned = plan.handler(put_input(aws["s3"], [chat("c0"), embedding("e0")]), CONTEXT)
+    job_id = planned["job_id"]
+    broken = planned["shards"][0]["shard_id"]
+    aws["s3"].delete_object(Bucket="output-files", Key=f"staging/{job_id}/shards/{broken}/requests.jsonl")
+
+    answers = run_poll_loop(job_id)
+
+    shards = {s["shard_id"]: s for s in dependencies.job_store().list_shards(job_id)}
+    assert shards[broken]["status"] == "failed" and "Not Found" in shards[broken]["failure"]
+    assert [s["status"] for k, s in shards.items() if k != broken] == ["collected"]
+    assert answers[-1]["finished"] and len(aws["emulator"].emulator.list_batches()["data"]) == 1
+
+
+def test_no_more_batches_run_at_once_than_settings_allow(aws, monkeypatch):
+    limited = load_settings({**SETTINGS.model_dump(), "map_max_concurrency": 1})
+    monkeypatch.setenv("BATCHLINE_SETTINGS", limited.model_dump_json())
+    dependencies.reset()
+    planned = plan.handler(put_input(aws["s3"], [chat(f"c{i}") for i in range(12)]), CONTEXT)
+    assert planned["shard_count"] == 3
+
+    first = submit.handler({"job_id": planned["job_id"], "poll_seconds": 1}, CONTEXT)
+
+    assert first["shards"] == {"ended": 0, "running": 1, "waiting": 2}
+    assert len(aws["emulator"].emulator.list_batches()["data"]) == 1
+    run_poll_loop(planned["job_id"])
+    batches = aws["emulator"].emulator.list_batches()["data"]
+    assert len(batches) == 3 and {b["status"] for b in batches} == {"completed"}
+
+
+def test_after_max_polls_the_loop_hands_the_job_over_and_the_new_plan_only_reads_it_back(aws, monkeypatch):
+    # One batch at a time over three shards: two polls are not enough to finish.
+    short = load_settings({**SETTINGS.model_dump(), "max_polls_per_execution": 2, "map_max_concurrency": 1})
+    monkeypatch.setenv("BATCHLINE_SETTINGS", short.model_dump_json())
+    dependencies.reset()
+    event = put_input(aws["s3"], [chat(f"c{i}") for i in range(12)])
+    planned = plan.handler(event, CONTEXT)
+    job_id = planned["job_id"]
+    store = dependencies.job_store()
+
+    first = check.handler({"job_id": job_id, "poll_seconds": 1, "polls": 0}, CONTEXT)
+    second = check.handler({"job_id": job_id, "poll_seconds": 1, "polls": first["polls"]}, CONTEXT)
+
+    assert (first["hand_over"], second["hand_over"], second["polls"]) == (False, True, 2)
+    assert store.request_cancel(job_id, reason="cancelled by the user")  # a cancel on its way survives
+    taken = plan.handler({**event, "job_id": job_id, "handover_from": "arn:previous"}, CONTEXT)
+    assert (taken["job_id"], taken["route"], taken["resumed"]) == (job_id, "batch", True)
+    job = store.get_job(job_id)
+    assert job["cancel_requested"] and job["handovers"] == 1 and int(job.get("resumes", 0)) == 0

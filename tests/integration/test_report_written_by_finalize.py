@@ -8,9 +8,12 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-from batchline.handlers import check, collect, dependencies, enqueue, finalize, plan, submit, worker
+from batchline.handlers import dependencies, enqueue, finalize, plan, worker
 from batchline.settings import load_settings, runtime_environment_variables
 from batchline.topology import job_table_definition
+from batchline.workflow.checking import check_batch
+from batchline.workflow.collection import collect_batch
+from batchline.workflow.submission import submit_round
 from lines import chat, embedding
 from moto import mock_aws
 
@@ -64,13 +67,13 @@ def test_a_batch_job_gets_a_report_whose_progress_is_each_collected_round(aws):
     planned = plan.handler(event, CONTEXT)
     store = dependencies.job_store()
     for shard in planned["shards"]:
-        batch = submit.handler({"shard": shard}, CONTEXT)
-        while (batch := check.handler({"shard": shard, "batch": batch}, CONTEXT))["next"] == "wait":
+        batch_id = submit_round(shard, "req-1")["batch_id"]
+        while check_batch(shard, batch_id, 1)["next"] == "wait":
             pass
-        collect.handler({"shard": shard, "batch": batch}, CONTEXT)
-        collect.handler({"shard": shard, "batch": batch}, CONTEXT)  # a retried Collect records nothing twice
+        collect_batch(shard, batch_id)
+        collect_batch(shard, batch_id)  # a retried collect records nothing twice
         (point,) = [p for p in store.progress(planned["job_id"]) if p["shard_id"] == shard["shard_id"]]
-        assert (point["round"], point["batch_id"], point["route"]) == (0, batch["batch_id"], "batch")
+        assert (point["round"], point["batch_id"], point["route"]) == (0, batch_id, "batch")
 
     outcome = finalize.handler({**event, "plan": planned}, CONTEXT)
 
@@ -90,10 +93,10 @@ def test_a_batch_job_with_no_progress_recorded_still_gets_a_report(aws):
     event = put_input(aws["s3"], [chat("c0")], "one.jsonl")
     planned = plan.handler(event, CONTEXT)
     for shard in planned["shards"]:
-        batch = submit.handler({"shard": shard}, CONTEXT)
-        while (batch := check.handler({"shard": shard, "batch": batch}, CONTEXT))["next"] == "wait":
+        batch_id = submit_round(shard, "req-1")["batch_id"]
+        while check_batch(shard, batch_id, 1)["next"] == "wait":
             pass
-        collect.handler({"shard": shard, "batch": batch}, CONTEXT)
+        collect_batch(shard, batch_id)
     table = boto3.resource("dynamodb").Table("jobs")
     for point in dependencies.job_store().progress(planned["job_id"]):
         table.delete_item(Key={"pk": f"JOB#{planned['job_id']}", "sk": point["sk"]})

@@ -27,32 +27,44 @@ def _choices(state: dict) -> dict[str, str]:
     }
 
 
-def test_map_runs_submit_wait_check_choice_collect_with_the_configured_concurrency():
+def test_a_batch_job_polls_all_its_shards_in_one_submit_wait_check_choice_loop():
     states = rendered()["States"]
     assert rendered()["StartAt"] == "Plan"
-    shards = states["ProcessShards"]
-    assert shards["Type"] == "Map" and shards["MaxConcurrency"] == 7
-    # Each shard a child execution: 24 hours of polling must not fill the job's 25,000-event history.
-    assert shards["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
-    inner = shards["ItemProcessor"]["States"]
-    assert inner["Submit"]["Next"] == "WhatAfterSubmit"
-    assert _choices(inner["WhatAfterSubmit"]) == {"done": "ShardDone", "wait_admission": "WaitForAdmission"}
-    assert inner["WhatAfterSubmit"]["Default"] == "WaitForBatch"
-    assert inner["WaitForBatch"]["SecondsPath"] == "$.batch.wait_seconds"  # Check's judgement
-    assert inner["WaitForAdmission"]["SecondsPath"] == "$.poll_seconds"
-    assert inner["Check"]["Next"] == "WhatAfterCheck"
-    assert inner["WhatAfterCheck"]["Default"] == "WaitForBatch"
-    # Then wait for any last requests that rounds sent realtime, and finalize.
-    assert states["ProcessShards"]["Next"] == "CheckRealtime"
+    assert states["ChooseRoute"]["Default"] == "SubmitShards"
+    assert states["SubmitShards"]["Next"] == "WaitForBatches"
+    assert states["WaitForBatches"]["SecondsPath"] == "$.progress.wait_seconds"  # CheckShards' judgement
+    assert states["WaitForBatches"]["Next"] == "CheckShards"
+    assert states["CheckShards"]["Next"] == "AllShardsDone"
+    finished, hand_over = states["AllShardsDone"]["Choices"]
+    assert (finished["Variable"], finished["Next"]) == ("$.progress.finished", "Finalize")
+    assert (hand_over["Variable"], hand_over["Next"]) == ("$.progress.hand_over", "HandOver")
+    assert states["AllShardsDone"]["Default"] == "WaitForBatches"
+    # Both steps work on the job as a whole, not on one shard: one loop's transitions per job.
+    for name in ("SubmitShards", "CheckShards"):
+        assert states[name]["Parameters"]["job_id.$"] == "$.plan.job_id"
+    assert states["CheckShards"]["Parameters"]["polls.$"] == "$.progress.polls"
 
 
-def test_a_shard_loops_back_to_submit_for_admission_resubmission_and_each_new_round():
-    inner = rendered()["States"]["ProcessShards"]["ItemProcessor"]["States"]
-    assert _choices(inner["WhatAfterCheck"]) == {"collect": "Collect", "resubmit": "WaitForAdmission"}
-    assert inner["WaitForAdmission"]["Next"] == "Submit"
-    assert inner["Collect"]["Next"] == "AnotherRound"
-    assert _choices(inner["AnotherRound"]) == {True: "Submit"}
-    assert inner["AnotherRound"]["Default"] == "ShardDone"
+def test_a_job_polled_too_long_for_one_history_is_taken_over_by_a_new_execution_of_the_same_file():
+    hand_over = rendered()["States"]["HandOver"]
+    assert hand_over["Resource"] == "arn:aws:states:::states:startExecution"
+    assert hand_over["Parameters"]["StateMachineArn.$"] == "$$.StateMachine.Id"
+    assert hand_over["Parameters"]["Input"] == {
+        "bucket.$": "$.bucket",
+        "key.$": "$.key",
+        "poll_seconds.$": "$.poll_seconds",
+        "job_id.$": "$.plan.job_id",
+        "handover_from.$": "$$.Execution.Id",
+    }
+    assert hand_over["End"] is True
+
+
+def test_the_realtime_route_enqueues_with_the_configured_concurrency_then_waits_for_outcomes():
+    states = rendered()["States"]
+    assert states["EnqueueShards"]["Type"] == "Map" and states["EnqueueShards"]["MaxConcurrency"] == 7
+    assert states["EnqueueShards"]["Next"] == "WaitForRealtime"
+    assert states["WaitForRealtime"]["Next"] == "CheckRealtime"
+    assert _choices(states["IsRealtimeDone"]) == {True: "Finalize"}
 
 
 def test_a_job_the_budget_refuses_goes_straight_to_finalize():
@@ -61,12 +73,10 @@ def test_a_job_the_budget_refuses_goes_straight_to_finalize():
 
 def test_failures_are_caught_and_still_reach_finalize():
     states = rendered()["States"]
-    assert states["Plan"]["Catch"][0]["Next"] == "Finalize"
-    assert states["ProcessShards"]["Catch"][0]["Next"] == "Finalize"
-    inner = states["ProcessShards"]["ItemProcessor"]["States"]
-    for name in ("Submit", "Check", "Collect"):
-        assert inner[name]["Catch"][0]["Next"] == "ShardFailed"
-        assert "TransientProviderError" in inner[name]["Retry"][0]["ErrorEquals"]
+    for name in ("Plan", "SubmitShards", "CheckShards", "EnqueueShards", "CheckRealtime"):
+        assert states[name]["Catch"][0]["Next"] == "Finalize", name
+    for name in ("SubmitShards", "CheckShards"):
+        assert "TransientProviderError" in states[name]["Retry"][0]["ErrorEquals"]
 
 
 def test_every_task_calls_a_known_function():
@@ -76,20 +86,30 @@ def test_every_task_calls_a_known_function():
     assert used == arns
 
 
-def test_the_run_cost_counts_the_state_transitions_of_a_shards_path_through_the_machine():
-    # Each Task's function adds the transitions around it to the job's AWS usage: a batch job of
-    # one shard checked twice passes Plan, ChooseRoute, ProcessShards, then in the shard Submit,
-    # WhatAfterSubmit, WaitForBatch, Check, WhatAfterCheck, WaitForBatch, Check, WhatAfterCheck,
-    # Collect, AnotherRound, ShardDone, then CheckRealtime, IsRealtimeDone, Finalize, DidJobFail, JobDone.
+def test_the_run_cost_counts_the_state_transitions_of_a_batch_jobs_path_through_the_machine():
+    # A batch job polled twice passes Plan, ChooseRoute, SubmitShards, WaitForBatches, CheckShards,
+    # AllShardsDone, WaitForBatches, CheckShards, AllShardsDone, Finalize, DidJobFail, JobDone:
+    # twelve, whatever its number of shards.
     path = [
         ("plan", {"route": "batch"}),
-        ("submit", {"action": "wait_batch"}),
-        ("check", {"next": "wait"}),
-        ("check", {"next": "collect"}),
-        ("collect", {"retry": False}),
+        ("submit", {"finished": False}),
+        ("check", {"finished": False}),
+        ("check", {"finished": True}),
+        ("finalize", {"status": "succeeded"}),
+    ]
+    assert sum(state_transitions(function, answer) for function, answer in path) == 12
+    for spec in FUNCTIONS:
+        assert state_transitions(spec.name, None) >= 1, spec.name
+
+
+def test_the_run_cost_counts_the_state_transitions_of_a_realtime_jobs_path_through_the_machine():
+    # Plan, ChooseRoute, EnqueueShards, two iterations of Enqueue, WaitForRealtime, CheckRealtime,
+    # IsRealtimeDone, Finalize, DidJobFail, JobDone.
+    path = [
+        ("plan", {"route": "realtime"}),
+        ("enqueue", {}),
+        ("enqueue", {}),
         ("realtime_progress", {"finished": True}),
         ("finalize", {"status": "succeeded"}),
     ]
-    assert sum(state_transitions(function, answer) for function, answer in path) == 3 + 11 + 2 + 3
-    for spec in FUNCTIONS:
-        assert state_transitions(spec.name, None) >= 1, spec.name
+    assert sum(state_transitions(function, answer) for function, answer in path) == 11

@@ -153,6 +153,16 @@ class JobStore:
             return False
         return True
 
+    def count_shard_error(self, job_id: str, shard_id: str) -> int:
+        """Count one more failed attempt at a shard's step in a row; the count so far."""
+        answer = self._table.update_item(
+            Key=self._key(job_id, SHARD_PREFIX + shard_id),
+            UpdateExpression="ADD step_errors :one SET updated_at = :now",
+            ExpressionAttributeValues={":one": 1, ":now": now_iso()},
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(answer["Attributes"]["step_errors"])
+
     def add_to_job(self, job_id: str, **additions: int) -> None:
         names = {f"#a{i}": name for i, name in enumerate(additions)}
         values = {f":a{i}": value for i, value in enumerate(additions.values())}
@@ -292,7 +302,7 @@ class JobStore:
     def request_cancel(self, job_id: str, *, reason: str) -> bool:
         """Ask a running job to stop sending: False when there is no such job.
 
-        Submit then sends no new batch (the shard ends "cancelled"), Collect makes the round it
+        Submit then sends no new batch (the shard ends "cancelled"), collecting makes the round it
         collects the last one, and the realtime workers record every request not yet sent as an
         error (through ``halted``). Work in flight ends on its own, and Finalize writes the outputs.
         """

@@ -1,90 +1,35 @@
-"""Check: read a batch's status and progress, record them, and decide what comes next.
+"""CheckShards: one poll of a batch job: check every running batch, collect those that ended,
+submit the next rounds and the shards that were waiting, and say whether the job is finished.
 
-- ``collect`` when the batch has ended (completed, expired, cancelled, or failed for good);
-- ``resubmit`` when it failed only because the enqueued-token queue was full: its room in the
-  ledger is given back and the same round is submitted again after a wait;
-- ``wait`` otherwise. A batch sitting in validating or finalizing past the configured limit is
-  reported (a metric and the job record) and cancelled; what it finished is collected, and its
-  other requests go to the next round.
+Finished means every shard ended (collected, failed, cancelled or stopped by the budget) and
+every request a round sent to the realtime workers has an outcome.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from aws_lambda_powertools.metrics import MetricUnit
-
-from batchline.adapters.openai_batches import batch_is_terminal
-from batchline.domain.recovery import failed_for_token_limit, is_stuck, next_poll_seconds, seconds_in_status
-from batchline.handlers.dependencies import (
-    admission_ledger,
-    environment,
-    job_store,
-    logger,
-    metered,
-    metrics,
-    openai_batches,
-    publish_metric,
-    tracer,
-)
-from batchline.handlers.submit import ticket_for
-from batchline.topology import (
-    BATCH_AGE_METRIC,
-    BATCHES_RESUBMITTED_METRIC,
-    BATCHES_STUCK_METRIC,
-)
+from batchline.handlers.dependencies import environment, logger, metered, metrics, seconds_left, tracer
+from batchline.workflow.shard_loop import advance_shards
 
 
-@metered("check", lambda event, result: [event["shard"]["job_id"]])
+@metered("check", lambda event, result: [event["job_id"]])
 @metrics.log_metrics
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    shard, batch_id = event["shard"], event["batch"]["batch_id"]
-    job_id, shard_id = shard["job_id"], shard["shard_id"]
-    logger.append_keys(job_id=job_id, shard_id=shard_id, batch_id=batch_id)
-    store = job_store()
-    gateway = openai_batches()
-    batch = gateway.retrieve_batch(batch_id)
-    status, now = batch["status"], time.time()
-    store.update_shard(job_id, shard_id, batch_status=status, request_counts=batch.get("request_counts") or {})
-    if not batch_is_terminal(batch):
-        publish_metric(BATCH_AGE_METRIC, seconds_in_status(batch, now), MetricUnit.Seconds, status=status)
-
-    if failed_for_token_limit(batch):
-        record = store.get_shard(job_id, shard_id) or {}
-        ticket = ticket_for(job_id, shard_id, int(record.get("round", 0)))
-        admission_ledger().release(record.get("round_model") or shard["model"], ticket)
-        # The uploaded file stays valid: the next attempt creates a batch from it again.
-        store.update_shard(
-            job_id, shard_id, status="waiting_admission", remove=("batch_id", "batch_status", "submit_claim")
-        )
-        store.add_to_job(job_id, batches_resubmitted=1)
-        metrics.add_metric(name=BATCHES_RESUBMITTED_METRIC, unit=MetricUnit.Count, value=1)
-        logger.warning("batch refused for the enqueued-token limit; submitting again later")
-        return {"batch_id": batch_id, "status": status, "next": "resubmit"}
-    if batch_is_terminal(batch):
-        return {"batch_id": batch_id, "status": status, "next": "collect"}
-
-    if status in ("validating", "in_progress", "finalizing"):
-        job = store.get_job(job_id) or {}
-        if job.get("cancel_requested"):
-            # A batch created just as the user cancelled: cancel it too; what it finished is kept.
-            logger.warning("job cancelled by the user; cancelling its batch")
-            gateway.cancel_batch(batch_id)
-            return {"batch_id": batch_id, "status": "cancelling", "next": "wait", "wait_seconds": 1}
-    stuck_after = environment().settings.recovery.stuck_after_seconds
-    if is_stuck(batch, now, stuck_after):
-        record = store.get_shard(job_id, shard_id) or {}
-        if not record.get("stuck_cancelled_batch") == batch_id:
-            store.update_shard(job_id, shard_id, stuck_cancelled_batch=batch_id, stuck_status=status)
-            store.add_to_job(job_id, stuck_batches=1)
-            metrics.add_metric(name=BATCHES_STUCK_METRIC, unit=MetricUnit.Count, value=1)
-            logger.error("batch stuck; cancelling it", extra={"status": status, "limit_seconds": stuck_after})
-            gateway.cancel_batch(batch_id)
+    logger.append_keys(job_id=event["job_id"])
     settings = environment().settings
-    floor = int(event.get("poll_seconds") or settings.poll_seconds)
-    wait = next_poll_seconds(batch, now, floor=floor, ceiling=max(floor, settings.max_poll_seconds))
-    logger.info("batch not done yet", extra={"status": status, "wait_seconds": wait})
-    return {"batch_id": batch_id, "status": status, "next": "wait", "wait_seconds": wait}
+    progress = advance_shards(
+        event["job_id"],
+        check=True,
+        poll_floor=int(event.get("poll_seconds") or settings.poll_seconds),
+        attempt=str(getattr(context, "aws_request_id", "")),
+        seconds_left=seconds_left(context),
+    )
+    # Each poll adds about nine events to the execution's history, which holds 25,000 at most.
+    progress["polls"] = int(event.get("polls") or 0) + 1
+    progress["hand_over"] = not progress["finished"] and progress["polls"] >= settings.max_polls_per_execution
+    if progress["hand_over"]:
+        logger.info("handing the job over to a new execution", extra={"polls": progress["polls"]})
+    return progress

@@ -126,6 +126,14 @@ def admission_ledger() -> DynamoAdmissionLedger:
     return DynamoAdmissionLedger(dynamodb_resource().Table(environment().table_name))
 
 
+def seconds_left(context: Any) -> Callable[[], float]:
+    """Seconds left before the invocation's timeout, as Lambda's context tells (no limit without one)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return lambda: float("inf")
+    return lambda: remaining() / 1000
+
+
 # A local run's allowance for the latency of one in-region AWS request, which it does not see.
 LOCAL_REQUEST_LATENCY_MS = 20
 

@@ -1,67 +1,15 @@
-"""Enqueue: put one shard's requests on the realtime queue, one message per request.
-
-Each message carries what a worker needs to call at the shared limit without re-reading the
-input: the line, the custom_id, the endpoint, the model, the token cost (prompt tokens counted
-exactly plus the output cap) and the request body, or an S3 key when the body is too big for SQS.
-"""
+"""Enqueue: put one shard's requests on the realtime queue (the realtime route's Map calls it per shard)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import orjson
 from aws_lambda_powertools.metrics import MetricUnit
 
 from batchline.adapters.job_store import now_iso
-from batchline.domain.layout import JobLayout
-from batchline.domain.planning import decode_manifest_entry, validator_for
-from batchline.domain.request_line import ValidRequest
-from batchline.handlers.dependencies import (
-    environment,
-    job_store,
-    logger,
-    metered,
-    output_objects,
-    publish_metric,
-    request_queue,
-    tracer,
-)
+from batchline.handlers.dependencies import job_store, logger, metered, publish_metric, tracer
 from batchline.topology import REQUESTS_ENQUEUED_METRIC
-
-
-def _messages(job_id: str, shard_id: str, raws: Iterator[bytes], manifest: Iterator[bytes]) -> Iterator[dict]:
-    validator = validator_for(environment().settings)
-    for raw, entry in zip(raws, manifest, strict=True):
-        line, custom_id = decode_manifest_entry(entry)
-        request = validator.validate(line, raw)
-        if not isinstance(request, ValidRequest):  # planned lines are valid; anything else is a bug
-            raise ValueError(f"line {line} of shard {shard_id} no longer validates: {request.message}")
-        yield {
-            "job_id": job_id,
-            "shard_id": shard_id,
-            "line": line,
-            "custom_id": custom_id,
-            "url": request.url,
-            "model": request.model,
-            "token_cost": request.count_prompt_tokens() + request.max_output_tokens,
-            "body": orjson.loads(raw)["body"],
-        }
-
-
-def enqueue_round(job_id: str, shard_id: str, round_number: int) -> int:
-    """Queue every request of one round of a shard for the realtime workers; the number sent."""
-    layout = JobLayout(job_id, environment().settings.output_prefix)
-    storage = output_objects()
-
-    def spill(message: dict) -> dict:
-        key = layout.realtime_body(message["line"])
-        storage.put(key, orjson.dumps(message["body"]), "application/json")
-        return {**{k: v for k, v in message.items() if k != "body"}, "body_key": key}
-
-    raws = (raw for raw in storage.lines(layout.round_requests(shard_id, round_number)) if raw)
-    manifest = (entry for entry in storage.lines(layout.round_manifest(shard_id, round_number)) if entry)
-    return request_queue().send_all(_messages(job_id, shard_id, raws, manifest), spill=spill)
+from batchline.workflow.enqueueing import enqueue_round
 
 
 @metered("enqueue", lambda event, result: [event["shard"]["job_id"]])

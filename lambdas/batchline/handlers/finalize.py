@@ -180,6 +180,7 @@ def _budget_details(refreshed: dict, month: str) -> dict:
         },
         "recovery": {
             "resumes": int(refreshed.get("resumes", 0)),
+            "handovers": int(refreshed.get("handovers", 0)),
             "batches_resubmitted": int(refreshed.get("batches_resubmitted", 0)),
             "stuck_batches": int(refreshed.get("stuck_batches", 0)),
         },
@@ -250,7 +251,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     realtime_parts = [
         (shard, int(shard.get("round", 0)))
         for shard in shards
-        if not refused and (job.get("route") == "realtime" or shard.get("status") == "realtime")
+        if not refused and (job.get("route") == "realtime" or shard.get("status") in ("realtime", "realtime_requeue"))
     ]
     realtime_per_second: Counter[str] = Counter()
     if realtime_parts:

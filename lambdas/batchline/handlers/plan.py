@@ -14,7 +14,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from batchline.adapters.job_store import now_iso
 from batchline.adapters.plan_outputs import S3PlanOutputs
 from batchline.domain.budget import month_of, requested_job_cap, to_nano
-from batchline.domain.errors import BudgetRefusedError, InputNotFoundError
+from batchline.domain.errors import BudgetRefusedError, InputNotFoundError, ShardStateError
 from batchline.domain.layout import JobLayout, content_hash, make_job_id
 from batchline.domain.planning import planner_for
 from batchline.domain.request_line import iter_physical_lines
@@ -66,6 +66,8 @@ def _hold_budget(job_id: str, month: str, route: str, shards: list[dict]) -> str
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    if event.get("handover_from"):
+        return _take_over(event["job_id"], event["handover_from"])
     settings = environment().settings
     bucket, key = event["bucket"], event["key"]
     source = objects(bucket)
@@ -140,6 +142,43 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     }
 
 
+# A shard's status when the same file is uploaded again: cancelled, stopped by the budget or failed,
+# it is planned again from its current round; one whose last requests went realtime has them queued
+# again (a worker skips any that already has an outcome).
+_REOPENED_ON_RESUME = {
+    "cancelled": "planned",
+    "budget_stopped": "planned",
+    "failed": "planned",
+    "realtime": "realtime_requeue",
+}
+
+
+def _take_over(job_id: str, previous_execution: str) -> dict[str, Any]:
+    """A new execution goes on with a running job (its predecessor's history was filling up).
+
+    Nothing about the job changes: not its budget hold, not a cancel the user asked for, not its
+    resume count. The file is not read again either: the job's shards are what runs.
+    """
+    store = job_store()
+    job = store.get_job(job_id)
+    if job is None or not job.get("planned"):
+        raise ShardStateError(f"job {job_id} handed over by {previous_execution} has no planned record")
+    logger.append_keys(job_id=job_id)
+    store.add_to_job(job_id, handovers=1)
+    logger.info("took the job over", extra={"from_execution": previous_execution})
+    shards = store.list_shards(job_id)
+    return {
+        "job_id": job_id,
+        "route": job["route"],
+        "resumed": True,
+        "input_lines": job["input_lines"],
+        "valid": job["valid"],
+        "invalid": job["invalid"],
+        "shard_count": len(shards),
+        "shards": _map_items(job_id, [shard for shard in shards if shard.get("status") != "collected"]),
+    }
+
+
 def _resume(job: dict, cap_fields: dict) -> dict[str, Any]:
     """The same file again: keep everything done, run only what is unfinished."""
     job_id, route = job["job_id"], job["route"]
@@ -148,9 +187,11 @@ def _resume(job: dict, cap_fields: dict) -> dict[str, Any]:
     # A new upload may bring a bigger budget, and undoes an earlier cancel: the user asks again.
     store.update_job(job_id, remove=("cancel_requested", "halted", "execution_stopped"), **cap_fields)
     for shard in shards:
-        if shard.get("status") == "cancelled":
-            store.update_shard(job_id, shard["shard_id"], status="planned")
-            shard["status"] = "planned"
+        # What stopped short runs again: the poll loop passes over shards that ended.
+        reopened = _REOPENED_ON_RESUME.get(shard.get("status"))
+        if reopened:
+            store.update_shard(job_id, shard["shard_id"], status=reopened, remove=("failure", "step_errors"))
+            shard["status"] = reopened
     refused = _hold_budget(job_id, job.get("budget_month") or month_of(), route, shards)
     resumes = int(job.get("resumes", 0)) + 1
     store.update_job(

@@ -1,4 +1,4 @@
-"""Collect: join a finished batch's files back to the input lines of its round, and plan the next round.
+"""Join a finished batch's files back to the input lines of its round, and plan the next round.
 
 What the batch finished is kept. Requests that failed in a way worth another try (expired or
 cancelled before running, 429, 5xx) make up the shard's next round while rounds remain; every
@@ -26,15 +26,13 @@ from batchline.handlers.dependencies import (
     environment,
     job_store,
     logger,
-    metered,
     metrics,
     openai_batches,
     output_objects,
-    tracer,
 )
-from batchline.handlers.enqueue import enqueue_round
-from batchline.handlers.submit import round_figures, ticket_for
 from batchline.topology import BATCHES_RESUBMITTED_METRIC
+from batchline.workflow.enqueueing import enqueue_round
+from batchline.workflow.submission import round_figures, ticket_for
 
 
 def _write_next_round(layout: JobLayout, shard_id: str, round_number: int, retry: dict[str, int]) -> None:
@@ -55,12 +53,8 @@ def _write_next_round(layout: JobLayout, shard_id: str, round_number: int, retry
                 manifest.write(encode_manifest_entry(line, custom_id))
 
 
-@metered("collect", lambda event, result: [event["shard"]["job_id"]])
-@metrics.log_metrics
-@logger.inject_lambda_context(log_event=False, clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    shard, batch_id = event["shard"], event["batch"]["batch_id"]
+def collect_batch(shard: dict[str, Any], batch_id: str) -> dict[str, Any]:
+    """Collect the shard's ended batch, once; retry says whether a next round waits to be submitted."""
     job_id, shard_id = shard["job_id"], shard["shard_id"]
     logger.append_keys(job_id=job_id, shard_id=shard_id, batch_id=batch_id)
     settings = environment().settings
