@@ -12,7 +12,7 @@ from typing import Any
 
 from batchline.domain.budget import to_usd
 
-FINAL_STATUSES = frozenset({"succeeded", "completed_with_errors", "paused", "failed"})
+FINAL_STATUSES = frozenset({"succeeded", "completed_with_errors", "paused", "cancelled", "failed"})
 ENDED_SHARD_STATUSES = frozenset({"collected", "failed", "cancelled", "budget_stopped", "realtime"})
 TERMINAL_BATCH_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
 

@@ -221,7 +221,12 @@ class Settings(_Frozen):
     )
     batch_discount: float = Field(0.5, gt=0, le=1)
     pricing: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
-    upload_part_bytes: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024)
+    upload_part_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=5 * 1024 * 1024,
+        description="multipart part size of the files written to S3: each part is a billed PUT; each open file "
+        "buffers one part in memory",
+    )
     output_prefix: str = Field("jobs", min_length=1)
     region: str = "us-east-1"
     names: ResourceNames = ResourceNames()

@@ -20,6 +20,7 @@ JOB_METRICS = (  # published by Finalize for every job, with the dimension "rout
     "JobsCompletedWithErrors",
     "JobsFailed",
     "JobsPaused",
+    "JobsCancelled",
     "RequestsSucceeded",
     "RequestsFailed",
     "InvalidLines",

@@ -72,6 +72,9 @@ def test_cancel_keeps_what_the_batches_finished_and_accounts_for_every_line(tmp_
     assert sorted(batch["status"] for batch in batches) == ["cancelled", "cancelled"]  # the third never sent
     results, errors = assert_every_line_accounted_for(path, tmp_path / "out")
     assert billed_twice(ledger) == {} and len(ledger) == len(results) >= 2  # what finished was kept
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["status"] == "cancelled"
+    assert summary["message"].startswith(f"cancelled by the user: {len(results)} of 12 requests succeeded")
     by_code: dict[str, list[dict]] = {}
     for error in errors:
         by_code.setdefault(error["code"], []).append(error)

@@ -15,3 +15,12 @@ def test_status_and_message_say_what_happened():
     assert "no valid request" in nothing_valid.message() and "4" in nothing_valid.message()
     assert JobAccount("j", input_lines=0).message().startswith("the input file holds no request")
     assert JobAccount("j", input_lines=5, succeeded=2, failed=1).unaccounted() == 2
+
+
+def test_a_job_the_user_cancelled_says_so_whatever_finished_before():
+    cancelled = JobAccount("j", input_lines=8, succeeded=3, failed=5, cancelled="cancelled by the user")
+    assert cancelled.status() == "cancelled"
+    assert cancelled.message().startswith("cancelled by the user: 3 of 8 requests succeeded")
+    assert "upload the same file again" in cancelled.message()
+    nothing_done = JobAccount("j", input_lines=8, failed=8, cancelled="cancelled by the user")
+    assert nothing_done.status() == "cancelled"  # not "failed": nothing went wrong

@@ -15,6 +15,7 @@ STATUS_SUCCEEDED = "succeeded"
 STATUS_COMPLETED_WITH_ERRORS = "completed_with_errors"
 STATUS_FAILED = "failed"
 STATUS_PAUSED = "paused"  # the budget stopped it; uploading the same file again resumes it
+STATUS_CANCELLED = "cancelled"  # the user cancelled it; what finished is kept, uploading it again resumes it
 
 
 def merge_by_line(streams: Iterable[Iterable[tuple[int, bytes]]]) -> Iterator[tuple[int, bytes]]:
@@ -41,8 +42,11 @@ class JobAccount:
     route: str | None = None
     stopped_by_budget: int = 0  # requests never sent because the budget ran out: the job can resume
     details: dict = field(default_factory=dict)  # budget, recovery and resumption facts for the summary
+    cancelled: str | None = None  # why, when the user cancelled the job
 
     def status(self) -> str:
+        if self.cancelled:
+            return STATUS_CANCELLED
         if self.stopped_by_budget:
             return STATUS_PAUSED
         if self.succeeded == 0:
@@ -56,6 +60,11 @@ class JobAccount:
         return self.input_lines - self.invalid - self.succeeded - self.failed
 
     def message(self) -> str:
+        if self.cancelled:
+            return (
+                f"{self.cancelled}: {self.succeeded} of {self.input_lines} requests succeeded before it stopped, the "
+                f"rest are in errors.jsonl; upload the same file again to send what was not done"
+            )
         if self.failure and self.succeeded == 0:
             return self.failure
         if self.input_lines == 0:

@@ -189,6 +189,7 @@ def _budget_details(refreshed: dict, month: str) -> dict:
 
 _STATUS_METRIC = {
     "paused": "JobsPaused",
+    "cancelled": "JobsCancelled",
     "succeeded": "JobsSucceeded",
     "completed_with_errors": "JobsCompletedWithErrors",
     "failed": "JobsFailed",
@@ -237,6 +238,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         estimated_cost_usd_if_realtime=job.get("estimated_cost_usd_if_realtime", 0.0),
         failure=failure,
         route=job.get("route"),
+        cancelled=job.get("halted") if job.get("cancel_requested") else None,
     )
     planned = "input_lines" in job
     if not planned:
