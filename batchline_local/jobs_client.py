@@ -173,8 +173,12 @@ class JobsClient:
                 try:
                     gateway.cancel_batch(batch_id)
                     outcome.cancelled_batches.append(batch_id)
-                except ProviderError as exc:  # it ended meanwhile, or the provider refused: say which
-                    outcome.failed_batches.append((batch_id, str(exc)))
+                except ProviderError as exc:  # cancelled or ended meanwhile, or the provider refused: say which
+                    now = _batch_status(gateway, batch_id)
+                    if now in ("cancelling", "cancelled"):  # the job's own poll, seeing the cancel, got there first
+                        outcome.cancelled_batches.append(batch_id)
+                    elif now not in ("completed", "failed", "expired"):
+                        outcome.failed_batches.append((batch_id, str(exc)))
             submitting = [s for s in shards if s.get("submit_claim") and not s.get("batch_id")]
             if not submitting or time.monotonic() >= deadline:
                 break
@@ -239,3 +243,10 @@ class JobsClient:
         from batchline.adapters.openai_batches import OpenAIBatches
 
         return OpenAIBatches(api_key=key, base_url=self.target.openai_base_url)
+
+
+def _batch_status(gateway: OpenAIBatches, batch_id: str) -> str | None:
+    try:
+        return gateway.retrieve_batch(batch_id).get("status")
+    except ProviderError:
+        return None

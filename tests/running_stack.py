@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,11 @@ class Stack:
     def run(self, *args: str, code: int = 0) -> Result:
         """A batchline command against this stack; fails the test on another exit code."""
         result = CliRunner().invoke(app, [*args, "--state-file", str(self.state_file)])
-        assert result.exit_code == code, f"{args}: exit {result.exit_code}\n{result.output}"
+        if result.exit_code != code and result.exc_info and not isinstance(result.exception, SystemExit):
+            trace = "".join(traceback.format_exception(*result.exc_info))
+        else:
+            trace = ""
+        assert result.exit_code == code, f"{args}: exit {result.exit_code}\n{result.output}{trace}"
         return result
 
     def status(self, job_id: str, *more: str) -> dict:

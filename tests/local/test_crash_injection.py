@@ -178,7 +178,7 @@ def _invoke(aws: LocalAws, payload: dict[str, Any]) -> tuple[str | None, dict[st
 
 def test_a_local_stack_can_crash_any_function_by_its_topology_name(aws: LocalAws) -> None:
     assert aws.crashes.functions >= {spec.name for spec in FUNCTIONS}
-    assert {"plan", "submit", "check", "collect", "finalize", "enqueue"} <= aws.crashes.functions
+    assert {"plan", "submit", "check", "finalize", "enqueue"} <= aws.crashes.functions
 
 
 @pytest.mark.parametrize(("when", "ran"), [("before", [{"n": 1}, {"n": 3}]), ("after", [{"n": 1}, {"n": 2}, {"n": 3}])])
