@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
+from batchline.domain.custom_ids import CustomIdRegistry
 from batchline.domain.planning import Planner, PlanSummary, decode_manifest_entry, encode_manifest_entry
 from batchline.domain.request_line import RequestValidator, iter_physical_lines
 from batchline.domain.tokens import ParallelTokenCounter, token_counter
@@ -27,6 +29,7 @@ def plan(
     max_requests: int = 50_000,
     max_bytes: int = 209_715_200,
     max_prompt_tokens=None,
+    custom_ids: CustomIdRegistry | None = None,
 ):
     settings = load_settings()
     outputs = MemoryPlanOutputs()
@@ -43,6 +46,7 @@ def plan(
         max_bytes=max_bytes,
         token_counter=token_pool,
         max_prompt_tokens=max_prompt_tokens,
+        custom_ids=custom_ids,
     )
     data = ("\n".join(lines) + "\n").encode()
     summary: PlanSummary = planner.run(iter_physical_lines([data]))
@@ -96,6 +100,38 @@ def test_duplicate_custom_id_is_an_error_on_the_later_line_and_the_first_is_kept
     assert summary.valid == 2
 
 
+def test_a_repeat_far_from_its_first_use_is_still_an_error_naming_both_lines_after_a_spill(token_pool):
+    # Given a registry that keeps only 50 ids in memory, so the first use is long spilled to disk
+    registry = CustomIdRegistry(memory_ids=50, filter_bytes=1 << 12)
+    lines = [chat(f"c{i}") for i in range(6_000)] + [chat("c7", "again"), embedding("c5999", "late")]
+    # When the file is planned
+    summary, outputs = plan(lines, token_pool, custom_ids=registry)
+    # Then both repeats are invalid lines naming the line of the first use, and neither reached a shard
+    assert [(e.line, e.code, e.custom_id) for e in outputs.invalid] == [
+        (6_001, "duplicate_custom_id", "c7"),
+        (6_002, "duplicate_custom_id", "c5999"),
+    ]
+    assert "line 8" in outputs.invalid[0].message and "line 6000" in outputs.invalid[1].message
+    written = [r.custom_id for shard in outputs.shards.values() for r in shard.requests]
+    assert len(written) == 6_000 == len(set(written)) and summary.valid == 6_000
+    assert registry._spill is None  # the spill file is gone once the plan is done
+
+
+def test_invalid_lines_are_reported_in_line_order_across_blocks_whatever_made_them_invalid(token_pool):
+    lines = []
+    for i in range(5_000):
+        lines.append(chat(f"c{i}") if i % 7 else chat(f"c{i // 2}"))  # every 7th repeats an earlier id
+        if i % 1_000 == 500:
+            lines.append('{"custom_id": "broken"')
+    summary, outputs = plan(lines, token_pool, custom_ids=CustomIdRegistry(memory_ids=300, filter_bytes=1 << 10))
+    reported = [e.line for e in outputs.invalid]
+    assert reported == sorted(reported) and len(reported) == summary.invalid
+    assert {e.code for e in outputs.invalid} == {"duplicate_custom_id", "invalid_json"}
+    assert summary.valid + summary.invalid == summary.input_lines == len(lines)
+    written = [r.custom_id for shard in outputs.shards.values() for r in shard.requests]
+    assert len(written) == len(set(written)) == summary.valid
+
+
 def test_bad_lines_never_sink_the_valid_ones(token_pool):
     lines = [chat("ok-1")] + [raw for raw, _ in BAD_LINES] + [chat("ok-2")]
     summary, outputs = plan(lines, token_pool)
@@ -124,3 +160,10 @@ def test_token_totals_and_estimates_come_from_exact_counts_and_the_price_table(t
 def test_manifest_entries_round_trip_any_custom_id():
     for custom_id in ("plain", "tab\there", 'quote"and\\slash', "ünïcödé ✓"):
         assert decode_manifest_entry(encode_manifest_entry(42, custom_id)) == (42, custom_id)
+
+
+def test_manifest_entries_are_the_same_bytes_as_json_dumps_writes_for_every_kind_of_id():
+    ids = ["plain", "with space", "tab\there", "new\nline", 'q"uote', "back\\slash", "\x7f\x85\xa0", "\u2028", "✓ 🤔"]
+    for custom_id in ids:
+        expected = f"7\t{json.dumps(custom_id, ensure_ascii=False)}\n".encode()
+        assert encode_manifest_entry(7, custom_id) == expected
