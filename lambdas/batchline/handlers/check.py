@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchline.handlers.dependencies import environment, logger, metered, metrics, seconds_left, tracer
-from batchline.workflow.shard_loop import advance_shards
+from batchline.handlers.dependencies import environment, logger, metered, metrics, tracer
+from batchline.handlers.submit import advance_job
 
 
 @metered("check", lambda event, result: [event["job_id"]])
@@ -18,15 +18,8 @@ from batchline.workflow.shard_loop import advance_shards
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    logger.append_keys(job_id=event["job_id"])
     settings = environment().settings
-    progress = advance_shards(
-        event["job_id"],
-        check=True,
-        poll_floor=int(event.get("poll_seconds") or settings.poll_seconds),
-        attempt=str(getattr(context, "aws_request_id", "")),
-        seconds_left=seconds_left(context),
-    )
+    progress = advance_job(event, context, check=True)
     # Each poll adds about nine events to the execution's history, which holds 25,000 at most.
     progress["polls"] = int(event.get("polls") or 0) + 1
     progress["hand_over"] = not progress["finished"] and progress["polls"] >= settings.max_polls_per_execution

@@ -17,12 +17,17 @@ from batchline.workflow.shard_loop import advance_shards
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    progress = advance_job(event, context, check=False)
+    return {**progress, "finished": False, "polls": 0}  # CheckShards decides when the job is finished
+
+
+def advance_job(event: dict[str, Any], context: Any, *, check: bool) -> dict[str, Any]:
+    """One pass of the poll loop over the job the event names (SubmitShards' and CheckShards' event)."""
     logger.append_keys(job_id=event["job_id"])
-    progress = advance_shards(
+    return advance_shards(
         event["job_id"],
-        check=False,
+        check=check,
         poll_floor=int(event.get("poll_seconds") or environment().settings.poll_seconds),
         attempt=str(getattr(context, "aws_request_id", "")),
         seconds_left=seconds_left(context),
     )
-    return {**progress, "finished": False, "polls": 0}  # CheckShards decides when the job is finished

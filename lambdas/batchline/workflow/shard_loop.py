@@ -19,15 +19,13 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from batchline.domain.errors import TransientProviderError
+from batchline.domain.recovery import ENDED_SHARD_STATUSES
 from batchline.handlers.dependencies import environment, job_store, logger, publish_metric
 from batchline.topology import SHARDS_FAILED_METRIC
 from batchline.workflow.checking import check_batch
 from batchline.workflow.collection import collect_batch
 from batchline.workflow.realtime_wait import realtime_progress
 from batchline.workflow.submission import submit_round
-
-# A shard's step is in no further need of this loop once its status is one of these.
-ENDED_SHARD_STATUSES = frozenset({"collected", "failed", "cancelled", "budget_stopped", "realtime"})
 
 # Seconds a step may need (an upload or a collect of a full shard). With less left before the
 # function's timeout, the rest of the shards wait for the next invocation, which comes at once.
