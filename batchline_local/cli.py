@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from batchline.domain.routing import MODES
-from batchline.settings import Settings, SettingsError, settings_from_cdk_json
+from batchline.settings import EmulatorSettings, Settings, SettingsError, load_settings, settings_from_cdk_json
+from pydantic import ValidationError
 from rich.console import Console
 
 if TYPE_CHECKING:
@@ -93,20 +94,98 @@ def local_run(
         raise typer.Exit(1)
 
 
+# The `batchline emulator` options that set a field of settings.emulator for one run.
+EMULATOR_OPTIONS = {
+    "tokens_per_minute": "--tpm",
+    "requests_per_minute": "--rpm",
+    "burst_seconds": "--burst-seconds",
+    "realtime_latency_seconds": "--latency",
+    "rate_limit_algorithm": "--rate-limit-algorithm",
+}
+
+
+def _emulator_settings(cdk_json: Path | None, given: dict[str, object]) -> Settings:
+    """The settings file's (the repository's cdk.json when none is named and it exists, else the
+    defaults) with the options given on the command line over its emulator settings. A wrong value
+    exits with 2 and names the option."""
+    if cdk_json is None:
+        settings = _settings(DEFAULT_CDK_JSON) if DEFAULT_CDK_JSON.is_file() else load_settings({})
+    elif not cdk_json.is_file():
+        console.print(f"--cdk-json: no such file: {cdk_json}", style="red", markup=False)
+        raise typer.Exit(2)
+    else:
+        settings = _settings(cdk_json)
+    overrides = {name: value for name, value in given.items() if value is not None}
+    if not overrides:
+        return settings
+    try:
+        emulator = EmulatorSettings.model_validate({**settings.emulator.model_dump(), **overrides})
+    except ValidationError as exc:
+        for error in exc.errors():
+            option = EMULATOR_OPTIONS.get(str(error["loc"][0]), str(error["loc"][0]))
+            console.print(f"{option}: {error['msg']}", style="red", markup=False)
+        raise typer.Exit(2) from None
+    return settings.model_copy(update={"emulator": emulator})
+
+
+def _describe_limits(pace: EmulatorSettings) -> str:
+    limits = f"{pace.requests_per_minute:,} RPM and {pace.tokens_per_minute:,} TPM per model"
+    if pace.rate_limit_algorithm == "token_bucket":
+        return f"{limits}, token buckets holding {pace.burst_seconds:g} s of refill"
+    return f"{limits} per fixed {pace.rate_window_seconds:g} s window"
+
+
 @app.command("emulator")
 def emulator(
     port: Annotated[int, typer.Option(help="port to listen on")] = 8787,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    cdk_json: Annotated[Path, typer.Option(help="settings file")] = DEFAULT_CDK_JSON,
+    cdk_json: Annotated[
+        Path | None,
+        typer.Option(help="settings file [default: the repository's cdk.json if there is one, else the defaults]"),
+    ] = None,
     faults: Annotated[str | None, typer.Option("--faults", metavar="SPEC", help=FAULTS_HELP)] = None,
+    tpm: Annotated[
+        int | None, typer.Option("--tpm", help="tokens per minute per model (emulator.tokens_per_minute)")
+    ] = None,
+    rpm: Annotated[
+        int | None, typer.Option("--rpm", help="requests per minute per model (emulator.requests_per_minute)")
+    ] = None,
+    burst_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--burst-seconds", help="token_bucket: seconds of refill each bucket holds (emulator.burst_seconds)"
+        ),
+    ] = None,
+    latency: Annotated[
+        float | None,
+        typer.Option("--latency", help="seconds each realtime answer takes (emulator.realtime_latency_seconds)"),
+    ] = None,
+    rate_limit_algorithm: Annotated[
+        str | None,
+        typer.Option(
+            "--rate-limit-algorithm",
+            metavar="token_bucket|fixed_window",
+            help="how the limits are enforced (emulator.rate_limit_algorithm)",
+        ),
+    ] = None,
 ) -> None:
-    """Serve the OpenAI-compatible emulator until interrupted."""
+    """Serve the OpenAI-compatible emulator until interrupted. The options given win over the settings file."""
     _use_bundled_encodings()
-    settings = _settings(cdk_json)
+    settings = _emulator_settings(
+        cdk_json,
+        {
+            "tokens_per_minute": tpm,
+            "requests_per_minute": rpm,
+            "burst_seconds": burst_seconds,
+            "realtime_latency_seconds": latency,
+            "rate_limit_algorithm": rate_limit_algorithm,
+        },
+    )
     injected = _faults(faults, settings)
     from batchline_local.emulator import serve_forever
 
     console.print(f"OpenAI emulator on http://{host}:{port}/v1 (Ctrl-C to stop)")
+    console.print(f"rate limits: {_describe_limits(settings.emulator)}", markup=False)
     serve_forever(host, port, settings, faults=injected)
 
 

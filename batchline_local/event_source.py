@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,14 @@ def settle(sqs: Any, queue_url: str, messages: list[dict], failed_ids: set[str])
 
 
 class SqsEventSource:
+    """Pollers that deliver the queue's messages to the function, as Lambda's event source does.
+
+    Each poller gathers up to `batch_size` messages (ten per ReceiveMessage, as SQS allows) for at
+    most `batching_window_seconds`, invokes the function with them and settles the answer. An
+    invocation that fails or times out deletes nothing: its messages reappear after their
+    visibility timeout, and the poller goes on polling, as the real event source does.
+    """
+
     def __init__(
         self,
         *,
@@ -57,12 +66,14 @@ class SqsEventSource:
         batch_size: int,
         max_concurrency: int,
         region: str,
+        batching_window_seconds: float = 0.0,
     ) -> None:
         self._sqs = sqs
         self._lambda = lambda_client
         self._queue_url = queue_url
         self._function = function_name
         self._batch_size = batch_size
+        self._window = batching_window_seconds
         self._region = region
         self._arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=[QUEUE_ARN_ATTRIBUTE])["Attributes"][
             QUEUE_ARN_ATTRIBUTE
@@ -71,7 +82,10 @@ class SqsEventSource:
         self._pollers = [
             threading.Thread(target=self._poll, name=f"sqs-poller-{i}", daemon=True) for i in range(max_concurrency)
         ]
+        self._lock = threading.Lock()
         self.invocations = 0
+        self.invocation_errors = 0
+        self.delivered_messages = 0
         self.failed_messages = 0
 
     def start(self) -> SqsEventSource:
@@ -86,20 +100,44 @@ class SqsEventSource:
 
     def _poll(self) -> None:
         while not self._stop.is_set():
-            messages = self._sqs.receive_message(
+            try:
+                messages = self._gather()
+                if messages:
+                    self._deliver(messages)
+            except Exception:  # noqa: BLE001 (a poller never dies: the real event source keeps polling)
+                with self._lock:
+                    self.invocation_errors += 1
+                logger.exception("the SQS event source failed to deliver a batch; its messages will reappear")
+                self._stop.wait(1.0)
+
+    def _gather(self) -> list[dict]:
+        """Up to batch_size messages: the first receive waits for one, then gathers for the batching window."""
+        messages: list[dict] = []
+        deadline = time.monotonic() + self._window
+        while len(messages) < self._batch_size and not self._stop.is_set():
+            waiting = 1 if not messages else 0
+            received = self._sqs.receive_message(
                 QueueUrl=self._queue_url,
-                MaxNumberOfMessages=self._batch_size,
-                WaitTimeSeconds=1,
+                MaxNumberOfMessages=min(10, self._batch_size - len(messages)),
+                WaitTimeSeconds=waiting,
                 AttributeNames=["All"],
                 MessageAttributeNames=["All"],
             ).get("Messages", [])
-            if messages:
-                self._deliver(messages)
+            messages += received
+            if not messages:
+                return messages
+            if not received:
+                if time.monotonic() >= deadline:
+                    break
+                self._stop.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+        return messages
 
     def _deliver(self, messages: list[dict]) -> None:
         event = sqs_event(messages, queue_arn=self._arn, region=self._region)
+        with self._lock:
+            self.invocations += 1
+            self.delivered_messages += len(messages)
         response = self._lambda.invoke(FunctionName=self._function, Payload=json.dumps(event).encode())
-        self.invocations += 1
         payload = json.loads(response["Payload"].read() or b"{}")
         if response.get("FunctionError"):
             failed = {m["MessageId"] for m in messages}  # the whole batch comes back, as in AWS
@@ -110,5 +148,6 @@ class SqsEventSource:
             )
         else:
             failed = {item["itemIdentifier"] for item in (payload or {}).get("batchItemFailures", [])}
-        self.failed_messages += len(failed)
+        with self._lock:
+            self.failed_messages += len(failed)
         settle(self._sqs, self._queue_url, messages, failed)

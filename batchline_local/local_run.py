@@ -147,8 +147,13 @@ def _watch(aws: LocalAws, job_id: str, execution_arn: str, console: Console, tim
             if job is not None:
                 shards = store.list_shards(job_id)
                 if job.get("route") == "realtime":
-                    done = job.get("realtime_done", 0)
-                    description = f"realtime: {len(shards)} shards queued, status {job.get('status', '?')}"
+                    answered, unsent = job.get("realtime_done", 0), job.get("realtime_unsent", 0)
+                    done = answered + unsent
+                    waiting = max(0, job.get("valid", 0) - done)
+                    description = (
+                        f"realtime: {job.get('realtime_calls', 0):,} sent, {answered:,} answered, "
+                        f"{waiting:,} waiting ({job.get('realtime_rate_limited', 0):,} answered 429)"
+                    )
                 else:
                     done = sum(
                         (s.get("request_counts") or {}).get("completed", 0)

@@ -33,6 +33,7 @@ from batchline.topology import (
     object_created_pattern,
     render_asl,
 )
+from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
 from batchline_local import crashes, moto_patches
@@ -137,6 +138,10 @@ class LocalAws:
         """Six times the worker's timeout, as AWS advises for an SQS event source."""
         return 6 * self.settings.realtime.worker_timeout_seconds
 
+    @property
+    def event_source(self) -> SqsEventSource | None:
+        return self._event_source
+
     def stop(self) -> None:
         if self._event_source is not None:
             self._event_source.stop()
@@ -206,16 +211,22 @@ class LocalAws:
                 Handler=spec.handler,
                 Code={"ZipFile": _placeholder_zip()},
                 Timeout=realtime.worker_timeout_seconds if spec is WORKER else self.settings.functions.timeout_seconds,
-                MemorySize=self.settings.functions.memory_mb,
+                MemorySize=realtime.worker_memory_mb if spec is WORKER else self.settings.functions.memory_mb,
                 Environment={"Variables": environment},
             )["FunctionArn"]
+        # The invoke runs the worker in this process: wait as long as its timeout, never retry it
+        # (a retried invoke would work the same messages twice at once).
+        invoke_config = Config(read_timeout=realtime.worker_timeout_seconds + 30, retries={"max_attempts": 1})
         self._event_source = SqsEventSource(
             sqs=self.client("sqs"),
-            lambda_client=self.client("lambda"),
+            lambda_client=boto3.client(
+                "lambda", endpoint_url=self.endpoint, region_name=self.settings.region, config=invoke_config
+            ),
             queue_url=self.queue_url,
             function_name=function_name(WORKER.name),
             batch_size=realtime.batch_size,
-            max_concurrency=realtime.max_concurrency,
+            batching_window_seconds=realtime.batching_window_seconds,
+            max_concurrency=realtime.event_source_concurrency(),
             region=self.settings.region,
         ).start()
         definition = render_asl(asl_substitutions(arns, self.settings.map_max_concurrency))

@@ -48,5 +48,5 @@ VISIBILITY_TIMEOUT_FACTOR = 6
 # prefix covers; tests check that the layout's keys match them.
 SHARD_FILES = "*/shards/*"  # a shard's requests.jsonl and manifest.tsv
 REALTIME_BODIES = "*/realtime/bodies/*"  # request bodies too large for an SQS message
-REALTIME_OUTCOMES = "*/realtime/outcomes/*"  # outcome records too large for a DynamoDB item
+REALTIME_OUTCOMES = "*/realtime/outcomes/*"  # the workers' outcome records, one object per invocation
 REALTIME_MERGED = ("*/realtime/results.jsonl", "*/realtime/errors.jsonl")  # finalize's join of the outcomes

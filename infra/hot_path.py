@@ -91,7 +91,10 @@ class RealtimeWorker(Construct):
             target=self.function,
             event_source_arn=queue.queue.queue_arn,
             batch_size=realtime.batch_size,
-            max_concurrency=realtime.max_concurrency,
+            # Lambda gathers a batch over more than ten messages only within a batching window.
+            max_batching_window=Duration.seconds(realtime.batching_window_seconds),
+            # As many invocations as the limit and the calls' latency need (Little's law).
+            max_concurrency=realtime.event_source_concurrency(),
             report_batch_item_failures=True,
         )
         # Not SqsEventSource: it would also grant sqs:GetQueueUrl, which nothing here calls.

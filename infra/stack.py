@@ -82,7 +82,7 @@ class BatchlineStack(Stack):
             code=code,
             layer=dependencies.layer,
             environment=environment,
-            memory_mb=settings.functions.memory_mb,
+            memory_mb=settings.realtime.worker_memory_mb,
             log_days=settings.retention.log_days,
         )
         roles = {name: functions.role(name) for name in functions.functions} | {"worker": worker.role}
@@ -164,10 +164,11 @@ class BatchlineStack(Stack):
             roles["enqueue"], REALTIME_BODIES, what="Request bodies too large for an SQS message, one object per line"
         )
         queue.grant(roles["enqueue"], "sqs:SendMessage")
-        storage.grant_table(roles["enqueue"], ["UpdateItem"])
+        # It skips the lines a resumed job has answered already (BatchGetItem of the answered blocks).
+        storage.grant_table(roles["enqueue"], ["UpdateItem", "BatchGetItem"])
 
-        # realtime_progress: reads the job's counters.
-        storage.grant_table(roles["realtime_progress"], ["GetItem"])
+        # realtime_progress: reads the job's counters, keeps the poll credit a local run bills by.
+        storage.grant_table(roles["realtime_progress"], ["GetItem", "UpdateItem"])
 
         # finalize: may head the input to derive the job id, merges staging files (and checks whether
         # invalid.jsonl exists), joins the realtime outcomes (Query) into two staging files, writes the
@@ -182,12 +183,13 @@ class BatchlineStack(Stack):
         storage.grant_write_results(roles["finalize"])
         storage.grant_table(roles["finalize"], ["GetItem", "Query", "UpdateItem"])
 
-        # worker: reads a spilled body, spills an outcome too big for an item (one PutObject each);
-        # Powertools idempotency (Get/Put/Update/DeleteItem), the outcome transaction (Put + Update:
-        # TransactWriteItems is authorised per item action), the job (GetItem, UpdateItem to halt it),
-        # the rate-limit and circuit items (GetItem, UpdateItem); it hands a failing message back with
-        # ChangeMessageVisibility, and requeues one that only waited for room with SendMessage (so
-        # waiting never uses up its deliveries). Its polling is granted with its event source.
+        # worker: reads a spilled body, writes each invocation's outcome records as one object;
+        # reads which lines are answered (BatchGetItem), the job (GetItem, UpdateItem to halt it),
+        # the budget (a transaction of Updates), the rate-limit bucket and circuit items (GetItem,
+        # UpdateItem), and records the answered lines with the job's counters in one transaction of
+        # Updates; it hands a failing message back with ChangeMessageVisibility, and requeues one that
+        # only waited for room with SendMessage (so waiting never uses up its deliveries). Its polling
+        # is granted with its event source.
         storage.grant_read_staging(
             roles["worker"],
             REALTIME_BODIES,
@@ -196,9 +198,9 @@ class BatchlineStack(Stack):
         storage.grant_put_staging(
             roles["worker"],
             REALTIME_OUTCOMES,
-            what="Outcome records too large for a DynamoDB item, one object per line",
+            what="Outcome records of the realtime requests, one JSON Lines object per invocation",
         )
-        storage.grant_table(roles["worker"], ["GetItem", "PutItem", "UpdateItem", "DeleteItem"])
+        storage.grant_table(roles["worker"], ["GetItem", "UpdateItem", "BatchGetItem"])
         queue.grant(roles["worker"], "sqs:ChangeMessageVisibility", "sqs:SendMessage")
 
         for name in sorted(OPENAI_CALLERS):

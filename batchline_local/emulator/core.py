@@ -16,8 +16,9 @@ These are never billed: error-file lines (a 4xx body from the endpoint, an injec
 request's ``custom_id``: the batch line's, or the realtime call's ``X-Client-Request-Id`` header
 (None when the caller sent none). ``ledger.billed_twice`` finds the custom_ids billed more than once.
 
-The realtime endpoints are rate limited per model (ratelimits module) and both paths fail on
-request (faults module); both are configured by ``settings.emulator``.
+The realtime endpoints are rate limited per model (ratelimits module: a token bucket refilled
+continuously, as OpenAI limits, or fixed windows) and both paths fail on request (faults module);
+both are configured by ``settings.emulator``.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from . import batches as lifecycle
 from .batches import BatchRecord, RequestOutcome
 from .errors import EmulatorError, InsufficientQuota, InvalidRequest, NotFound, RateLimited, ServerError
 from .faults import Faults, hits
-from .ratelimits import ORGANIZATION, RateLimiter, format_duration, retry_after
+from .ratelimits import ORGANIZATION, format_duration, rate_limiter, retry_after
 from .responses import Execution, respond
 from .validation import BatchLine, BatchPlan, LineError, check_batch_upload, plan_batch
 
@@ -176,7 +177,7 @@ class OpenAIEmulator:
 
     The file limits are parameters so that tests can provoke the oversize and too-many-requests
     refusals with small files; they default to OpenAI's own limits. ``clock`` lets a test move time
-    (for example past the 24 h window, or to the next rate-limit window) without waiting. ``faults``
+    (for example past the 24 h window, or while the rate-limit buckets refill) without waiting. ``faults``
     defaults to ``settings.emulator.faults``; `from_settings` also honours BATCHLINE_EMULATOR_FAULTS.
     """
 
@@ -200,13 +201,7 @@ class OpenAIEmulator:
         self._batches: dict[str, BatchRecord] = {}
         self._batches_created = 0
         self._ledger: list[LedgerEntry] = []
-        pace = settings.emulator
-        self._limiter = RateLimiter(
-            requests=pace.requests_per_minute,
-            tokens=pace.tokens_per_minute,
-            window_seconds=pace.rate_window_seconds,
-            clock=clock,
-        )
+        self._limiter = rate_limiter(settings.emulator, clock)
         self._fault_rng = random.Random(FAULT_SEED)
 
     @classmethod
@@ -420,8 +415,8 @@ class OpenAIEmulator:
         """Answer one realtime request the way the endpoint at ``url`` would, and bill it.
 
         Order of refusals: an invalid request (400) charges nothing; then the injected faults; then
-        the model's rate-limit window, which charges the request's prompt tokens plus its output cap
-        or refuses it (429) charging nothing. Only an answered request reaches the ledger, under the
+        the model's rate limits, which charge one request and the request's prompt tokens plus its
+        output cap, or refuse it (429) charging nothing. Only an answered request reaches the ledger, under the
         caller's ``X-Client-Request-Id`` (batchline sends the request's custom_id there).
         """
         if not isinstance(body, dict):
@@ -452,7 +447,7 @@ class OpenAIEmulator:
             raise ServerError(status, headers=self._limiter.headers(model))
         if draw < faults.http_5xx + faults.http_429:
             self._limiter.count_refusal(model, 429)
-            limit = self._limiter.requests
+            limit = self._limiter.requests_per_minute
             message = (
                 f"Rate limit reached for {model} in organization {ORGANIZATION} on requests per min (RPM): "
                 f"Limit {limit}, Used {limit}, Requested 1. "
@@ -462,11 +457,13 @@ class OpenAIEmulator:
             raise RateLimited(message, limit_type="requests", headers=headers)
 
     def stats(self) -> dict[str, Any]:
-        """Realtime usage per model: requests answered and refused, tokens charged, usage per rate window.
+        """The rate limits and the realtime usage per model: requests answered and refused, tokens charged.
 
-        ``{"window_seconds", "requests_per_window", "tokens_per_window", "models": {model: {"requests_ok",
-        "requests_429", "requests_5xx", "tokens_charged", "windows": [{"window_start", "requests", "tokens",
-        "refused"}]}}}``, windows oldest first.
+        ``{"algorithm", "burst_seconds" (None for fixed_window), "requests_per_minute", "tokens_per_minute",
+        "window_seconds", "requests_per_window", "tokens_per_window", "models": {model: {"requests_ok",
+        "requests_429", "requests_5xx", "tokens_charged", "first_admitted_at", "last_admitted_at",
+        "windows": [{"window_start", "requests", "tokens", "refused"}]}}}``, windows oldest first: the
+        rate windows for fixed_window, one-second windows for token_bucket (see the ratelimits module).
         """
         return self._limiter.stats()
 

@@ -64,7 +64,7 @@ class MissingApiKey(EmulatorError):
 
 
 class RateLimited(EmulatorError):
-    """Over the requests or tokens per window: wait as ``retry-after`` says and try again."""
+    """Over the requests or tokens limit: wait as ``retry-after`` says and try again."""
 
     status_code = 429
 

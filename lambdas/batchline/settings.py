@@ -9,6 +9,7 @@ the domain receives plain, already-valid values and never reads the environment 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from functools import cache
@@ -60,11 +61,18 @@ class EmulatorSettings(_Frozen):
     in_progress_seconds: float = Field(0.2, ge=0)
     finalizing_seconds: float = Field(0.0, ge=0)
     realtime_latency_seconds: float = Field(0.0, ge=0)
-    # Rate limits enforced on the realtime endpoints, per model, the way OpenAI enforces them:
-    # a budget of requests and of tokens (prompt + max output) per window, 429 past it.
+    # Rate limits enforced on the realtime endpoints, per model (see the emulator's ratelimits module).
+    # A request costs 1 request and its prompt tokens + max output tokens; 429 when it does not fit.
     requests_per_minute: int = Field(10_000, ge=1)
     tokens_per_minute: int = Field(30_000_000, ge=1)
-    rate_window_seconds: float = Field(60.0, gt=0, description="shorter than a minute only to make benchmarks quick")
+    # token_bucket, as OpenAI: limits quantized, refilled continuously at limit/60 per second, each
+    # bucket holding burst_seconds of that. fixed_window: the per-minute figures are a budget per
+    # rate_window_seconds window aligned to the epoch.
+    rate_limit_algorithm: Literal["token_bucket", "fixed_window"] = "token_bucket"
+    burst_seconds: float = Field(1.0, gt=0, description="token_bucket: the buckets hold this many seconds of refill")
+    rate_window_seconds: float = Field(
+        60.0, gt=0, description="fixed_window only; shorter than a minute only to make benchmarks quick"
+    )
     # Failures on request, e.g. "token_limit=2,expire=0.5,http_429=0.1" (see the emulator's faults module).
     faults: str = ""
 
@@ -75,32 +83,63 @@ class RateLimit(_Frozen):
 
 
 class RealtimeSettings(_Frozen):
-    """The hot path: SQS-fed workers calling the realtime API at the provider's limit, never above."""
+    """The hot path: SQS-fed workers calling the realtime API at the provider's limit, never above.
 
-    # The provider's limits for the organisation, per model (a model not listed gets the default).
+    The limits here are only a first guess: every answer's x-ratelimit-* headers replace them in
+    the shared limiter. Until the first answer, a worker sends one request at a time.
+    """
+
     default_limit: RateLimit = RateLimit(requests_per_minute=500, tokens_per_minute=200_000)
-    limits: dict[str, RateLimit] = Field(default_factory=dict)
-    rate_window_seconds: float = Field(60.0, gt=0, description="the provider's accounting window")
-    batch_size: int = Field(10, ge=1, le=10, description="SQS messages per worker invocation")
-    max_concurrency: int = Field(4, ge=2, le=1000, description="event source maximum concurrency")
-    reserved_concurrency: int = Field(4, ge=1, le=1000)
+    limits: dict[str, RateLimit] = Field(default_factory=dict, description="first guesses per model")
+    safety_fraction: float = Field(0.97, gt=0, le=1, description="share of the provider's rate the workers use")
+    burst_seconds: float = Field(
+        1.0, gt=0, le=60, description="the shared bucket holds this many seconds of the rate (the provider's quantum)"
+    )
+    batch_size: int = Field(100, ge=1, le=10_000, description="SQS messages per worker invocation")
+    batching_window_seconds: int = Field(1, ge=0, le=300, description="how long the event source gathers a batch")
+    concurrent_calls: int = Field(32, ge=1, le=256, description="calls in flight within one worker invocation")
+    expected_latency_seconds: float = Field(
+        1.0, gt=0, description="a call's usual latency: with the limit, it sizes the workers (Little's law)"
+    )
+    max_concurrency: int | None = Field(
+        None, ge=2, le=1000, description="event source maximum concurrency; derived from the limit when unset"
+    )
+    reserved_concurrency: int = Field(8, ge=2, le=1000)
     max_receive_count: int = Field(5, ge=1, le=1000, description="deliveries before a message goes to the DLQ")
-    max_attempts: int = Field(4, ge=1, le=20, description="calls per request within one delivery")
-    backoff_base_seconds: float = Field(0.5, gt=0)
-    backoff_max_seconds: float = Field(20.0, gt=0)
-    max_wait_for_capacity_seconds: float = Field(90.0, gt=0)
+    max_rate_limited_attempts: int = Field(3, ge=1, le=20, description="429s for one request within one invocation")
+    backoff_base_seconds: float = Field(1.0, gt=0)
+    backoff_max_seconds: float = Field(60.0, gt=0)
+    max_pace_wait_seconds: float = Field(
+        2.0, gt=0, le=60, description="longest wait for room inside an invocation; longer ones go back to the queue"
+    )
     circuit_failure_threshold: int = Field(8, ge=1)
     circuit_cooldown_seconds: float = Field(30.0, gt=0)
-    worker_timeout_seconds: int = Field(300, ge=30, le=900)
+    worker_timeout_seconds: int = Field(120, ge=30, le=900)
+    worker_memory_mb: int = Field(512, ge=128, le=10240, description="the workers wait on the network, not the CPU")
     stall_seconds: float = Field(900.0, gt=0, description="no progress this long ends the wait; the rest are errors")
 
     def limit_for(self, model: str) -> RateLimit:
         return self.limits.get(model, self.default_limit)
 
+    def highest_limit(self) -> RateLimit:
+        return max((self.default_limit, *self.limits.values()), key=lambda limit: limit.requests_per_minute)
+
+    def event_source_concurrency(self) -> int:
+        """Invocations at once: the calls in flight at the limit (Little's law), over the calls each makes.
+
+        Requests in flight = rate x latency; one more invocation keeps the pipe full while another
+        records its answers. The event source's floor is 2; the reserve caps it.
+        """
+        if self.max_concurrency is not None:
+            return self.max_concurrency
+        per_second = self.safety_fraction * self.highest_limit().requests_per_minute / 60
+        in_flight = per_second * self.expected_latency_seconds
+        return max(2, min(self.reserved_concurrency, math.ceil(in_flight / self.concurrent_calls) + 1))
+
     @model_validator(mode="after")
     def _event_source_fits_in_reserved_concurrency(self) -> RealtimeSettings:
         # Invocations throttled by the reserve would count as receives and push messages to the DLQ.
-        if self.max_concurrency > self.reserved_concurrency:
+        if self.event_source_concurrency() > self.reserved_concurrency:
             raise ValueError(
                 f"max_concurrency ({self.max_concurrency}) exceeds reserved_concurrency ({self.reserved_concurrency})"
             )

@@ -65,9 +65,13 @@ def state_transitions(function: str, answer: dict | None) -> int:
     count = _TRANSITIONS_BEFORE_CHOICE.get(function, 0)
     answer = answer if isinstance(answer, dict) else {}
     if function == "plan" and answer.get("route") == "realtime":
-        count += 2  # the EnqueueShards Map, then WaitForRealtime after it
-    elif function in ("check", "realtime_progress") and not answer.get("finished"):
-        count += 1  # WaitForBatches or WaitForRealtime; or HandOver
+        count += 1  # the EnqueueShards Map (CheckRealtime after it is counted by its own invocation)
+    elif function == "check" and not answer.get("finished"):
+        count += 1  # WaitForBatches; or HandOver
+    elif function == "realtime_progress":
+        # A local run checks more often than the deployed loop: it bills the polls that loop would make.
+        polls = int(answer.get("billed_polls", 1))
+        count = polls * (count + (0 if answer.get("finished") else 1))
     return count
 
 

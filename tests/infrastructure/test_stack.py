@@ -73,7 +73,7 @@ TUNED_REALTIME = {
     "max_concurrency": 3,
     "reserved_concurrency": 6,
     "max_receive_count": 9,
-    "worker_timeout_seconds": 120,
+    "worker_timeout_seconds": 200,
 }
 
 
@@ -225,7 +225,8 @@ def test_every_topology_function_and_the_worker_run_their_handler_sized_from_set
     for name, (_, props) in functions.items():
         assert props["Runtime"] == "python3.12"
         assert props["Architectures"] == ["x86_64"]
-        assert props["MemorySize"] == settings.functions.memory_mb
+        memory = settings.realtime.worker_memory_mb if name == WORKER.name else settings.functions.memory_mb
+        assert props["MemorySize"] == memory  # the worker waits on the provider: it needs less
         assert props["Layers"] == [{"Ref": layer_id}]
         if name != WORKER.name:
             assert props["Timeout"] == settings.functions.timeout_seconds
@@ -298,8 +299,9 @@ EXPECTED_ACCESS = {
         ("s3:PutObject", "output/staging/*/realtime/bodies/*"),
         ("sqs:SendMessage", "queue"),
         ("dynamodb:UpdateItem", "table"),
+        ("dynamodb:BatchGetItem", "table"),  # a resumed job's answered lines, never sent again
     },
-    "realtime_progress": {("dynamodb:GetItem", "table")},
+    "realtime_progress": {("dynamodb:GetItem", "table"), ("dynamodb:UpdateItem", "table")},
     "finalize": {
         ("s3:GetObject", "input/*"),
         ("s3:GetObject", "output/staging/*"),
@@ -319,9 +321,8 @@ EXPECTED_ACCESS = {
         ("s3:PutObject", "output/staging/*/realtime/outcomes/*"),
         # Powertools idempotency, the outcome transaction (Put + Update), job, rate-limit and circuit items.
         ("dynamodb:GetItem", "table"),
-        ("dynamodb:PutItem", "table"),
         ("dynamodb:UpdateItem", "table"),
-        ("dynamodb:DeleteItem", "table"),
+        ("dynamodb:BatchGetItem", "table"),  # which of a batch's lines are answered
         # The event source mapping polls with the worker's role; the handler hands messages back.
         ("sqs:ReceiveMessage", "queue"),
         ("sqs:DeleteMessage", "queue"),
@@ -378,7 +379,7 @@ def test_each_function_role_holds_exactly_what_its_handler_uses(template, resour
         (SHARD_FILES, JobLayout("report-3f2a", "jobs").shard_requests("00007")),
         (SHARD_FILES, JobLayout("report-3f2a", "jobs").shard_manifest("00007")),
         (REALTIME_BODIES, JobLayout("report-3f2a", "jobs").realtime_body(41)),
-        (REALTIME_OUTCOMES, JobLayout("report-3f2a", "jobs").realtime_outcome(41)),
+        (REALTIME_OUTCOMES, JobLayout("report-3f2a", "jobs").realtime_outcomes("3f9c0a")),
         (REALTIME_MERGED[0], JobLayout("report-3f2a", "jobs").realtime_results),
         (REALTIME_MERGED[1], JobLayout("report-3f2a", "jobs").realtime_errors),
     ],
@@ -432,7 +433,7 @@ def test_worker_drains_the_queue_in_batches_at_most_max_concurrency_at_once_repo
     assert props["FunctionName"] == {"Ref": worker_id}
     assert props["EventSourceArn"] == {"Fn::GetAtt": [output_ref(template, "QueueUrl"), "Arn"]}
     assert props["BatchSize"] == settings.realtime.batch_size
-    assert props["ScalingConfig"] == {"MaximumConcurrency": settings.realtime.max_concurrency}
+    assert props["ScalingConfig"] == {"MaximumConcurrency": settings.realtime.event_source_concurrency()}
     assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert worker["Timeout"] == settings.realtime.worker_timeout_seconds
     assert worker["ReservedConcurrentExecutions"] == settings.realtime.reserved_concurrency

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-from batchline.adapters.dynamo_limits import DynamoCircuitBreaker, DynamoRateLimiter
+from batchline.adapters.dynamo_limits import DynamoCircuitBreaker, DynamoTokenBucket
 from batchline.domain.realtime import RetryLater
 from batchline.handlers import dependencies, enqueue, plan, worker
 from batchline.settings import load_settings, runtime_environment_variables
@@ -26,11 +26,9 @@ CONTEXT = LocalLambdaContext("worker", 1024, "arn:aws:lambda:us-east-1:123456789
 FAST = {
     "default_mode": "realtime",
     "realtime": {
-        "max_attempts": 3,
         "backoff_base_seconds": 0.01,
         "backoff_max_seconds": 0.05,
         "max_receive_count": 3,
-        "rate_window_seconds": 2,
         "circuit_failure_threshold": 100,  # the circuit has its own test below
     },
 }
@@ -74,7 +72,23 @@ class HotPath:
         return response
 
     def outcomes(self, job_id: str) -> list[dict]:
-        return [json.loads(record) for _, _, record, _ in dependencies.job_store().outcomes(job_id)]
+        """Every record the workers wrote for the job, in line order."""
+        records = [json.loads(raw) for raw in dependencies.outcome_spool().records(job_id)]
+        return sorted(records, key=lambda record: record["line"])
+
+    def work_until_done(self, job_id: str, *, timeout: float = 60) -> None:
+        """Deliver and settle, as the event source does, until every valid line has an outcome."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = dependencies.job_store().get_job(job_id)
+            if job.get("realtime_done", 0) + job.get("realtime_unsent", 0) >= job["valid"]:
+                return
+            messages = self.receive()
+            if messages:
+                self.deliver(messages, settle_messages=True)
+            else:
+                time.sleep(0.2)  # requeued messages wait out their delay
+        raise AssertionError(f"job {job_id} not done after {timeout} s")
 
     def billed(self) -> list[str]:
         return [entry["custom_id"] for entry in self.emulator.ledger()]
@@ -124,9 +138,7 @@ def test_a_message_delivered_twice_is_billed_once_and_recorded_once(hot_path):
 @pytest.mark.parametrize("hot_path", [{"faults": "http_429=0.3"}], indirect=True)
 def test_rate_limit_429s_are_waited_out_and_every_request_succeeds(hot_path, capsys):
     planned = hot_path.plan_and_enqueue([chat(f"c{i}") for i in range(12)])
-    while messages := hot_path.receive():
-        # A request that met 429 on every attempt comes back for another delivery.
-        hot_path.deliver(messages, settle_messages=True)
+    hot_path.work_until_done(planned["job_id"])
     outcomes = hot_path.outcomes(planned["job_id"])
     assert sorted(o["custom_id"] for o in outcomes) == sorted(f"c{i}" for i in range(12))
     assert all("response" in o for o in outcomes)
@@ -148,7 +160,7 @@ def test_rate_limit_429s_are_waited_out_and_every_request_succeeds(hot_path, cap
 
 
 @pytest.mark.parametrize("hot_path", [{"faults": "insufficient_quota"}], indirect=True)
-def test_insufficient_quota_stops_the_job_without_retrying_anything(hot_path):
+def test_insufficient_quota_stops_the_job_and_leaves_every_request_unsent_for_a_resubmission(hot_path):
     planned = hot_path.plan_and_enqueue([chat("first"), chat("second"), chat("third")])
     first, *rest = hot_path.receive()
     hot_path.deliver([first])
@@ -158,22 +170,28 @@ def test_insufficient_quota_stops_the_job_without_retrying_anything(hot_path):
     outcomes = {o["custom_id"]: o for o in hot_path.outcomes(planned["job_id"])}
     codes = sorted(o["code"] for o in outcomes.values())
     assert codes == ["insufficient_quota", "job_halted", "job_halted"]
+    assert all(o["unsent"] for o in outcomes.values())  # not answers: a resubmission sends them
     assert hot_path.emulator.stats()["models"]["gpt-4o-mini"]["requests_429"] == 1  # one call, never retried
     assert hot_path.billed() == []
+    job = dependencies.job_store().get_job(planned["job_id"])
+    assert job["realtime_unsent"] == 3 and job.get("realtime_done", 0) == 0
 
 
 @pytest.mark.parametrize("hot_path", [{"faults": "http_5xx=1"}], indirect=True)
-def test_server_errors_are_retried_then_handed_back_and_finally_recorded_as_errors(hot_path):
+def test_server_errors_come_back_after_a_backoff_and_end_as_errors_on_their_last_delivery(hot_path):
     planned = hot_path.plan_and_enqueue([chat("doomed")])
     for delivery in range(1, 4):
-        message = hot_path.receive()[0]
+        deadline = time.monotonic() + 10
+        while not (messages := hot_path.receive()) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the backoff is the message's visibility
+        message = messages[0]
         assert int(message["Attributes"]["ApproximateReceiveCount"]) == delivery
         response = hot_path.deliver([message])
         if delivery < 3:
             assert response["batchItemFailures"] == [{"itemIdentifier": message["MessageId"]}]
     outcomes = hot_path.outcomes(planned["job_id"])
     assert [(o["custom_id"], o["code"]) for o in outcomes] == [("doomed", "retries_exhausted")]
-    assert hot_path.emulator.stats()["models"]["gpt-4o-mini"]["requests_5xx"] == 9  # 3 attempts x 3 deliveries
+    assert hot_path.emulator.stats()["models"]["gpt-4o-mini"]["requests_5xx"] == 3  # one call a delivery
 
 
 def test_a_request_too_big_for_sqs_travels_through_s3(hot_path):
@@ -188,37 +206,57 @@ def test_a_request_too_big_for_sqs_travels_through_s3(hot_path):
     assert sorted(hot_path.billed()) == ["big", "small"]
 
 
-def test_the_shared_rate_limiter_never_grants_more_than_a_window_holds():
+def test_the_shared_bucket_never_grants_more_than_it_holds_however_many_workers_ask():
     with mock_aws():
         table = make_table()
         settings = load_settings(
-            {
-                "realtime": {
-                    "default_limit": {"requests_per_minute": 1000, "tokens_per_minute": 1000},
-                    "rate_window_seconds": 3600,
-                    "max_wait_for_capacity_seconds": 0.01,
-                }
-            }
+            {"realtime": {"default_limit": {"requests_per_minute": 600, "tokens_per_minute": 60_000}}}
         ).realtime
+        now = [1000.0]
+        workers = [DynamoTokenBucket(table, settings, scope="key", clock=lambda: now[0]) for _ in range(8)]
+        workers[0].observe("m", {"x-ratelimit-limit-requests": "600", "x-ratelimit-limit-tokens": "60000"})
         granted: list[int] = []
 
-        def worker_thread() -> None:
-            limiter = DynamoRateLimiter(table, settings, sleep=lambda s: None)
-            for _ in range(20):
-                try:
-                    limiter.acquire("gpt-4o-mini", 30)
-                    granted.append(30)
-                except RetryLater:
-                    pass
+        def ask(bucket: DynamoTokenBucket) -> None:
+            for _ in range(5):
+                granted.append(bucket.acquire("m", [100] * 10, at_most=10).granted)
 
-        threads = [threading.Thread(target=worker_thread) for _ in range(8)]
+        threads = [threading.Thread(target=ask, args=(w,)) for w in workers]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        assert sum(granted) == 990  # 33 requests of 30 tokens fit in 1,000; the 34th never does
-        usage = DynamoRateLimiter(table, settings).window_usage("gpt-4o-mini")
-        assert len(usage) == 1 and usage[0]["tokens"] == 990
+        # The clock stood still: one second's worth at 97% of 60,000 TPM is 970 tokens, 9 requests of 100.
+        assert sum(granted) == 9
+        now[0] += 0.5  # half a second refills 485 tokens: with the 70 left, five more
+        assert sum(w.acquire("m", [100] * 10, at_most=10).granted for w in workers) == 5
+
+
+def test_limits_announced_in_the_headers_replace_the_guess_for_every_worker():
+    with mock_aws():
+        table = make_table()
+        settings = load_settings({}).realtime  # a guess of 200,000 TPM
+        now = [1000.0]
+        first, second = (DynamoTokenBucket(table, settings, scope="key", clock=lambda: now[0]) for _ in range(2))
+        assert first.acquire("m", [100] * 5, at_most=5).granted == 1  # nothing learned yet: one at a time
+        first.observe("m", {"x-ratelimit-limit-requests": "30000", "x-ratelimit-limit-tokens": "480000"})
+        state = second.state("m")
+        assert (state.limits.requests_per_minute, state.limits.tokens_per_minute) == (30_000, 480_000)
+        assert second.acquire("m", [1000] * 20, at_most=20).granted == 7  # 97% of 8,000 tokens
+
+
+def test_a_429_holds_back_every_worker_for_its_retry_after():
+    with mock_aws():
+        table = make_table()
+        settings = load_settings({}).realtime
+        now = [1000.0]
+        first, second = (DynamoTokenBucket(table, settings, scope="key", clock=lambda: now[0]) for _ in range(2))
+        first.observe("m", {"x-ratelimit-limit-requests": "30000", "x-ratelimit-limit-tokens": "480000"})
+        first.pause("m", 2.0)
+        held = second.acquire("m", [10], at_most=1)
+        assert held.granted == 0 and held.wait_seconds == pytest.approx(2.0)
+        now[0] += 2.01
+        assert second.acquire("m", [10], at_most=1).granted == 1
 
 
 def test_the_circuit_opens_after_a_run_of_failures_and_lets_one_probe_through_after_cooling_down():
@@ -242,72 +280,18 @@ def test_the_circuit_opens_after_a_run_of_failures_and_lets_one_probe_through_af
         second.before_call("m")  # closed again for everyone
 
 
-def test_headers_arriving_after_the_window_turned_do_not_overwrite_the_new_window():
-    with mock_aws():
-        table = make_table()
-        settings = load_settings(
-            {
-                "realtime": {
-                    "default_limit": {"requests_per_minute": 1000, "tokens_per_minute": 5000},
-                    "rate_window_seconds": 2,
-                }
-            }
-        ).realtime
-        now = [1001.5]
-        mine, other = (DynamoRateLimiter(table, settings, clock=lambda: now[0], sleep=lambda s: None) for _ in range(2))
-        mine.acquire("m", 121)
-        now[0] = 1002.001
-        other.acquire("m", 121)
-        now[0] = 1002.012  # my response arrives in the next window, saying the old one was nearly full
-        mine.observe("m", {"x-ratelimit-limit-tokens": "5000", "x-ratelimit-remaining-tokens": "100"})
-        assert [w["tokens"] for w in mine.window_usage("m")] == [121, 121]
-
-
-def test_nothing_is_granted_in_the_last_sliver_of_a_window():
-    with mock_aws():
-        table = make_table()
-        settings = load_settings({"realtime": {"rate_window_seconds": 10}}).realtime
-        now = [1009.95]
-        slept: list[float] = []
-
-        def sleep(seconds: float) -> None:
-            slept.append(seconds)
-            now[0] += seconds
-
-        DynamoRateLimiter(table, settings, clock=lambda: now[0], sleep=sleep).acquire("m", 50)
-        assert slept and [w["window"] for w in DynamoRateLimiter(table, settings).window_usage("m")] == [101]
-
-
-LONG_WINDOW_SECONDS = 3600
-
-
 @pytest.mark.parametrize(
     "hot_path",
-    [
-        {
-            "settings": {
-                "realtime": {
-                    "default_limit": {"requests_per_minute": 1, "tokens_per_minute": 10_000},
-                    # Long enough that both requests always meet in one window, however slow the machine.
-                    "rate_window_seconds": LONG_WINDOW_SECONDS,
-                    "max_wait_for_capacity_seconds": 0.05,
-                    "max_receive_count": 1,
-                }
-            }
-        }
-    ],
+    [{"settings": {"realtime": {"default_limit": {"requests_per_minute": 2, "tokens_per_minute": 1_000_000}}}}],
     indirect=True,
 )
 def test_waiting_for_room_in_the_rate_limit_never_uses_up_a_messages_deliveries(hot_path):
-    # Windows are aligned to the clock: start well inside one, away from the sliver at its end
-    # where nothing is granted (rarely, this waits for the next window).
-    left = LONG_WINDOW_SECONDS - time.time() % LONG_WINDOW_SECONDS
-    if left < 0.02 * LONG_WINDOW_SECONDS + 10:
-        time.sleep(left + 1)
     planned = hot_path.plan_and_enqueue([chat("first"), chat("second")])
+    bucket = dependencies.rate_limiter()
+    bucket.observe("gpt-4o-mini", {})  # a provider that announces nothing: the guess of 2 RPM holds
     messages = hot_path.receive()
     assert hot_path.deliver(messages, settle_messages=True) == {"batchItemFailures": []}
-    assert hot_path.billed() == ["first"]  # one request per window: the second had to wait
+    assert hot_path.billed() == ["first"]  # a bucket of one request: the second must wait 30 s
     counts = hot_path.sqs.get_queue_attributes(QueueUrl=hot_path.queue_url, AttributeNames=["All"])["Attributes"]
     # The waiting request was sent again as a new, delayed message (its deliveries start over), and
     # the delivered one was deleted: nothing is left in flight to come back as a redelivery.
@@ -316,16 +300,11 @@ def test_waiting_for_room_in_the_rate_limit_never_uses_up_a_messages_deliveries(
     assert [o["custom_id"] for o in hot_path.outcomes(planned["job_id"])] == ["first"]  # no error recorded
 
 
-def test_an_outcome_too_large_for_an_item_is_found_through_its_key():
-    with mock_aws():
-        make_table()
-        store = dependencies.JobStore("jobs")
-        store.put_job("j", status="running")
-        assert store.record_outcome(
-            "j", 7, record="", succeeded=True, tally={}, record_key="staging/j/realtime/outcomes/7.json"
-        )
-        assert store.record_outcome("j", 3, record='{"line": 3}', succeeded=False, tally={})
-        assert list(store.outcomes("j")) == [
-            (3, False, '{"line": 3}', None),
-            (7, True, "", "staging/j/realtime/outcomes/7.json"),
-        ]
+def test_answers_are_kept_in_s3_and_the_table_holds_only_which_lines_are_answered(hot_path):
+    planned = hot_path.plan_and_enqueue([chat(f"c{i}") for i in range(30)])
+    hot_path.work_until_done(planned["job_id"])
+    items = boto3.resource("dynamodb").Table("jobs").scan()["Items"]
+    answered = [item for item in items if item["sk"].startswith("ANSWERED#")]
+    assert len(answered) == 1 and len(answered[0]["lines"]) == 30
+    assert not any("response" in json.dumps(item, default=str) for item in items)  # no answer in the table
+    assert len(hot_path.outcomes(planned["job_id"])) == 30

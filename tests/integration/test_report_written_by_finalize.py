@@ -114,8 +114,8 @@ def test_a_realtime_job_gets_a_report_drawn_from_when_each_outcome_was_recorded(
     sqs = boto3.client("sqs")
     messages = sqs.receive_message(QueueUrl=aws["queue_url"], MaxNumberOfMessages=10, AttributeNames=["All"])
     worker.handler(sqs_event(messages["Messages"], queue_arn="arn:aws:sqs:us-east-1:1:q", region="us-east-1"), CONTEXT)
-    store = dependencies.job_store()
-    assert all(at for *_, at in store.timed_outcomes(planned["job_id"]))
+    records = [json.loads(raw) for raw in dependencies.outcome_spool().records(planned["job_id"])]
+    assert len(records) == 3 and all(record["answered_at"] for record in records)
 
     outcome = finalize.handler({**event, "plan": planned}, CONTEXT)
 

@@ -62,13 +62,23 @@ def test_a_job_polled_too_long_for_one_history_is_taken_over_by_a_new_execution_
 def test_the_realtime_route_enqueues_with_the_configured_concurrency_then_waits_for_outcomes():
     states = rendered()["States"]
     assert states["EnqueueShards"]["Type"] == "Map" and states["EnqueueShards"]["MaxConcurrency"] == 7
-    assert states["EnqueueShards"]["Next"] == "WaitForRealtime"
+    assert states["EnqueueShards"]["Next"] == "CheckRealtime"
     assert states["WaitForRealtime"]["Next"] == "CheckRealtime"
-    assert _choices(states["IsRealtimeDone"]) == {True: "Finalize"}
+    assert states["WaitForRealtime"]["SecondsPath"] == "$.realtime.wait_seconds"  # the check says how long
+    assert states["IsRealtimeDone"]["Default"] == "WaitForRealtime"
+    assert {c["Variable"]: c["Next"] for c in states["IsRealtimeDone"]["Choices"]} == {
+        "$.realtime.finished": "Finalize",
+        "$.realtime.hand_over": "HandOver",  # a wait of days never fills one execution's history
+    }
+
+
+def test_a_realtime_job_taken_over_by_a_new_execution_only_waits_for_its_queued_requests():
+    states = rendered()["States"]
+    assert _choices(states["ChooseRoute"])["realtime_wait"] == "CheckRealtime"
 
 
 def test_a_job_the_budget_refuses_goes_straight_to_finalize():
-    assert _choices(rendered()["States"]["ChooseRoute"]) == {"realtime": "EnqueueShards", "refused": "Finalize"}
+    assert _choices(rendered()["States"]["ChooseRoute"])["refused"] == "Finalize"
 
 
 def test_failures_are_caught_and_still_reach_finalize():
@@ -103,13 +113,21 @@ def test_the_run_cost_counts_the_state_transitions_of_a_batch_jobs_path_through_
 
 
 def test_the_run_cost_counts_the_state_transitions_of_a_realtime_jobs_path_through_the_machine():
-    # Plan, ChooseRoute, EnqueueShards, two iterations of Enqueue, WaitForRealtime, CheckRealtime,
-    # IsRealtimeDone, Finalize, DidJobFail, JobDone.
+    # Plan, ChooseRoute, EnqueueShards, two iterations of Enqueue, CheckRealtime, IsRealtimeDone,
+    # WaitForRealtime, CheckRealtime, IsRealtimeDone, Finalize, DidJobFail, JobDone.
     path = [
         ("plan", {"route": "realtime"}),
         ("enqueue", {}),
         ("enqueue", {}),
-        ("realtime_progress", {"finished": True}),
+        ("realtime_progress", {"finished": False, "billed_polls": 1}),
+        ("realtime_progress", {"finished": True, "billed_polls": 1}),
         ("finalize", {"status": "succeeded"}),
     ]
-    assert sum(state_transitions(function, answer) for function, answer in path) == 11
+    assert sum(state_transitions(function, answer) for function, answer in path) == 13
+
+
+def test_a_local_run_polling_every_second_is_billed_the_polls_of_the_deployed_loop():
+    # Sixty one-second checks stand for one deployed check of a minute: 59 bill nothing.
+    local = [("realtime_progress", {"finished": False, "billed_polls": 0})] * 59
+    local.append(("realtime_progress", {"finished": False, "billed_polls": 1}))
+    assert sum(state_transitions(function, answer) for function, answer in local) == 3

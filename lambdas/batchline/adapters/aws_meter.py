@@ -40,6 +40,7 @@ def metering() -> Iterator[AwsUsage]:
     """Count this thread's AWS requests into a fresh AwsUsage until the block ends."""
     default_session()
     usage = _metered.usage = AwsUsage()
+    _metered.waited = 0.0
     try:
         yield usage
     finally:
@@ -49,3 +50,18 @@ def metering() -> Iterator[AwsUsage]:
 def current_usage() -> AwsUsage | None:
     """What the invocation running on this thread has used so far (None when not metered)."""
     return getattr(_metered, "usage", None)
+
+
+def waited_seconds(seconds: float) -> None:
+    """Count time this invocation spent waiting on something outside AWS (the provider's answers).
+
+    A local run meters an invocation by its CPU time: without this, the wait for answers, which a
+    deployed function is billed for, would be left out.
+    """
+    if getattr(_metered, "usage", None) is not None:
+        _metered.waited = getattr(_metered, "waited", 0.0) + seconds
+
+
+def waited_so_far() -> float:
+    """The seconds `waited_seconds` counted in the invocation metered on this thread."""
+    return getattr(_metered, "waited", 0.0)

@@ -1,9 +1,11 @@
 """The shared rate limiter and circuit breaker: a few DynamoDB items every worker agrees on.
 
-Rate limit: one item per model and window (the provider's accounting window, aligned to the
-epoch) counting requests and tokens. A worker may call only after a conditional ADD of its
-request's cost succeeds, so the total granted in a window never passes the limit, however many
-workers run. When a window is full the worker sleeps to the next one.
+Rate limit: one item per provider key and model holding a token bucket (domain.rate_bucket):
+the levels of its request and token buckets, the clock they were computed at, the limits learned
+from the provider's headers and a pause a 429 asked for. Every change is a conditional write on the
+item's version, so any number of workers grant from one bucket: a worker whose write lost reads the
+winner's state (DynamoDB returns it with the refusal) and computes again. A worker asks for several
+requests at once, so one write grants a whole batch of calls.
 
 Circuit: one item per model with the run of consecutive failures and, once it passes the
 threshold, the time the circuit stays open. After the cool-down exactly one worker wins a
@@ -12,148 +14,216 @@ conditional write and probes; the others keep waiting.
 
 from __future__ import annotations
 
-import random
+import hashlib
+import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Any
 
+from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
+from batchline.domain.rate_bucket import (
+    BucketShape,
+    BucketState,
+    Grant,
+    Limits,
+    needs_relearning,
+    paused,
+    relearned,
+    take,
+)
 from batchline.domain.realtime import RetryLater
 from batchline.settings import RealtimeSettings
 from batchline.topology import TABLE_PARTITION_KEY, TABLE_SORT_KEY
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
-# Wake a little after the window turns, so that a provider whose clock runs slightly behind ours
-# has turned its window too; and grant nothing in the last sliver of a window, where a call could
-# reach the provider after its window has turned and be charged to the next one.
-_WINDOW_GUARD_FRACTION = 0.01
-_WINDOW_CLOSE_FRACTION = 0.01
+_DESERIALIZE = TypeDeserializer().deserialize
+# Writes lost to other workers before this one gives up for now (its messages come back later).
+_MAX_CONFLICTS = 25
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 
 
 def _condition_failed(exc: ClientError) -> bool:
     return exc.response["Error"]["Code"] == _CONDITION_FAILED
 
 
-class DynamoRateLimiter:
+def parse_duration(text: str) -> float | None:
+    """OpenAI's reset durations (``6m0s``, ``1.5s``, ``120ms``) in seconds; None when unreadable."""
+    parts = _DURATION_PART.findall(text.strip())
+    if not parts or "".join(f"{number}{unit}" for number, unit in parts) != text.strip():
+        return None
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+
+
+def announced_limits(headers: dict[str, str]) -> tuple[Limits | None, int | None]:
+    """(limits, remaining tokens) from a response's x-ratelimit-* headers, each None when absent."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+
+    def number(name: str) -> int | None:
+        try:
+            return int(float(lowered[name]))
+        except (KeyError, ValueError):
+            return None
+
+    rpm, tpm = number("x-ratelimit-limit-requests"), number("x-ratelimit-limit-tokens")
+    limits = Limits(rpm, tpm) if rpm and tpm and rpm > 0 and tpm > 0 else None
+    return limits, number("x-ratelimit-remaining-tokens")
+
+
+def _dec(value: float) -> Decimal:
+    return Decimal(repr(round(value, 6)))
+
+
+def key_scope(api_key: str, base_url: str | None) -> str:
+    """A short name for a provider key: limits belong to the key (its organisation and project), not to us."""
+    return hashlib.sha256(f"{base_url or ''}\n{api_key}".encode()).hexdigest()[:12]
+
+
+class DynamoTokenBucket:
     def __init__(
         self,
         table: Any,
         settings: RealtimeSettings,
         *,
+        scope: str,
         clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._table = table
         self._settings = settings
-        self._window = settings.rate_window_seconds
+        self._shape = BucketShape(safety=settings.safety_fraction, burst_seconds=settings.burst_seconds)
+        self._scope = scope
         self._clock = clock
-        self._sleep = sleep
-        self._granted_window: dict[str, int] = {}  # per model: the window of this worker's last grant
+        self._seen: dict[str, tuple[BucketState, int]] = {}  # per model: the last state read or written, its version
 
-    def _key(self, model: str, window: int) -> dict:
-        return {TABLE_PARTITION_KEY: f"RATE#{model}", TABLE_SORT_KEY: f"W#{window}"}
+    @property
+    def shape(self) -> BucketShape:
+        return self._shape
 
-    def acquire(self, model: str, tokens: int) -> None:
-        limit = self._settings.limit_for(model)
-        tokens = min(tokens, limit.tokens_per_minute)  # a request bigger than a window takes a whole one
-        deadline = self._clock() + self._settings.max_wait_for_capacity_seconds
-        while True:
-            now = self._clock()
-            window = int(now // self._window)
-            closing = (window + 1) * self._window - now < self._window * _WINDOW_CLOSE_FRACTION
-            if closing:
-                self._sleep((window + 1) * self._window - now)
-                continue
-            try:
-                self._table.update_item(
-                    Key=self._key(model, window),
-                    UpdateExpression="ADD requests :one, tokens :tokens SET expires_at = :expires",
-                    ConditionExpression=(
-                        "(attribute_not_exists(paused_until) OR paused_until < :now) AND "
-                        "(attribute_not_exists(tokens) OR (tokens <= :max_tokens AND requests <= :max_requests))"
-                    ),
-                    ExpressionAttributeValues={
-                        ":one": 1,
-                        ":tokens": tokens,
-                        ":max_tokens": limit.tokens_per_minute - tokens,
-                        ":max_requests": limit.requests_per_minute - 1,
-                        ":now": _dec(now),
-                        ":expires": int(now + 3600),
-                    },
-                )
-                self._granted_window[model] = window
-                return
-            except ClientError as exc:
-                if not _condition_failed(exc):
-                    raise
-            wake = self._wake_time(model, window, now)
-            if wake > deadline:
-                waited = self._settings.max_wait_for_capacity_seconds
-                raise RetryLater(
-                    f"no room for {model} in the rate limit within {waited:.0f} s",
-                    delay_seconds=max(1.0, wake - self._clock()),
-                )
-            self._sleep(max(0.0, wake - self._clock()))
+    def _key(self, model: str) -> dict:
+        return {TABLE_PARTITION_KEY: f"RATE#{self._scope}#{model}", TABLE_SORT_KEY: "BUCKET"}
 
-    def _wake_time(self, model: str, window: int, now: float) -> float:
-        """When to try again: the end of a pause the provider asked for, else the next window."""
-        item = self._table.get_item(Key=self._key(model, window), ConsistentRead=True).get("Item") or {}
-        paused_until = float(item.get("paused_until", 0))
-        if paused_until > now:
-            return paused_until
-        next_window = (window + 1) * self._window
-        return next_window + self._window * _WINDOW_GUARD_FRACTION * random.random()
+    def _from_item(self, model: str, item: dict | None) -> tuple[BucketState, int]:
+        if not item:
+            guess = self._settings.limit_for(model)
+            limits = Limits(guess.requests_per_minute, guess.tokens_per_minute)
+            return BucketState.full(limits, self._shape, self._clock()), 0
+        state = BucketState(
+            requests=float(item["requests"]),
+            tokens=float(item["tokens"]),
+            at=float(item["at"]),
+            limits=Limits(int(item["rpm"]), int(item["tpm"])),
+            learned=bool(item.get("learned")),
+            paused_until=float(item.get("paused_until", 0)),
+        )
+        return state, int(item["version"])
 
-    def observe(self, model: str, headers: dict[str, str]) -> None:
-        """When the provider counts more usage than we do (another client shares the quota), catch up."""
-        lowered = {k.lower(): v for k, v in headers.items()}
-        try:
-            limit = int(lowered["x-ratelimit-limit-tokens"])
-            remaining = int(lowered["x-ratelimit-remaining-tokens"])
-        except (KeyError, ValueError):
-            return
-        if remaining > limit * 0.2:
-            return  # far from the limit: nothing to correct, and no write spent
-        used = limit - remaining
-        window = int(self._clock() // self._window)
-        if window != self._granted_window.get(model):
-            return  # the headers describe the window the call was granted in, which has turned
+    def _read(self, model: str) -> tuple[BucketState, int]:
+        item = self._table.get_item(Key=self._key(model), ConsistentRead=True).get("Item")
+        return self._from_item(model, item)
+
+    def state(self, model: str) -> BucketState:
+        """(for reports and tests) the shared state as stored."""
+        return self._read(model)[0]
+
+    def _write(self, model: str, state: BucketState, version: int) -> tuple[bool, BucketState, int]:
+        """Store `state` if the item is still at `version`: (won, state now stored, its version)."""
         try:
             self._table.update_item(
-                Key=self._key(model, window),
-                UpdateExpression="SET tokens = :used",
-                ConditionExpression="attribute_exists(tokens) AND tokens < :used",
-                ExpressionAttributeValues={":used": used},
+                Key=self._key(model),
+                UpdateExpression=(
+                    "SET requests = :r, tokens = :t, #at = :at, rpm = :rpm, tpm = :tpm, learned = :learned, "
+                    "paused_until = :paused, version = :next, expires_at = :expires"
+                ),
+                ConditionExpression="attribute_not_exists(version) OR version = :version",
+                ExpressionAttributeNames={"#at": "at"},
+                ExpressionAttributeValues={
+                    ":r": _dec(state.requests),
+                    ":t": _dec(state.tokens),
+                    ":at": _dec(state.at),
+                    ":rpm": state.limits.requests_per_minute,
+                    ":tpm": state.limits.tokens_per_minute,
+                    ":learned": state.learned,
+                    ":paused": _dec(state.paused_until),
+                    ":next": version + 1,
+                    ":version": version,
+                    ":expires": int(state.at + 7 * 86400),
+                },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
             if not _condition_failed(exc):
                 raise
+            # The refusal carries the winner's item, in DynamoDB's typed form.
+            item = exc.response.get("Item")
+            if item:
+                current, current_version = self._from_item(model, {k: _DESERIALIZE(v) for k, v in item.items()})
+            else:
+                current, current_version = self._read(model)
+            self._seen[model] = (current, current_version)
+            return False, current, current_version
+        self._seen[model] = (state, version + 1)
+        return True, state, version + 1
 
-    def pause(self, model: str, seconds: float) -> None:
-        now = self._clock()
-        window = int(now // self._window)
-        self._table.update_item(
-            Key=self._key(model, window),
-            UpdateExpression="SET paused_until = :until, expires_at = :expires",
-            ExpressionAttributeValues={":until": _dec(now + seconds), ":expires": int(now + 3600)},
-        )
+    def _change(self, model: str, change: Callable[[BucketState], BucketState | None]) -> BucketState:
+        """Apply `change` to the shared state until this worker's write wins (None: nothing to write)."""
+        state, version = self._seen.get(model) or self._read(model)
+        for _ in range(_MAX_CONFLICTS):
+            updated = change(state)
+            if updated is None:
+                return state
+            won, state, version = self._write(model, updated, version)
+            if won:
+                return state
+        raise RetryLater(f"the shared rate limit of {model} is too contended right now", delay_seconds=1.0)
 
-    def window_usage(self, model: str) -> list[dict]:
-        """(for reports and tests) every window this model has used, oldest first."""
-        from boto3.dynamodb.conditions import Key
+    def acquire(self, model: str, costs: Sequence[int], *, at_most: int) -> Grant:
+        """Grant as many of `costs` as the shared bucket holds now, in one write."""
+        result: list[Grant] = []
 
-        items = self._table.query(
-            KeyConditionExpression=Key(TABLE_PARTITION_KEY).eq(f"RATE#{model}"), ConsistentRead=True
-        )["Items"]
-        return sorted(
-            (
-                {"window": int(i[TABLE_SORT_KEY][2:]), "requests": int(i["requests"]), "tokens": int(i["tokens"])}
-                for i in items
-            ),
-            key=lambda w: w["window"],
-        )
+        def grant(state: BucketState) -> BucketState | None:
+            answer = take(state, self._shape, costs, self._clock(), at_most=at_most)
+            result[:] = [answer]
+            return answer.state if answer.granted else None
+
+        self._change(model, grant)
+        return result[0]
+
+    def observe(self, model: str, headers: dict[str, str]) -> None:
+        """Take the limits a response announced (and its remaining tokens, when lower than ours)."""
+        limits, remaining = announced_limits(headers)
+        seen = self._seen.get(model)
+        if seen is not None:
+            state = seen[0]
+            if limits is None and state.learned:
+                return
+            if limits is not None and not needs_relearning(state, limits, remaining, self._shape):
+                return  # nothing new: no write spent
+
+        def learn(state: BucketState) -> BucketState | None:
+            now = self._clock()
+            if limits is None:  # a provider that announces nothing: the guess is all there is
+                return None if state.learned else relearned(state, self._shape, now, state.limits, None)
+            if not needs_relearning(state, limits, remaining, self._shape):
+                return None
+            return relearned(state, self._shape, now, limits, remaining)
+
+        self._change(model, learn)
+
+    def pause(self, model: str, seconds: float, headers: dict[str, str] | None = None) -> None:
+        """The provider said 429: no worker calls this model for `seconds`."""
+        limits, _ = announced_limits(headers or {})
+
+        def hold(state: BucketState) -> BucketState:
+            now = self._clock()
+            if limits is not None:
+                state = relearned(state, self._shape, now, limits, None)
+            return paused(state, self._shape, now, seconds)
+
+        self._change(model, hold)
 
 
 class DynamoCircuitBreaker:
@@ -220,9 +290,3 @@ class DynamoCircuitBreaker:
                 UpdateExpression="SET open_until = :until REMOVE probe_until, probe_owner",
                 ExpressionAttributeValues={":until": _dec(now + self._cooldown)},
             )
-
-
-def _dec(value: float):
-    from decimal import Decimal
-
-    return Decimal(str(round(value, 3)))

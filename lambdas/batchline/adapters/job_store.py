@@ -1,13 +1,14 @@
 """The job table: one item per job and one per shard, in a single DynamoDB table.
 
 Keys: pk = "JOB#<job_id>"; sk = "JOB" for the job, "SHARD#<shard_id>" for each shard,
-"OUT#<line>" for each realtime outcome and "PROGRESS#<key>" for each collected batch round, so one
-Query reads a whole job. Floats are stored as Decimal, as DynamoDB requires.
+"ANSWERED#<block>" for each block of 128 lines (the set of those answered on the realtime path;
+the answers themselves are in S3) and "PROGRESS#<key>" for each collected batch round, so one Query
+reads a whole job. Floats are stored as Decimal, as DynamoDB requires.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache
@@ -16,11 +17,16 @@ from typing import Any
 from boto3.dynamodb.conditions import Attr, Key
 
 from batchline.adapters.aws_meter import default_session
+from batchline.domain.budget import month_of
+from batchline.domain.realtime import JobState
 from batchline.topology import TABLE_PARTITION_KEY, TABLE_SORT_KEY
 
 JOB_SORT_KEY = "JOB"
 SHARD_PREFIX = "SHARD#"
-OUTCOME_PREFIX = "OUT#"
+ANSWERED_PREFIX = "ANSWERED#"
+# Lines per item of answered line numbers: a set of 128 numbers stays under 1 KB, one write unit.
+ANSWERED_BLOCK_LINES = 128
+_MAX_BLOCKS_PER_TRANSACTION = 90  # DynamoDB takes 100 items per transaction; room for the job and budgets
 PROGRESS_PREFIX = "PROGRESS#"
 _LINE_DIGITS = 12  # zero-padded so that sort keys order outcomes by input line
 
@@ -185,85 +191,95 @@ class JobStore:
             Key=key, UpdateExpression=expression, ExpressionAttributeNames=names, ExpressionAttributeValues=values
         )
 
-    # -- realtime outcomes: one item per request, written once --------------------------------
-    def record_outcome(
-        self,
-        job_id: str,
-        line: int,
-        *,
-        record: str,
-        succeeded: bool,
-        tally: dict,
-        record_key: str | None = None,
-        also: tuple[dict, ...] = (),
-    ) -> bool:
-        """Store a request's outcome and count it on the job, atomically and only the first time.
+    # -- realtime outcomes: answers in S3, and which lines have one in blocks of line numbers ---
+    @staticmethod
+    def _block_key(job_id: str, block: int) -> dict:
+        return JobStore._key(job_id, f"{ANSWERED_PREFIX}{block:0{_LINE_DIGITS}d}")
 
-        Returns False when the request already had an outcome (a duplicate delivery): nothing is
-        counted twice. `tally` holds numbers to ADD to the job (tokens, cost, budget counters). A
-        record too large for an item is stored elsewhere: `record` is then empty and `record_key`
-        says where. `also` holds more transaction items written with it (the month's budget).
+    def answered_lines(self, job_id: str, lines: Iterable[int]) -> set[int]:
+        """Which of `lines` have an answer recorded (read in one BatchGetItem per 100 blocks)."""
+        wanted = set(lines)
+        blocks = sorted({line // ANSWERED_BLOCK_LINES for line in wanted})
+        answered: set[int] = set()
+        client = self._table.meta.client
+        for start in range(0, len(blocks), 100):
+            keys = [self._block_key(job_id, block) for block in blocks[start : start + 100]]
+            request = {
+                self._table.name: {
+                    "Keys": keys,
+                    "ConsistentRead": True,
+                    "ProjectionExpression": "#l",
+                    "ExpressionAttributeNames": {"#l": "lines"},
+                }
+            }
+            while request:
+                answer = client.batch_get_item(RequestItems=request)
+                for item in answer.get("Responses", {}).get(self._table.name, []):
+                    answered |= {int(line) for line in item.get("lines", ())}
+                request = answer.get("UnprocessedKeys") or {}
+        return answered & wanted
+
+    def record_answers(
+        self, job_id: str, *, lines: Iterable[int], counters: dict[str, int], also: tuple[dict, ...] = ()
+    ) -> set[int]:
+        """Mark `lines` answered and ADD `counters` to the job, in one transaction, only for new lines.
+
+        Returns the lines that were already answered (a duplicate delivery, or a worker that ran
+        again after a crash): those are left out and the transaction runs again without them, so a
+        line is counted once however often it is delivered. `counters` must not count the
+        duplicates: `recount(duplicates)` is the caller's, so this returns them first when any.
+        `also` holds more transaction items (the month's budget).
         """
-        # The resource's client serializes plain Python values itself (boto3 injects that).
-        job_key = self._key(job_id, JOB_SORT_KEY)
-        now = now_iso()
-        outcome_item = {
-            **self._key(job_id, f"{OUTCOME_PREFIX}{line:0{_LINE_DIGITS}d}"),
-            "line": line,
-            "ok": succeeded,
-            "record": record,
-            "at": now,  # when it was answered: the report's requests-over-time chart
-            **({"record_key": record_key} if record_key else {}),
-        }
-        additions = {"realtime_done": 1, "realtime_succeeded" if succeeded else "realtime_failed": 1, **tally}
+        by_block: dict[int, list[int]] = {}
+        for line in sorted(set(lines)):
+            by_block.setdefault(line // ANSWERED_BLOCK_LINES, []).append(line)
+        if len(by_block) > _MAX_BLOCKS_PER_TRANSACTION:
+            raise ValueError(
+                f"{len(by_block)} blocks of lines in one transaction; at most {_MAX_BLOCKS_PER_TRANSACTION}"
+            )
+        items: list[dict] = []
+        for block, block_lines in by_block.items():
+            values: dict[str, Any] = {":lines": set(block_lines), ":now": now_iso()}
+            conditions = []
+            for i, line in enumerate(block_lines):
+                values[f":l{i}"] = line
+                conditions.append(f"NOT contains(#lines, :l{i})")
+            items.append(
+                {
+                    "Update": {
+                        "TableName": self._table.name,
+                        "Key": self._block_key(job_id, block),
+                        "UpdateExpression": "ADD #lines :lines SET updated_at = :now",
+                        "ConditionExpression": "attribute_not_exists(#lines) OR (" + " AND ".join(conditions) + ")",
+                        "ExpressionAttributeNames": {"#lines": "lines"},
+                        "ExpressionAttributeValues": values,
+                    }
+                }
+            )
+        additions = {name: value for name, value in counters.items() if value}
         names = {f"#a{i}": name for i, name in enumerate(additions)}
         values = {f":a{i}": _to_dynamo(value) for i, value in enumerate(additions.values())}
-        values[":now"] = now
+        values[":now"] = now_iso()
+        update = "SET realtime_updated_at = :now"
+        if additions:
+            update = "ADD " + ", ".join(f"#a{i} :a{i}" for i in range(len(additions))) + " " + update
+        job_update: dict[str, Any] = {
+            "TableName": self._table.name,
+            "Key": self._key(job_id, JOB_SORT_KEY),
+            "UpdateExpression": update,
+            "ExpressionAttributeValues": values,
+        }
+        if names:
+            job_update["ExpressionAttributeNames"] = names
         client = self._table.meta.client
         try:
-            client.transact_write_items(
-                TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": self._table.name,
-                            "Item": _to_dynamo(outcome_item),
-                            "ConditionExpression": f"attribute_not_exists({TABLE_SORT_KEY})",
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self._table.name,
-                            "Key": job_key,
-                            "UpdateExpression": "ADD "
-                            + ", ".join(f"#a{i} :a{i}" for i in range(len(additions)))
-                            + " SET realtime_updated_at = :now",
-                            "ExpressionAttributeNames": names,
-                            "ExpressionAttributeValues": values,
-                        }
-                    },
-                    *also,
-                ]
-            )
+            client.transact_write_items(TransactItems=[*items, {"Update": job_update}, *also])
         except client.exceptions.TransactionCanceledException as exc:
             reasons = exc.response.get("CancellationReasons", [])
-            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
-                return False
-            raise RuntimeError(f"recording the outcome of line {line} failed: {reasons}") from exc
-        return True
-
-    def has_outcome(self, job_id: str, line: int) -> bool:
-        key = self._key(job_id, f"{OUTCOME_PREFIX}{line:0{_LINE_DIGITS}d}")
-        return "Item" in self._table.get_item(Key=key, ProjectionExpression=TABLE_SORT_KEY, ConsistentRead=True)
-
-    def outcomes(self, job_id: str) -> Iterator[tuple[int, bool, str, str | None]]:
-        """(line, succeeded, record, record_key) of every realtime outcome, in input order, page by page."""
-        for item in self._query_prefix(job_id, OUTCOME_PREFIX):
-            yield int(item["line"]), bool(item["ok"]), item["record"], item.get("record_key")
-
-    def timed_outcomes(self, job_id: str) -> Iterator[tuple[int, bool, str, str | None, str | None]]:
-        """As `outcomes`, each with the time it was recorded (None for an outcome stored without one)."""
-        for item in self._query_prefix(job_id, OUTCOME_PREFIX):
-            yield int(item["line"]), bool(item["ok"]), item["record"], item.get("record_key"), item.get("at")
+            if any(reason.get("Code") == "ConditionalCheckFailed" for reason in reasons[: len(items)]):
+                return self.answered_lines(job_id, lines)
+            raise RuntimeError(f"recording the answers of lines {sorted(set(lines))[:5]}... failed: {reasons}") from exc
+        return set()
 
     # -- progress: one item per collected batch round, for the report -------------------------
     def record_progress(self, job_id: str, key: str, *, at: str, route: str, done: int, **details: Any) -> bool:
@@ -294,6 +310,18 @@ class JobStore:
         """Every progress item of a job, oldest first."""
         items = [_from_dynamo(item) for item in self._query_prefix(job_id, PROGRESS_PREFIX)]
         return sorted(items, key=lambda item: str(item.get("at", "")))
+
+    def job_state(self, job_id: str) -> JobState:
+        """The month a job's budget counts in and why it stopped sending, if it did (one read)."""
+        item = (
+            self._table.get_item(
+                Key=self._key(job_id, JOB_SORT_KEY),
+                ConsistentRead=True,
+                ProjectionExpression="budget_month, halted",
+            ).get("Item")
+            or {}
+        )
+        return JobState(budget_month=item.get("budget_month") or month_of(), halted=item.get("halted") or None)
 
     def halt_job(self, job_id: str, reason: str) -> None:
         """Stop a job for good (e.g. insufficient quota): workers record its remaining requests as errors."""

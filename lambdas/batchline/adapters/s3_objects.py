@@ -55,6 +55,12 @@ class S3Objects:
     def download(self, key: str, path: str) -> None:
         self._client.download_file(self.bucket, key, path)
 
+    def keys(self, prefix: str) -> Iterator[str]:
+        """Every key under `prefix`, in key order, page by page."""
+        for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for entry in page.get("Contents", ()):
+                yield entry["Key"]
+
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         self._client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
 

@@ -6,7 +6,8 @@ message carries the key instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Iterable, Sequence
 from functools import cache
 from typing import Any
 
@@ -48,15 +49,27 @@ class RequestQueue:
             sent += self._send(entries)
         return sent
 
-    def requeue(self, body: str, seconds: float) -> None:
-        """Send a message again as a new one (its receive count starts over), visible after `seconds`."""
-        self._client.send_message(QueueUrl=self._url, MessageBody=body, DelaySeconds=max(0, min(900, round(seconds))))
+    def requeue_all(self, bodies: Sequence[tuple[str, float]]) -> None:
+        """Send messages again as new ones (their receive counts start over), each visible after its delay.
 
-    def retry_in(self, receipt_handle: str, seconds: float) -> None:
-        """Make a message visible again after `seconds`, not after the whole visibility timeout."""
-        self._client.change_message_visibility(
-            QueueUrl=self._url, ReceiptHandle=receipt_handle, VisibilityTimeout=max(0, min(43_200, round(seconds)))
-        )
+        Waiting for room in the rate limit is not a failure: it must never use up the deliveries
+        after which a message goes to the dead-letter queue. SQS delays a message 15 minutes at most.
+        """
+        for start in range(0, len(bodies), SQS_MAX_BATCH_MESSAGES):
+            entries = [
+                {"Id": str(i), "MessageBody": body, "DelaySeconds": max(0, min(900, math.ceil(seconds)))}
+                for i, (body, seconds) in enumerate(bodies[start : start + SQS_MAX_BATCH_MESSAGES])
+            ]
+            self._send(entries)
+
+    def retry_all_in(self, receipts: Sequence[tuple[str, float]]) -> None:
+        """Make received messages visible again after their delays, not after the whole visibility timeout."""
+        for start in range(0, len(receipts), SQS_MAX_BATCH_MESSAGES):
+            entries = [
+                {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": max(0, min(43_200, math.ceil(seconds)))}
+                for i, (handle, seconds) in enumerate(receipts[start : start + SQS_MAX_BATCH_MESSAGES])
+            ]
+            self._client.change_message_visibility_batch(QueueUrl=self._url, Entries=entries)
 
     def _send(self, entries: list[dict]) -> int:
         pending = entries

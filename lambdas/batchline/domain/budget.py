@@ -78,6 +78,26 @@ class BudgetPolicy:
             return Stance.FALLBACK
         return Stance.NORMAL
 
+    def sendable(self, scopes: tuple[ScopeUsage, ...], reservations: list[int]) -> int:
+        """How many of `reservations`, in order, may start before the spend passes the stop threshold.
+
+        A request may start while what is spent and in flight stays below the threshold, counting the
+        requests started before it: a whole batch is judged as if its requests came one by one.
+        """
+        count = 0
+        in_flight = 0
+        for reservation in reservations:
+            shares = [
+                (scope.committed_nano - scope.hold_nano + in_flight) / scope.cap_nano
+                for scope in scopes
+                if scope.cap_nano
+            ]
+            if shares and max(shares) >= self.stop_threshold:
+                break
+            in_flight += reservation
+            count += 1
+        return count
+
     def model_for(self, model: str, stance: Stance) -> str:
         if stance is Stance.FALLBACK:
             return self.fallback_models.get(model, model)

@@ -74,9 +74,13 @@ class JobLayout:
         """A request body too large for an SQS message."""
         return f"{STAGING_PREFIX}/{self.job_id}/realtime/bodies/{line}.json"
 
-    def realtime_outcome(self, line: int) -> str:
-        """An outcome record too large for a DynamoDB item."""
-        return f"{STAGING_PREFIX}/{self.job_id}/realtime/outcomes/{line}.json"
+    @property
+    def realtime_outcomes_prefix(self) -> str:
+        """Where the workers write their outcome records: one JSON Lines object per invocation and job."""
+        return f"{STAGING_PREFIX}/{self.job_id}/realtime/outcomes/"
+
+    def realtime_outcomes(self, name: str) -> str:
+        return f"{self.realtime_outcomes_prefix}{name}.jsonl"
 
     # -- rounds: round 0 is the planned shard; each later round holds the requests to try again --
     def round_requests(self, shard_id: str, round_number: int) -> str:

@@ -1,25 +1,26 @@
-"""One realtime request, called at the shared rate limit, retried the way the provider asks.
+"""Realtime requests and what the provider's answer to one means for it.
 
-The policy, with the outside world behind small ports so it is tested with fakes:
-- before each call: the shared circuit must be closed (or this worker holds the probe), and the
-  shared rate limiter must grant the request's token cost (prompt tokens + max output);
-- 200: success; the response headers refine the limiter's view of the window;
-- 429 rate_limit_exceeded: every worker waits what ``retry-after`` says, then this one tries again;
-- 429 insufficient_quota: the job stops, nothing is retried;
-- 408, 409, 5xx, connection errors: jittered exponential backoff, counted by the circuit;
-- any other 4xx: a final error for that request.
-After `max_attempts` the request is handed back (RetryLater) for SQS to redeliver.
+The rules, with no I/O (the use case in workflow/realtime_work.py applies them):
+- 200: success; the headers teach the shared limiter the provider's real limits;
+- 429 rate_limit_exceeded: every worker holds back as long as ``retry-after`` says, then the
+  request is tried again: waiting is never a failure of the request;
+- 429 insufficient_quota: not a rate limit: the job's realtime sending stops, and its requests stay
+  unsent (a resubmission sends them);
+- 408, 409, 5xx, no answer at all: transient, retried later with jittered backoff, counted by the
+  circuit breaker;
+- any other 4xx: final for that request.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Protocol
 
 from batchline.domain.errors import BatchlineError
-from batchline.domain.outcomes import STAGE_PROVIDER
+from batchline.domain.rate_bucket import Grant
 
 RETRYABLE_STATUSES = frozenset((408, 409))
 
@@ -33,6 +34,8 @@ class ProviderResponse:
 
 @dataclass(frozen=True)
 class RealtimeRequest:
+    """One queued request, as its message carries it."""
+
     job_id: str
     line: int
     custom_id: str
@@ -43,67 +46,35 @@ class RealtimeRequest:
 
 
 @dataclass(frozen=True)
-class Outcome:
-    succeeded: bool
-    body: Any = None  # the provider's response body on success
+class JobState:
+    """What a worker must know of a request's job before sending it."""
+
+    budget_month: str
+    halted: str | None  # why the job's sending stopped (cancelled, quota), if it did
+
+
+class Verdict(Enum):
+    SUCCEEDED = "succeeded"
+    RATE_LIMITED = "rate_limited"  # wait, then the same request again
+    QUOTA_EXHAUSTED = "quota_exhausted"  # stop the job's sending; the request stays unsent
+    TRANSIENT = "transient"  # back off and try again later
+    FAILED = "failed"  # the provider refused this request for good
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdict: Verdict
     code: str | None = None
     message: str | None = None
-    status_code: int | None = None
-    halts_job: bool = False
-    attempts: int = 1
-    stage: str = STAGE_PROVIDER  # "budget" when the request was never sent because the budget ran out
+    retry_after_seconds: float | None = None
 
 
 class RetryLater(BatchlineError):
-    """Not done yet, and not a failure of the request: give the message back to the queue.
+    """Not done yet, and not a failure of the request: give it back to the queue for later."""
 
-    `delay_seconds` says when trying again makes sense (the next rate window, the end of a
-    circuit's cool-down), so the message need not wait out the whole visibility timeout.
-    `provider_failed` tells a request the provider kept failing (which may use up its deliveries)
-    from one that only waited its turn (no room in the window, circuit open), which must not.
-    """
-
-    def __init__(self, message: str, *, delay_seconds: float = 30.0, provider_failed: bool = False) -> None:
+    def __init__(self, message: str, *, delay_seconds: float = 30.0) -> None:
         super().__init__(message)
         self.delay_seconds = delay_seconds
-        self.provider_failed = provider_failed
-
-
-class Provider(Protocol):
-    def call(self, url: str, body: dict, *, client_request_id: str | None = None) -> ProviderResponse: ...
-
-
-class RateLimiter(Protocol):
-    def acquire(self, model: str, tokens: int) -> None:
-        """Block until the shared window grants one request of `tokens`; raise RetryLater past a deadline."""
-
-    def observe(self, model: str, headers: dict[str, str]) -> None:
-        """Take the provider's own view of the window (x-ratelimit-* headers) into account."""
-
-    def pause(self, model: str, seconds: float) -> None:
-        """The provider said 429 and when to come back: no worker calls this model before then."""
-
-
-class CircuitBreaker(Protocol):
-    def before_call(self, model: str) -> None:
-        """Raise RetryLater while the circuit is open and this worker is not the probe."""
-
-    def succeeded(self, model: str) -> None: ...
-
-    def failed(self, model: str) -> None: ...
-
-
-@dataclass
-class CallPolicy:
-    max_attempts: int
-    backoff_base_seconds: float
-    backoff_max_seconds: float
-    sleep: Callable[[float], None]
-    rng: random.Random = field(default_factory=random.Random)
-
-    def backoff(self, attempt: int) -> float:
-        """Full jitter: spread retries so that many workers do not retry in step."""
-        return self.rng.uniform(0, min(self.backoff_max_seconds, self.backoff_base_seconds * 2 ** (attempt - 1)))
 
 
 def retry_after_seconds(headers: dict[str, str]) -> float | None:
@@ -123,39 +94,49 @@ def _error_detail(body: Any) -> dict:
     return detail if isinstance(detail, dict) else {}
 
 
-def execute(
-    request: RealtimeRequest,
-    *,
-    provider: Provider,
-    limiter: RateLimiter,
-    circuit: CircuitBreaker,
-    policy: CallPolicy,
-) -> Outcome:
-    for attempt in range(1, policy.max_attempts + 1):
-        circuit.before_call(request.model)
-        limiter.acquire(request.model, request.token_cost)
-        response = provider.call(request.url, request.body, client_request_id=request.custom_id)
-        status = response.status
-        if status == 200:
-            circuit.succeeded(request.model)
-            limiter.observe(request.model, response.headers)
-            return Outcome(succeeded=True, body=response.body, status_code=200, attempts=attempt)
-        detail = _error_detail(response.body)
-        code = detail.get("code") or detail.get("type")
-        message = str(detail.get("message") or f"HTTP {status}")
-        if status == 429 and code == "insufficient_quota":
-            return Outcome(False, None, "insufficient_quota", message, 429, halts_job=True, attempts=attempt)
-        if status == 429:
-            wait = retry_after_seconds(response.headers)
-            limiter.pause(request.model, wait if wait is not None else policy.backoff(attempt))
-            continue
-        if status == 0 or status in RETRYABLE_STATUSES or status >= 500:
-            circuit.failed(request.model)
-            policy.sleep(policy.backoff(attempt))
-            continue
-        return Outcome(False, None, str(code or f"http_{status}"), message, status, attempts=attempt)
-    raise RetryLater(
-        f"no answer for {request.custom_id} after {policy.max_attempts} attempts",
-        delay_seconds=policy.backoff_max_seconds,
-        provider_failed=True,
-    )
+def judge(response: ProviderResponse) -> Judgement:
+    """What one answer of the provider means for its request."""
+    status = response.status
+    if status == 200:
+        return Judgement(Verdict.SUCCEEDED)
+    detail = _error_detail(response.body)
+    code = detail.get("code") or detail.get("type")
+    message = str(detail.get("message") or f"HTTP {status}")
+    if status == 429 and code == "insufficient_quota":
+        return Judgement(Verdict.QUOTA_EXHAUSTED, "insufficient_quota", message)
+    if status == 429:
+        return Judgement(
+            Verdict.RATE_LIMITED, str(code or "rate_limit_exceeded"), message, retry_after_seconds(response.headers)
+        )
+    if status == 0 or status in RETRYABLE_STATUSES or status >= 500:
+        return Judgement(Verdict.TRANSIENT, str(code or f"http_{status}"), message)
+    return Judgement(Verdict.FAILED, str(code or f"http_{status}"), message)
+
+
+def backoff_seconds(attempt: int, *, base: float, ceiling: float, rng: random.Random) -> float:
+    """Full jitter: spread retries so that many workers do not retry in step."""
+    return rng.uniform(base / 2, min(ceiling, base * 2 ** max(0, attempt - 1)))
+
+
+class Provider(Protocol):
+    def call(self, url: str, body: dict, *, client_request_id: str | None = None) -> ProviderResponse: ...
+
+
+class RateLimiter(Protocol):
+    def acquire(self, model: str, costs: Sequence[int], *, at_most: int) -> Grant:
+        """Grant as many of `costs` (in order) as the shared limit allows now, and say when the next fits."""
+
+    def observe(self, model: str, headers: dict[str, str]) -> None:
+        """Take the provider's own view of its limits (x-ratelimit-* headers) into account."""
+
+    def pause(self, model: str, seconds: float, headers: dict[str, str] | None = None) -> None:
+        """The provider said 429 and when to come back: no worker calls this model before then."""
+
+
+class CircuitBreaker(Protocol):
+    def before_call(self, model: str) -> None:
+        """Raise RetryLater while the circuit is open and this worker is not the probe."""
+
+    def succeeded(self, model: str) -> None: ...
+
+    def failed(self, model: str) -> None: ...

@@ -13,19 +13,21 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 from batchline.adapters.admission import DynamoAdmissionLedger
-from batchline.adapters.aws_meter import metering
+from batchline.adapters.aws_meter import metering, waited_seconds, waited_so_far
 from batchline.adapters.budgets import DynamoBudgets
-from batchline.adapters.dynamo_limits import DynamoCircuitBreaker, DynamoRateLimiter
-from batchline.adapters.job_store import JobStore, dynamodb_resource
+from batchline.adapters.dynamo_limits import DynamoCircuitBreaker, DynamoTokenBucket, key_scope
+from batchline.adapters.job_store import JobStore, dynamodb_resource, now_iso
 from batchline.adapters.openai_batches import OpenAIBatches
 from batchline.adapters.openai_credentials import openai_api_key
 from batchline.adapters.openai_realtime import OpenAIRealtime
+from batchline.adapters.realtime_outcomes import S3OutcomeSpool
 from batchline.adapters.s3_objects import S3Objects, s3_client
 from batchline.adapters.sqs_queue import RequestQueue, sqs_client
 from batchline.domain.budget import BudgetPolicy, to_nano
 from batchline.domain.run_cost import AwsUsage
 from batchline.settings import RuntimeEnvironment, SettingsError, runtime_environment
 from batchline.topology import METRICS_NAMESPACE, SERVICE_NAME, state_transitions
+from batchline.workflow.realtime_work import RealtimeWork, WorkSettings
 
 logger = Logger(service=SERVICE_NAME)
 metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)
@@ -93,8 +95,48 @@ def request_queue() -> RequestQueue:
 
 
 @cache
-def rate_limiter() -> DynamoRateLimiter:
-    return DynamoRateLimiter(dynamodb_resource().Table(environment().table_name), environment().settings.realtime)
+def rate_limiter() -> DynamoTokenBucket:
+    """The shared bucket of the key in use: limits belong to a key's organisation, not to a job."""
+    env = environment()
+    return DynamoTokenBucket(
+        dynamodb_resource().Table(env.table_name),
+        env.settings.realtime,
+        scope=key_scope(openai_api_key(env), env.openai_base_url),
+    )
+
+
+def outcome_spool() -> S3OutcomeSpool:
+    return S3OutcomeSpool(output_objects(), environment().settings.output_prefix)
+
+
+def realtime_work(seconds_left: Callable[[], float]) -> RealtimeWork:
+    """The realtime use case with its ports, for one invocation (`seconds_left` is its own)."""
+    settings = environment().settings
+    realtime = settings.realtime
+    guess = realtime.highest_limit()
+    return RealtimeWork(
+        jobs=job_store(),
+        budgets=budgets(),
+        budget_policy=budget_policy(),
+        prices=settings.price_book(),
+        limiter=rate_limiter(),
+        circuit=circuit_breaker(),
+        provider=openai_realtime(),
+        spool=outcome_spool(),
+        queue=request_queue(),
+        settings=WorkSettings(
+            concurrent_calls=realtime.concurrent_calls,
+            max_pace_wait_seconds=realtime.max_pace_wait_seconds,
+            max_receive_count=realtime.max_receive_count,
+            backoff_base_seconds=realtime.backoff_base_seconds,
+            backoff_max_seconds=realtime.backoff_max_seconds,
+            max_rate_limited_attempts=realtime.max_rate_limited_attempts,
+            seconds_per_request=60 / (guess.requests_per_minute * realtime.safety_fraction),
+        ),
+        seconds_left=seconds_left,
+        now=now_iso,
+        on_calling=waited_seconds,
+    )
 
 
 @cache
@@ -138,12 +180,19 @@ def seconds_left(context: Any) -> Callable[[], float]:
 LOCAL_REQUEST_LATENCY_MS = 20
 
 
-def metered(function: str, job_ids: Callable[[dict, Any], Iterable[str]]) -> Callable:
+def metered(
+    function: str,
+    job_ids: Callable[[dict, Any], Iterable[str]],
+    *,
+    sqs_requests: Callable[[dict], int] | None = None,
+) -> Callable:
     """Count what an invocation uses in AWS and add it to its job(s), for the run's AWS cost.
 
     `job_ids(event, result)` names the jobs served (result is None when the handler raised); an
     invocation serving several (a worker's batch of messages) splits its usage among them.
-    Put it outermost, so that the Powertools decorators' own requests are counted too.
+    `sqs_requests(event)` counts the SQS requests made on the function's behalf (an event source's
+    receives and deletes). Put it outermost, so that the Powertools decorators' own requests are
+    counted too.
     """
 
     def decorate(handler: Callable) -> Callable:
@@ -160,10 +209,13 @@ def metered(function: str, job_ids: Callable[[dict, Any], Iterable[str]]) -> Cal
                 finally:
                     usage.lambda_requests += 1
                     usage.state_transitions += state_transitions(function, result)
+                    if sqs_requests is not None:
+                        usage.sqs_requests += sqs_requests(event)
                     memory_mb = int(getattr(context, "memory_limit_in_mb", 0) or 0)
                     elapsed_ms = (clock() - started) * 1000
                     if cpu_clock:
-                        elapsed_ms += LOCAL_REQUEST_LATENCY_MS * usage.requests()
+                        # Its own CPU, the AWS requests' latency, and the time it waited on the provider.
+                        elapsed_ms += LOCAL_REQUEST_LATENCY_MS * usage.requests() + waited_so_far() * 1000
                     usage.lambda_ms_mb += round(elapsed_ms) * memory_mb
                     _record_usage(usage, event, result, job_ids)
 

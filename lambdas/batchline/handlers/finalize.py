@@ -17,6 +17,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from batchline.adapters.aws_meter import current_usage
 from batchline.adapters.job_store import now_iso
+from batchline.adapters.outcome_index import OutcomeIndex
 from batchline.adapters.s3_objects import S3Objects
 from batchline.domain.accounting import JobAccount, merge_by_line
 from batchline.domain.budget import STAGE_BUDGET, month_of, to_usd
@@ -33,6 +34,7 @@ from batchline.handlers.dependencies import (
     metered,
     metrics,
     objects,
+    outcome_spool,
     output_objects,
     publish_metric,
     tracer,
@@ -63,9 +65,9 @@ def _stage_realtime_outcomes(
 ) -> Counter[str]:
     """Realtime outcomes, joined to every request sent that way, into a results and an errors file.
 
-    `parts` are (shard, round) whose requests went to the realtime queue. Both inputs are in line
-    order (the manifests, and the outcome items' sort keys), so one pass finds each request's
-    outcome, or reports it as never answered. Returns how many outcomes were recorded in each
+    `parts` are (shard, round) whose requests went to the realtime queue. The workers' records are
+    first put in line order on disk (OutcomeIndex); with the manifests, also in line order, one
+    pass finds each request's outcome, or reports it as never answered. Returns how many outcomes were recorded in each
     second (for the report), counted on the way.
     """
     manifests = merge_by_line(
@@ -77,30 +79,34 @@ def _stage_realtime_outcomes(
         for shard, round_number in parts
     )
     per_second: Counter[str] = Counter()
-
-    def timed() -> Iterator[tuple[int, bool, str, str | None]]:
-        for line, succeeded, record, record_key, at in job_store().timed_outcomes(layout.job_id):
-            if at:
-                per_second[at[:19]] += 1  # ISO 8601 up to the second
-            yield line, succeeded, record, record_key
-
-    outcomes = timed()
-    pending = next(outcomes, None)
-    with storage.writer(layout.realtime_results) as results, storage.writer(layout.realtime_errors) as errors:
-        for line, custom_id in manifests:
-            while pending is not None and pending[0] < line:  # not one of these parts' lines
-                pending = next(outcomes, None)
-            if pending is not None and pending[0] == line:
-                _, succeeded, record, record_key = pending
-                raw = b"".join(storage.chunks(record_key)) if record_key else record.encode()
-                (results if succeeded else errors).write(raw + b"\n")
-                pending = next(outcomes, None)
-            else:
-                record = error_record(
-                    custom_id=custom_id, line=line, stage=STAGE_PROVIDER, code="not_completed", message=reason
-                )
-                errors.write(orjson.dumps(record) + b"\n")
+    with OutcomeIndex() as index:
+        index.add_all(outcome_spool().records(layout.job_id))
+        outcomes = index.in_line_order()
+        pending = next(outcomes, None)
+        with storage.writer(layout.realtime_results) as results, storage.writer(layout.realtime_errors) as errors:
+            for line, custom_id in manifests:
+                while pending is not None and pending[0] < line:  # not one of these parts' lines
+                    pending = next(outcomes, None)
+                if pending is not None and pending[0] == line:
+                    _, succeeded, at, raw = pending
+                    if at:
+                        per_second[at[:19]] += 1  # ISO 8601 up to the second
+                    (results if succeeded else errors).write(_public(raw) + b"\n")
+                    pending = next(outcomes, None)
+                else:
+                    record = error_record(
+                        custom_id=custom_id, line=line, stage=STAGE_PROVIDER, code="not_completed", message=reason
+                    )
+                    errors.write(orjson.dumps(record) + b"\n")
     return per_second
+
+
+def _public(raw: bytes) -> bytes:
+    """A worker's record as the user reads it: without the fields only the join needs."""
+    record = orjson.loads(raw)
+    record.pop("unsent", None)
+    record.pop("answered_at", None)
+    return orjson.dumps(record)
 
 
 def _progress(job_id: str, realtime_per_second: Counter[str]) -> list[Progress]:

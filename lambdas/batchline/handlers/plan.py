@@ -167,9 +167,11 @@ def _take_over(job_id: str, previous_execution: str) -> dict[str, Any]:
     store.add_to_job(job_id, handovers=1)
     logger.info("took the job over", extra={"from_execution": previous_execution})
     shards = store.list_shards(job_id)
+    route = job["route"]
     return {
         "job_id": job_id,
-        "route": job["route"],
+        # A realtime job's requests are queued already: the new execution only waits for them.
+        "route": "realtime_wait" if route == "realtime" else route,
         "resumed": True,
         "input_lines": job["input_lines"],
         "valid": job["valid"],
@@ -185,7 +187,14 @@ def _resume(job: dict, cap_fields: dict) -> dict[str, Any]:
     store = job_store()
     shards = store.list_shards(job_id)
     # A new upload may bring a bigger budget, and undoes an earlier cancel: the user asks again.
-    store.update_job(job_id, remove=("cancel_requested", "halted", "execution_stopped"), **cap_fields)
+    # Requests a run could not send are sent again; what was answered stays answered.
+    store.update_job(
+        job_id,
+        remove=("cancel_requested", "halted", "execution_stopped"),
+        realtime_unsent=0,
+        realtime_done_at_start=int(job.get("realtime_done", 0)),
+        **cap_fields,
+    )
     for shard in shards:
         # What stopped short runs again: the poll loop passes over shards that ended.
         reopened = _REOPENED_ON_RESUME.get(shard.get("status"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchline.handlers.dependencies import logger, metered, tracer
+from batchline.handlers.dependencies import environment, logger, metered, tracer
 from batchline.workflow.realtime_wait import realtime_progress
 
 
@@ -12,4 +12,14 @@ from batchline.workflow.realtime_wait import realtime_progress
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return realtime_progress(event["plan"]["job_id"])
+    previous = event.get("realtime") or {}
+    progress = realtime_progress(
+        event["plan"]["job_id"],
+        polls=int(previous.get("polls", 0)),
+        waited_seconds=int(previous.get("wait_seconds", 0)),
+    )
+    # A local run (its poll_seconds below the deployed one) checks at its own pace.
+    local_pace = int(event.get("poll_seconds") or 0)
+    if local_pace and local_pace < environment().settings.poll_seconds:
+        progress["wait_seconds"] = local_pace
+    return progress

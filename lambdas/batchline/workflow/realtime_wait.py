@@ -2,6 +2,14 @@
 
 On the realtime route that is every valid request; on the batch route, the requests that the
 last rounds of some shards sent realtime (few enough, per settings, not to be worth a batch).
+An outcome is an answer (a result or the provider's final refusal) or a request this run could not
+send (the job was stopped, the budget ran out): those stay unanswered for a resubmission.
+
+The wait between two checks grows with what is left (half the time the rest should take at the
+pace so far, between the settings' poll_seconds and max_poll_seconds), so a job that runs for days
+polls rarely; after max_polls_per_execution checks a new execution takes the job over, as the batch
+loop does. A local run polls every second but is billed as the deployed loop would be: each check
+stands for the deployed polls its wait covers (`billed_polls`).
 
 A job also stops waiting when nothing has moved for `realtime.stall_seconds` (messages stuck in
 the dead letter queue, say): Finalize then reports the requests without an outcome as errors.
@@ -19,16 +27,46 @@ from batchline.handlers.dependencies import environment, job_store, logger, publ
 from batchline.topology import REALTIME_BACKLOG_METRIC
 
 
-def realtime_progress(job_id: str) -> dict[str, Any]:
-    """{done, total, finished, stalled} of the job's realtime requests."""
-    job = job_store().get_job(job_id) or {}
+def _seconds_between(earlier: str, later: str) -> float:
+    return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds()
+
+
+def realtime_progress(job_id: str, *, polls: int = 0, waited_seconds: int = 0) -> dict[str, Any]:
+    """{done, total, finished, stalled, wait_seconds, polls, hand_over, billed_polls} of the job's realtime requests."""
+    settings = environment().settings
+    store = job_store()
+    job = store.get_job(job_id) or {}
     total = job.get("valid", 0) if job.get("route") == "realtime" else job.get("realtime_expected", 0)
-    done = job.get("realtime_done", 0)
-    last = job.get("realtime_updated_at") or job.get("started_at") or now_iso()
-    idle = (datetime.fromisoformat(now_iso()) - datetime.fromisoformat(last)).total_seconds()
-    stalled = done < total and idle > environment().settings.realtime.stall_seconds
+    done = job.get("realtime_done", 0) + job.get("realtime_unsent", 0)
+    now = now_iso()
+    started = job.get("resumed_at") or job.get("started_at") or now
+    last = job.get("realtime_updated_at") or started
+    idle = _seconds_between(last, now)
+    stalled = done < total and idle > settings.realtime.stall_seconds
     if stalled:
         logger.warning("realtime requests stalled", extra={"done": done, "total": total, "idle_seconds": idle})
     if total:
         publish_metric(REALTIME_BACKLOG_METRIC, max(0, total - done), MetricUnit.Count)
-    return {"done": done, "total": total, "finished": done >= total or stalled, "stalled": stalled}
+    finished = done >= total or stalled
+    # The deployed loop's next wait: half of what the rest should take at the pace so far.
+    elapsed = max(1.0, _seconds_between(started, now))
+    answered_this_run = max(1, job.get("realtime_done", 0) - job.get("realtime_done_at_start", 0))
+    rest = (total - done) * elapsed / answered_this_run
+    deployed_wait = int(min(settings.max_poll_seconds, max(settings.poll_seconds, rest / 2)))
+    # A local run waits less than the deployed loop would: bill only the deployed polls its waits add up to.
+    credit = float(job.get("realtime_poll_credit", 0)) + waited_seconds
+    billed = 1 if finished or polls == 0 else int(credit // deployed_wait)
+    credit = 0.0 if finished else credit - billed * deployed_wait if billed else credit
+    if waited_seconds:
+        store.update_job(job_id, realtime_poll_credit=round(credit, 3))
+    polls += 1
+    return {
+        "done": done,
+        "total": total,
+        "finished": finished,
+        "stalled": stalled,
+        "wait_seconds": deployed_wait,
+        "polls": polls,
+        "hand_over": not finished and polls >= settings.max_polls_per_execution,
+        "billed_polls": billed,
+    }

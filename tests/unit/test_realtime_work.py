@@ -1,0 +1,330 @@
+"""The realtime use case against in-memory fakes of its ports: no AWS, no network, no real waits."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+
+import orjson
+import pytest
+from batchline.domain.budget import BudgetPolicy, ScopeUsage, realtime_ceiling_nano
+from batchline.domain.pricing import DEFAULT_PRICES, PriceBook
+from batchline.domain.rate_bucket import BucketShape, BucketState, Grant, Limits, paused, relearned, take
+from batchline.domain.realtime import JobState, ProviderResponse, RealtimeRequest
+from batchline.workflow.realtime_work import Delivery, RealtimeWork, WorkSettings
+
+MODEL = "gpt-4o-mini"
+PROVIDER_LIMITS = Limits(6_000, 480_000)
+OK_HEADERS = {"x-ratelimit-limit-requests": "6000", "x-ratelimit-limit-tokens": "480000"}
+
+
+def ok(prompt: int = 10, completion: int = 3) -> ProviderResponse:
+    body = {"object": "chat.completion", "usage": {"prompt_tokens": prompt, "completion_tokens": completion}}
+    return ProviderResponse(200, OK_HEADERS, body)
+
+
+def error(status: int, code: str | None = None, headers: dict | None = None) -> ProviderResponse:
+    return ProviderResponse(status, headers or {}, {"error": {"message": f"refused: {status}", "code": code}})
+
+
+class FakeJobs:
+    def __init__(self, halted: str | None = None) -> None:
+        self.answered: set[int] = set()
+        self.counters: dict[str, int] = {}
+        self.halted = halted
+        self.transactions = 0
+        self.steal: set[int] = set()  # lines another delivery answers while this one calls
+
+    def job_state(self, job_id: str) -> JobState:
+        return JobState(budget_month="2026-12", halted=self.halted)
+
+    def answered_lines(self, job_id: str, lines: Iterable[int]) -> set[int]:
+        return self.answered & set(lines)
+
+    def record_answers(self, job_id, *, lines, counters, also=()) -> set[int]:
+        lines = set(lines)
+        if self.steal & lines:
+            self.answered |= self.steal
+            self.steal = set()
+        duplicates = lines & self.answered
+        if duplicates:
+            return duplicates
+        self.transactions += 1
+        self.answered |= lines
+        for name, value in counters.items():
+            self.counters[name] = self.counters.get(name, 0) + value
+        return set()
+
+    def halt_job(self, job_id: str, reason: str) -> None:
+        self.halted = reason
+
+
+class FakeBudgets:
+    def __init__(self, cap_nano: int | None = None) -> None:
+        self.cap = cap_nano
+        self.committed = 0
+
+    def usage(self, job_id, month):
+        return ScopeUsage("job", self.cap, self.committed), ScopeUsage("monthly", None, 0)
+
+    def take(self, job_id, month, estimate_nano) -> bool:
+        if self.cap is not None and self.committed + estimate_nano > self.cap:
+            return False
+        self.committed += estimate_nano
+        return True
+
+    def give_back(self, job_id, estimate_nano) -> None:  # pragma: no cover - the use case settles in one go
+        self.committed -= estimate_nano
+
+    def month_settle_update(self, month, *, reserved_nano, actual_nano) -> dict:
+        return {"month": month, "delta": actual_nano - reserved_nano}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+
+class FakeLimiter:
+    """The domain's bucket in memory, on a clock the test moves."""
+
+    def __init__(self, clock: Clock, limits: Limits = PROVIDER_LIMITS, learned: bool = True) -> None:
+        self.clock = clock
+        self.shape = BucketShape(safety=1.0, burst_seconds=1.0)
+        self.state = BucketState.full(limits, self.shape, clock.now, learned=learned)
+        self.pauses: list[float] = []
+        self.observed = 0
+
+    def acquire(self, model: str, costs: Sequence[int], *, at_most: int) -> Grant:
+        grant = take(self.state, self.shape, costs, self.clock.now, at_most=at_most)
+        self.state = grant.state
+        return grant
+
+    def observe(self, model, headers) -> None:
+        self.observed += 1
+        self.state = relearned(self.state, self.shape, self.clock.now, self.state.limits, None)
+
+    def pause(self, model, seconds, headers=None) -> None:
+        self.pauses.append(seconds)
+        self.state = paused(self.state, self.shape, self.clock.now, seconds)
+        self.clock.now += seconds  # the test's time passes while the use case waits it out
+
+
+class FakeCircuit:
+    def __init__(self) -> None:
+        self.failures = 0
+
+    def before_call(self, model) -> None: ...
+
+    def succeeded(self, model) -> None: ...
+
+    def failed(self, model) -> None:
+        self.failures += 1
+
+
+class ScriptedProvider:
+    """Answers each custom_id from its script, in turn; 200 when the script runs out."""
+
+    def __init__(self, script: dict[str, list[ProviderResponse]] | None = None) -> None:
+        self.script = {k: list(v) for k, v in (script or {}).items()}
+        self.calls: list[str] = []
+
+    def call(self, url, body, *, client_request_id=None) -> ProviderResponse:
+        self.calls.append(client_request_id)
+        answers = self.script.get(client_request_id)
+        return answers.pop(0) if answers else ok()
+
+
+class FakeSpool:
+    def __init__(self) -> None:
+        self.objects: list[list[dict]] = []
+
+    def write(self, job_id, records) -> None:
+        self.objects.append([orjson.loads(orjson.dumps(r)) for r in records])
+
+    def records(self) -> list[dict]:
+        return [record for objects in self.objects for record in objects]
+
+
+class FakeQueue:
+    def __init__(self) -> None:
+        self.requeued: list[tuple[str, float]] = []
+        self.retried: list[tuple[str, float]] = []
+
+    def requeue_all(self, bodies) -> None:
+        self.requeued += list(bodies)
+
+    def retry_all_in(self, receipts) -> None:
+        self.retried += list(receipts)
+
+
+def deliveries(count: int, *, token_cost: int = 100, receive_count: int = 1, start: int = 1) -> list[Delivery]:
+    found = []
+    for line in range(start, start + count):
+        request = RealtimeRequest(
+            "job-1", line, f"req-{line}", "/v1/chat/completions", MODEL, {"model": MODEL}, token_cost
+        )
+        found.append(Delivery(f"m{line}", f"r{line}", receive_count, f'{{"line": {line}}}', request))
+    return found
+
+
+@pytest.fixture
+def world():
+    clock = Clock()
+    parts = {
+        "jobs": FakeJobs(),
+        "budgets": FakeBudgets(),
+        "limiter": FakeLimiter(clock),
+        "circuit": FakeCircuit(),
+        "provider": ScriptedProvider(),
+        "spool": FakeSpool(),
+        "queue": FakeQueue(),
+    }
+    return clock, parts
+
+
+def work(parts, items, **overrides) -> RealtimeWork:
+    settings = WorkSettings(
+        concurrent_calls=8,
+        max_pace_wait_seconds=2.0,
+        max_receive_count=3,
+        backoff_base_seconds=1.0,
+        backoff_max_seconds=30.0,
+        max_rate_limited_attempts=3,
+        seconds_per_request=0.01,
+    )
+    for name, value in overrides.items():
+        settings = type(settings)(**{**settings.__dict__, name: value})
+    use_case = RealtimeWork(
+        budget_policy=BudgetPolicy(fallback_threshold=0.8, stop_threshold=1.0, fallback_models={}),
+        prices=PriceBook(dict(DEFAULT_PRICES), 0.5),
+        settings=settings,
+        seconds_left=lambda: 900.0,
+        now=lambda: "2026-12-02T18:00:00.000+00:00",
+        rng=random.Random(7),
+        **parts,
+    )
+    return use_case.work(items)
+
+
+def test_a_batch_is_called_once_per_request_and_recorded_in_one_object_and_one_transaction(world):
+    _, parts = world
+    report = work(parts, deliveries(20))
+    assert sorted(parts["provider"].calls) == sorted(f"req-{n}" for n in range(1, 21))
+    assert report.answered == 20 and report.retry_message_ids == [] and report.requeued == 0
+    assert len(parts["spool"].objects) == 1 and parts["jobs"].transactions == 1
+    assert parts["jobs"].counters["realtime_done"] == 20
+    assert parts["jobs"].counters["realtime_input_tokens"] == 200
+    assert {r["line"] for r in parts["spool"].records()} == set(range(1, 21))
+
+
+def test_a_line_already_answered_is_never_sent_again(world):
+    _, parts = world
+    parts["jobs"].answered = {1, 2}
+    work(parts, deliveries(4))
+    assert sorted(parts["provider"].calls) == ["req-3", "req-4"]
+    assert parts["jobs"].counters["realtime_done"] == 2
+
+
+def test_a_line_answered_meanwhile_by_another_delivery_is_counted_once(world):
+    _, parts = world
+    parts["jobs"].answered = set()
+    parts["jobs"].steal = {2}
+    work(parts, deliveries(3))
+    assert parts["jobs"].counters["realtime_done"] == 2  # lines 1 and 3; line 2 counted by the other delivery
+
+
+def test_a_rate_limit_429_pauses_every_worker_for_its_retry_after_and_the_request_then_succeeds(world):
+    _, parts = world
+    limited = error(429, "rate_limit_exceeded", {"retry-after-ms": "1500"})
+    parts["provider"].script = {"req-1": [limited]}
+    report = work(parts, deliveries(1))
+    assert parts["limiter"].pauses == [1.5]
+    assert parts["provider"].calls == ["req-1", "req-1"]
+    assert report.rate_limited == 1 and report.answered == 1
+    assert parts["jobs"].counters.get("realtime_failed", 0) == 0
+
+
+def test_insufficient_quota_stops_the_job_and_leaves_its_requests_unsent_for_a_resubmission(world):
+    _, parts = world
+    parts["provider"].script = {"req-1": [error(429, "insufficient_quota")]}
+    report = work(parts, deliveries(1), concurrent_calls=1)
+    assert parts["jobs"].halted.startswith("insufficient_quota")
+    assert report.answered == 0 and report.not_sent == 1
+    assert parts["jobs"].answered == set()  # nothing marked answered: a resubmission sends it
+    [record] = parts["spool"].records()
+    assert record["code"] == "insufficient_quota" and record["unsent"] is True
+
+
+def test_the_requests_of_a_stopped_job_are_recorded_as_not_sent_without_a_call(world):
+    _, parts = world
+    parts["jobs"].halted = "cancelled by the user"
+    report = work(parts, deliveries(3))
+    assert parts["provider"].calls == []
+    assert report.not_sent == 3 and parts["jobs"].counters["realtime_unsent"] == 3
+    assert {r["code"] for r in parts["spool"].records()} == {"job_halted"}
+
+
+def test_server_errors_come_back_after_a_backoff_then_end_as_errors_on_their_last_delivery(world):
+    _, parts = world
+    parts["provider"].script = {"req-1": [error(503)], "req-2": [error(503)]}
+    first = deliveries(1)
+    last = deliveries(1, receive_count=3, start=2)
+    report = work(parts, [*first, *last])
+    assert report.retry_message_ids == ["m1"]
+    [(handle, delay)] = parts["queue"].retried
+    assert handle == "r1" and 0.5 <= delay <= 1.0
+    [record] = parts["spool"].records()
+    assert record["line"] == 2 and record["code"] == "retries_exhausted"
+    assert parts["circuit"].failures == 2
+
+
+def test_a_request_the_provider_refuses_for_good_is_answered_with_its_reason(world):
+    _, parts = world
+    parts["provider"].script = {"req-1": [error(400, "invalid_request_error")]}
+    work(parts, deliveries(1))
+    [record] = parts["spool"].records()
+    assert record["code"] == "invalid_request_error" and record["status_code"] == 400
+    assert parts["jobs"].counters["realtime_failed"] == 1
+
+
+def test_without_room_for_long_requests_go_back_to_the_queue_as_new_messages_spread_over_time(world):
+    clock, parts = world
+    parts["limiter"] = FakeLimiter(clock, limits=Limits(60, 480_000))  # one request a second
+    report = work(parts, deliveries(6), max_pace_wait_seconds=0.5, seconds_per_request=1.0)
+    assert len(parts["provider"].calls) == 1  # the bucket held one request
+    assert report.requeued == 5 and report.retry_message_ids == []  # waiting uses no delivery
+    delays = [delay for _, delay in parts["queue"].requeued]
+    assert delays == sorted(delays) and delays[0] >= 1.0
+
+
+def test_before_the_limits_are_learned_one_request_goes_first(world):
+    clock, parts = world
+    parts["limiter"] = FakeLimiter(clock, learned=False)
+    report = work(parts, deliveries(5))
+    assert report.answered == 5
+    assert parts["limiter"].observed == 5 and parts["limiter"].state.learned
+
+
+def test_past_the_budget_requests_are_not_sent_and_say_why(world):
+    _, parts = world
+    parts["budgets"] = FakeBudgets(cap_nano=1)
+    report = work(parts, deliveries(2))
+    assert parts["provider"].calls == []
+    assert report.not_sent == 2
+    assert {r["code"] for r in parts["spool"].records()} == {"budget_exhausted"}
+
+
+def test_a_batch_stops_at_the_stop_threshold_as_if_its_requests_came_one_by_one(world):
+    _, parts = world
+    budgets = parts["budgets"] = FakeBudgets(cap_nano=10**6)  # $0.001
+    policy_cap = budgets.cap
+    report = work(parts, deliveries(40, token_cost=100))
+    price = DEFAULT_PRICES[MODEL]
+    worst_case = realtime_ceiling_nano(price.input_per_million, price.output_per_million, 100)
+    sent = len(parts["provider"].calls)
+    # As many worst cases as fit under the cap (the stop threshold is the cap itself here), and no more.
+    assert sent == policy_cap // worst_case and report.not_sent == 40 - sent
+    reserved_when_stopped = budgets.committed
+    assert reserved_when_stopped <= policy_cap  # never past the cap
+    assert {r["code"] for r in parts["spool"].records() if r.get("unsent")} == {"budget_exhausted"}
