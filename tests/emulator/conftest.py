@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import openai
 import pytest
 from batchline.settings import Settings, load_settings
 
+import batchline_local.emulator
 from batchline_local.emulator import EmulatorServer, OpenAIEmulator
 from batchline_local.emulator.faults import FAULTS_ENV
 
 from .helpers import sdk_client
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """What `batchline emulator` would serve, captured instead of blocking on a port."""
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        batchline_local.emulator,
+        "serve_forever",
+        lambda host, port, settings, *, faults=None: calls.append({"settings": settings, "faults": faults}),
+    )
+    return calls
 
 
 @pytest.fixture

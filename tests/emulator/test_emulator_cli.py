@@ -26,18 +26,6 @@ def input_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """What `batchline emulator` would serve, captured instead of blocking on a port."""
-    calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(
-        batchline_local.emulator,
-        "serve_forever",
-        lambda host, port, settings, *, faults=None: calls.append({"settings": settings, "faults": faults}),
-    )
-    return calls
-
-
-@pytest.fixture
 def ran(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """What `batchline local run` would run, captured instead of starting moto."""
     calls: list[dict[str, Any]] = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from batchline.settings import EmulatorSettings
@@ -13,18 +12,6 @@ from typer.testing import CliRunner
 import batchline_local.cli
 import batchline_local.emulator
 from batchline_local.cli import app
-
-
-@pytest.fixture
-def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """What `batchline emulator` would serve, captured instead of blocking on a port."""
-    calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(
-        batchline_local.emulator,
-        "serve_forever",
-        lambda host, port, settings, *, faults=None: calls.append({"settings": settings, "faults": faults}),
-    )
-    return calls
 
 
 def _invoke(*args: str):

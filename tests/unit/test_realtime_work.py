@@ -73,9 +73,6 @@ class FakeBudgets:
         self.committed += estimate_nano
         return True
 
-    def give_back(self, job_id, estimate_nano) -> None:  # pragma: no cover - the use case settles in one go
-        self.committed -= estimate_nano
-
     def month_settle_update(self, month, *, reserved_nano, actual_nano) -> dict:
         return {"month": month, "delta": actual_nano - reserved_nano}
 

@@ -15,7 +15,6 @@ conditional write and probes; the others keep waiting.
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -43,20 +42,10 @@ _CONDITION_FAILED = "ConditionalCheckFailedException"
 _DESERIALIZE = TypeDeserializer().deserialize
 # Writes lost to other workers before this one gives up for now (its messages come back later).
 _MAX_CONFLICTS = 25
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 
 
 def _condition_failed(exc: ClientError) -> bool:
     return exc.response["Error"]["Code"] == _CONDITION_FAILED
-
-
-def parse_duration(text: str) -> float | None:
-    """OpenAI's reset durations (``6m0s``, ``1.5s``, ``120ms``) in seconds; None when unreadable."""
-    parts = _DURATION_PART.findall(text.strip())
-    if not parts or "".join(f"{number}{unit}" for number, unit in parts) != text.strip():
-        return None
-    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
 
 
 def announced_limits(headers: dict[str, str]) -> tuple[Limits | None, int | None]:
