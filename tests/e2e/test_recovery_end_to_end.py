@@ -357,18 +357,21 @@ def test_past_the_first_threshold_the_rest_goes_to_the_cheaper_model(tmp_path):
 
 
 def test_realtime_workers_never_spend_past_the_cap_and_stop_at_the_threshold(tmp_path):
+    # Two workers of five messages each: at most ten requests are in flight when the threshold is
+    # crossed, far fewer than the lines past it, so the job must stop with lines left unsent.
+    lines, workers, batch = 60, 2, 5
     settings = load_settings(
         {
             **FAST,
             "default_mode": "realtime",
             "budget": {"fallback_threshold": 0.5, "stop_threshold": 0.5},
-            "realtime": {"max_concurrency": 4, "reserved_concurrency": 4},
+            "realtime": {"max_concurrency": workers, "reserved_concurrency": workers, "batch_size": batch},
         }
     )
-    path = write_input(tmp_path, 40)
+    path = write_input(tmp_path, lines)
     with local_stack(tmp_path, settings) as stack:
         # Room for the plan's estimate and little more: the stop threshold is what ends the spending.
-        estimate = 40 * (25 * 0.15 + 20 * 0.60) / 1e6  # about 25 prompt and at most 20 output tokens each
+        estimate = lines * (25 * 0.15 + 20 * 0.60) / 1e6  # about 25 prompt and at most 20 output tokens each
         status, summary, out = stack.run(path, budget_usd=estimate * 1.2)
         results, errors = assert_every_line_accounted_for(path, out)
         assert len(assert_nothing_billed_twice(stack)) == len(results)
@@ -376,7 +379,6 @@ def test_realtime_workers_never_spend_past_the_cap_and_stop_at_the_threshold(tmp
     assert summary["status"] == "paused" and status == "SUCCEEDED"
     assert results and errors and {e["stage"] for e in errors} == {"budget"}
     assert summary["budget"]["job_spent_usd"] <= cap
-    # At most the in-flight requests of four workers (ten messages each) got past the threshold.
-    assert (
-        summary["budget"]["job_spent_usd"] <= 0.5 * cap + 40 * max(r["usage"]["total_tokens"] for r in results) * 0.6e-6
-    )
+    # Past the threshold, only what was already in flight (each worker's batch) was sent.
+    most = max(r["usage"]["prompt_tokens"] * 0.15 + r["usage"]["completion_tokens"] * 0.60 for r in results) / 1e6
+    assert summary["budget"]["job_spent_usd"] <= 0.5 * cap + workers * batch * most
