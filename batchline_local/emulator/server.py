@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from typing import Any
+from urllib.parse import unquote
 
 from batchline.settings import BATCH_ENDPOINTS, Settings
 from werkzeug.exceptions import HTTPException
@@ -47,6 +48,12 @@ def _routes() -> Map:
     ]
     rules += [Rule(url, methods=["POST"], endpoint="realtime") for url in BATCH_ENDPOINTS]
     return Map(rules, strict_slashes=False)
+
+
+def _client_request_id(request: Request) -> str | None:
+    """The caller's custom_id: batchline percent-encodes it into the header (a header is ASCII only)."""
+    value = request.headers.get("X-Client-Request-Id")
+    return unquote(value) if value else None
 
 
 def _json_body(request: Request) -> dict[str, Any]:
@@ -170,7 +177,7 @@ class EmulatorApp:
 
     def _realtime(self, request: Request) -> Response:
         answer = self.emulator.realtime(
-            request.path, _json_body(request), client_request_id=request.headers.get("X-Client-Request-Id")
+            request.path, _json_body(request), client_request_id=_client_request_id(request)
         )
         response = self._json(answer.body)
         response.headers.update(answer.headers)

@@ -174,7 +174,9 @@ def test_requests_failing_with_server_errors_are_retried_in_a_new_round(tmp_path
     assert rounds, "a 20% error rate over 40 requests left nothing to retry: the fault did not fire"
     assert len(results) + len(errors) == 40
     assert all(e["attempts"] == 3 and e["status_code"] == 500 for e in errors)
-    assert len(errors) <= 2  # 0.2 ** 3 of 40 is 0.32 on average
+    # 0.2 ** 3 of 40 is 0.32 on average; 3 or more happens once in 200 runs (it did on CI), 6 or more
+    # about once in 10^8: more means the retries did not happen
+    assert len(errors) <= 5
     assert summary["status"] in ("succeeded", "completed_with_errors") and status == "SUCCEEDED"
 
 

@@ -7,6 +7,7 @@ import struct
 
 import openai
 import pytest
+from batchline.adapters.openai_realtime import OpenAIRealtime
 
 from .helpers import tiktoken_chat_prompt_tokens, tiktoken_text_tokens
 
@@ -164,3 +165,19 @@ def test_invalid_realtime_request_is_a_bad_request_and_not_billed(client: openai
 def test_unknown_endpoint_is_not_found(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError):
         client.images.generate(prompt="a cat", model="dall-e-3")
+
+
+AWKWARD_IDS = ["   ", "ünïcødé-✓", "line\nbreak", "para\u2028graph", "100%25 done", "x" * 600]
+
+
+@pytest.mark.parametrize("custom_id", AWKWARD_IDS, ids=["spaces", "unicode", "newline", "u2028", "percent", "long"])
+def test_the_realtime_adapter_sends_any_custom_id_and_is_billed_under_it(server, custom_id: str) -> None:
+    adapter = OpenAIRealtime(api_key="test", base_url=server.base_url, timeout_seconds=10)
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+
+    answer = adapter.call("/v1/chat/completions", body, client_request_id=custom_id)
+
+    assert answer.status == 200
+    [entry] = server.emulator.ledger()
+    # the header holds at most 512 characters: a longer id is billed under its first ones
+    assert entry["custom_id"] == custom_id if len(custom_id) < 500 else custom_id.startswith(entry["custom_id"])

@@ -276,6 +276,31 @@ def test_server_errors_come_back_after_a_backoff_then_end_as_errors_on_their_las
     assert parts["circuit"].failures == 2
 
 
+class RaisingFor(ScriptedProvider):
+    """A client that raises before the request leaves, for one custom_id (as a header it cannot encode did)."""
+
+    def __init__(self, bad_id: str) -> None:
+        super().__init__()
+        self.bad_id = bad_id
+
+    def call(self, url, body, *, client_request_id=None) -> ProviderResponse:
+        if client_request_id == self.bad_id:
+            raise UnicodeEncodeError("ascii", client_request_id, 0, 1, "ordinal not in range(128)")
+        return super().call(url, body, client_request_id=client_request_id)
+
+
+def test_a_call_that_raises_fails_its_own_request_and_the_rest_of_the_batch_is_answered(world):
+    _, parts = world
+    parts["provider"] = RaisingFor("req-2")
+    first = work(parts, deliveries(3))
+    assert first.answered == 2 and first.retry_message_ids == ["m2"]
+    parts["provider"] = RaisingFor("req-4")
+    last_delivery = work(parts, deliveries(1, receive_count=3, start=4))
+    assert last_delivery.retry_message_ids == []
+    [last] = [r for r in parts["spool"].records() if r["line"] == 4]
+    assert last["code"] == "retries_exhausted" and "UnicodeEncodeError" in last["message"]
+
+
 def test_a_request_the_provider_refuses_for_good_is_answered_with_its_reason(world):
     _, parts = world
     parts["provider"].script = {"req-1": [error(400, "invalid_request_error")]}

@@ -6,6 +6,8 @@ and how that is shared with every other worker.
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import httpx2
 import openai
 
@@ -19,7 +21,9 @@ class OpenAIRealtime:
     def call(self, url: str, body: dict, *, client_request_id: str | None = None) -> ProviderResponse:
         path = url.removeprefix("/v1")
         # OpenAI logs X-Client-Request-Id with the request: support can find a request by its custom_id.
-        options = {"headers": {"X-Client-Request-Id": client_request_id[:512]}} if client_request_id else {}
+        options = (
+            {"headers": {"X-Client-Request-Id": client_request_header(client_request_id)}} if client_request_id else {}
+        )
         try:
             response = self._client.post(path, body=body, cast_to=httpx2.Response, options=options)
         except openai.APIStatusError as exc:
@@ -27,6 +31,28 @@ class OpenAIRealtime:
         except openai.APIConnectionError as exc:  # includes timeouts: no HTTP answer at all
             return ProviderResponse(0, {}, {"error": {"message": str(exc), "code": "connection_error"}})
         return ProviderResponse(response.status_code, dict(response.headers), _json(response))
+
+
+# Kept as they are: what ids are commonly made of, and nothing a header could not carry.
+_HEADER_SAFE = "-_.~:/@+=,;!*()$&'"
+_HEADER_LIMIT = 512  # the longest X-Client-Request-Id OpenAI accepts
+
+
+def client_request_header(custom_id: str) -> str:
+    """The custom_id as an X-Client-Request-Id value: percent-encoded, at most 512 characters.
+
+    A header carries visible ASCII only, and a custom_id may be any string (unicode, white space
+    only, a newline): sent raw, such an id made the HTTP client raise before the request left, on
+    every delivery. Percent-encoding keeps ordinary ids readable and is undone by
+    `urllib.parse.unquote`; a cut never splits an escape.
+    """
+    value = quote(custom_id, safe=_HEADER_SAFE)
+    if len(value) > _HEADER_LIMIT:
+        value = value[:_HEADER_LIMIT]
+        escape = value.rfind("%", _HEADER_LIMIT - 2)
+        if escape != -1:
+            value = value[:escape]
+    return value
 
 
 def _json(response) -> object:

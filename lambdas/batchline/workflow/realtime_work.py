@@ -318,7 +318,17 @@ class RealtimeWork:
         return soonest
 
     def _call(self, request: RealtimeRequest) -> ProviderResponse:
-        return self._provider.call(request.url, request.body, client_request_id=request.custom_id)
+        """One call; whatever it raises is this request's failure alone, never the whole invocation's.
+
+        An invocation that raised would come back with every request of its batch, and a request
+        that always makes the client raise would bring them all back on every delivery, for ever.
+        """
+        try:
+            return self._provider.call(request.url, request.body, client_request_id=request.custom_id)
+        except Exception as exc:  # noqa: BLE001 - reported as a transient failure of this request
+            return ProviderResponse(
+                0, {}, {"error": {"message": f"{type(exc).__name__}: {exc}", "code": "client_error"}}
+            )
 
     def _settle_call(self, run: _Run, item: _Pending, response: ProviderResponse) -> None:
         request = item.delivery.request
