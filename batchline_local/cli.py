@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CDK_JSON = REPO_ROOT / "cdk.json"
+DEFAULT_STATE_DIR = Path(".batchline") / "state"
 
 app = typer.Typer(
     no_args_is_help=True, help="Push very large numbers of LLM requests through a provider at the lowest cost."
@@ -76,10 +77,37 @@ def local_run(
         ),
     ] = None,
     faults: Annotated[str | None, typer.Option("--faults", metavar="SPEC", help=FAULTS_HELP)] = None,
+    state_dir: Annotated[
+        Path,
+        typer.Option(
+            "--state-dir",
+            envvar="BATCHLINE_STATE_DIR",
+            file_okay=False,
+            help="where the local table and output bucket are kept, so that the same command again resumes the job",
+        ),
+    ] = DEFAULT_STATE_DIR,
+    ephemeral: Annotated[
+        bool, typer.Option("--ephemeral", help="keep nothing on disk: the run starts from nothing and leaves nothing")
+    ] = False,
+    resend_in_doubt: Annotated[
+        bool,
+        typer.Option(
+            "--resend-in-doubt",
+            help="send again the requests a killed run had in flight (they may have been billed already)",
+        ),
+    ] = False,
 ) -> None:
-    """Run one job end to end: moto + the real state machine + the OpenAI emulator (or OPENAI_BASE_URL)."""
+    """Run one job end to end: moto + the real state machine + the OpenAI emulator (or OPENAI_BASE_URL).
+
+    Its state is kept in --state-dir: after a kill, a crash or Ctrl-C, the same command resumes the
+    job and sends only the requests that have no answer yet.
+    """
     _use_bundled_encodings()
     settings = _settings(cdk_json)
+    if resend_in_doubt:
+        settings = settings.model_copy(
+            update={"realtime": settings.realtime.model_copy(update={"resend_in_doubt": True})}
+        )
     injected = _faults(faults, settings)
     if mode is not None and mode not in MODES:
         console.print(f"[red]--mode must be one of {', '.join(MODES)}, not {mode!r}[/]")
@@ -88,7 +116,15 @@ def local_run(
 
     if injected is not None:
         console.print(f"emulator faults: {injected.describe() or 'none'}")
-    result = run_local_job(input_path, out, settings, console=console, mode=mode, faults=injected)
+    result = run_local_job(
+        input_path,
+        out,
+        settings,
+        console=console,
+        mode=mode,
+        faults=injected,
+        state_dir=None if ephemeral else state_dir,
+    )
     print_summary(result, Console())
     if result.execution_status != "SUCCEEDED":
         raise typer.Exit(1)

@@ -85,13 +85,15 @@ def run_local_job(
     mode: str | None = None,
     faults: Faults | None = None,
     crashes: Sequence[Crash] = (),
+    state_dir: Path | None = None,
 ) -> LocalRunResult:
     """Run one job; `openai` = (base_url, api_key) of a server to use instead of the default one.
 
     `faults` are injected by the emulator this run starts, instead of BATCHLINE_EMULATOR_FAULTS or
     the settings'; a server given as `openai` brings its own, so giving both is an error.
     `crashes` are armed on the local stack before the upload (see LocalAws.crashes); the result
-    says which of them went off.
+    says which of them went off. With `state_dir`, the local table and output bucket are kept
+    there (see durable_state): the same file run again on it resumes its job.
     """
     if openai is not None and faults is not None:
         raise ValueError("faults apply to the emulator run_local_job starts; give them to the server passed as openai")
@@ -104,10 +106,19 @@ def run_local_job(
     with (
         endpoint as (base_url, api_key),
         LocalAws(
-            settings, openai_base_url=base_url, openai_api_key=api_key, poll_seconds=settings.local_poll_seconds
+            settings,
+            openai_base_url=base_url,
+            openai_api_key=api_key,
+            poll_seconds=settings.local_poll_seconds,
+            state_dir=state_dir,
         ) as aws,
     ):
         console.print(f"[bold]batchline[/] local run of [cyan]{input_path}[/] (OpenAI at {base_url})")
+        if aws.restored.get("items"):
+            console.print(
+                f"state from {state_dir}: {aws.restored['items']:,} items, {aws.restored['objects']:,} objects "
+                "(a job run before resumes; --ephemeral to start from nothing)"
+            )
         for crash in crashes:
             aws.crashes.arm(crash.function, at_call=crash.at_call, when=crash.when)
         job_id = aws.upload_input(str(input_path), input_path.name, mode=mode)

@@ -3,7 +3,9 @@
 The buckets, table, functions, state machine and object-created trigger are created from the
 same settings module and topology the CDK stack reads, so a local run exercises the deployed
 wiring: an upload to the input bucket starts the execution through an EventBridge rule.
-``LocalAws.crashes`` makes chosen invocations of the functions crash, to test resumption.
+``LocalAws.crashes`` makes chosen invocations of the functions crash, to test resumption. With a
+``state_dir``, the table and the output bucket are kept on disk (see durable_state): a stack
+started again on that directory finds every job as the last one left it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import socket
 import time
 import urllib.request
 import zipfile
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -38,6 +41,7 @@ from moto.server import ThreadedMotoServer
 
 from batchline_local import crashes, moto_patches
 from batchline_local.crashes import CrashInjector
+from batchline_local.durable_state import DurableState
 from batchline_local.event_source import SqsEventSource
 
 LOCAL_ACCOUNT = "123456789012"
@@ -70,6 +74,7 @@ class LocalAws:
         openai_api_key: str,
         poll_seconds: int,
         port: int | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.settings = settings
         self.names = settings.names
@@ -84,6 +89,9 @@ class LocalAws:
         self.dead_letter_queue_url = ""
         self._event_source: SqsEventSource | None = None
         self.crashes = CrashInjector(spec.name for spec in (*FUNCTIONS, WORKER))
+        self.state_dir = state_dir
+        self.restored: dict[str, int] = {}
+        self._durable: DurableState | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> LocalAws:
@@ -122,6 +130,9 @@ class LocalAws:
         config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
         self._post("/moto-api/config", config)
         self._create_resources()
+        if self.state_dir is not None:
+            self._durable = DurableState(self.state_dir, table=self.names.table, buckets=[self.names.output_bucket])
+            self.restored = self._durable.restore_and_attach(LOCAL_ACCOUNT, self.settings.region)
 
     def _post(self, path: str, payload: dict) -> None:
         request = urllib.request.Request(
@@ -145,6 +156,9 @@ class LocalAws:
     def stop(self) -> None:
         if self._event_source is not None:
             self._event_source.stop()
+        if self._durable is not None:
+            self._durable.detach()
+            self._durable = None
         crashes.unregister(self.crashes)
         self._server.stop()
         moto_patches.restore_environment()

@@ -82,9 +82,15 @@ class LocalLambdaContext:
     function_version: str = "$LATEST"
     log_group_name: str = "/aws/lambda/local"
     log_stream_name: str = "local"
+    deadline: float | None = None  # time.monotonic() at which Lambda would stop it; None: 15 minutes from now
 
     def get_remaining_time_in_millis(self) -> int:
-        return 900_000
+        """What is left of the function's timeout, as Lambda counts it: a handler that plans by it
+        (the worker's sending deadline, the wait past which it hands requests back) sees here the
+        clock it sees in AWS."""
+        if self.deadline is None:
+            return 900_000
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
 
 
 def on_environment_change(callback: Callable[[], None]) -> None:
@@ -131,6 +137,7 @@ def _invoke_in_process(self, function_name, qualifier, body, headers, response_h
         memory_limit_in_mb=fn.memory_size,
         invoked_function_arn=fn.function_arn,
         aws_request_id=str(uuid.uuid4()),
+        deadline=time.monotonic() + float(fn.timeout or 3),
     )
     event = json.loads(body) if body else {}
     handler = _resolve(fn.handler)
@@ -620,6 +627,13 @@ def _start_execution_with_api_names(eval_service_task: Callable) -> Callable:
         return eval_service_task(self, env, resource_runtime_part, normalised_parameters, *args, **kwargs)
 
     return renamed
+
+
+# What other local modules (durable_state) use of these: the same locks, the same slots.
+table_lock = _table_lock
+holding_tables = _holding
+slot_of = _slot
+stored_item = _stored
 
 
 def install() -> None:

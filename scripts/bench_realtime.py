@@ -717,7 +717,7 @@ def run_one(system: str, size: int, input_path: Path, args: argparse.Namespace) 
         ) as emulator:
             if system == "batchline":
                 env.update(OPENAI_BASE_URL=f"{emulator.base_url}/v1", OPENAI_API_KEY=API_KEY)
-                command = [batchline_bin(), "local", "run", str(input_path), "--mode", "realtime"]
+                command = [batchline_bin(), "local", "run", str(input_path), "--mode", "realtime", "--ephemeral"]
                 command += ["--out", str(out_dir)]
             else:
                 command = [

@@ -117,6 +117,13 @@ class RealtimeSettings(_Frozen):
     worker_timeout_seconds: int = Field(120, ge=30, le=900)
     worker_memory_mb: int = Field(512, ge=128, le=10240, description="the workers wait on the network, not the CPU")
     stall_seconds: float = Field(900.0, gt=0, description="no progress this long ends the wait; the rest are errors")
+    record_every_seconds: float = Field(
+        5.0, gt=0, le=900, description="a worker records its answers this often: a dead one leaves only these in doubt"
+    )
+    resend_in_doubt: bool = Field(
+        False,
+        description="send again a line whose worker died mid-call (it may have been billed): off, it ends in_doubt",
+    )
 
     def limit_for(self, model: str) -> RateLimit:
         return self.limits.get(model, self.default_limit)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterable, Sequence
 
 import orjson
@@ -10,7 +11,7 @@ import pytest
 from batchline.domain.budget import BudgetPolicy, ScopeUsage, realtime_ceiling_nano
 from batchline.domain.pricing import DEFAULT_PRICES, PriceBook
 from batchline.domain.rate_bucket import BucketShape, BucketState, Grant, Limits, paused, relearned, take
-from batchline.domain.realtime import JobState, ProviderResponse, RealtimeRequest
+from batchline.domain.realtime import JobState, ProviderResponse, RealtimeRequest, SendingMark
 from batchline.workflow.realtime_work import Delivery, RealtimeWork, WorkSettings
 
 MODEL = "gpt-4o-mini"
@@ -34,6 +35,8 @@ class FakeJobs:
         self.halted = halted
         self.transactions = 0
         self.steal: set[int] = set()  # lines another delivery answers while this one calls
+        self.marks: dict[str, SendingMark] = {}
+        self.marked_before_call: list[int] = []
 
     def job_state(self, job_id: str) -> JobState:
         return JobState(budget_month="2026-12", halted=self.halted)
@@ -41,7 +44,18 @@ class FakeJobs:
     def answered_lines(self, job_id: str, lines: Iterable[int]) -> set[int]:
         return self.answered & set(lines)
 
-    def record_answers(self, job_id, *, lines, counters, also=()) -> set[int]:
+    def mark_sending(self, job_id, invocation, lines, *, until) -> None:
+        old = self.marks.get(invocation)
+        marked = frozenset(lines) | (old.lines if old else frozenset())
+        self.marks[invocation] = SendingMark(invocation, marked, until, old.since if old else "2026-12-02T18:00:00Z")
+        self.marked_before_call += list(lines)
+
+    def sending_marks(self, job_id) -> list[SendingMark]:
+        return list(self.marks.values())
+
+    def record_answers(self, job_id, *, lines, counters, also=(), finished_sending=None) -> set[int]:
+        if finished_sending:
+            self.marks.pop(finished_sending, None)
         lines = set(lines)
         if self.steal & lines:
             self.answered |= self.steal
@@ -199,9 +213,50 @@ def work(parts, items, **overrides) -> RealtimeWork:
         seconds_left=lambda: 900.0,
         now=lambda: "2026-12-02T18:00:00.000+00:00",
         rng=random.Random(7),
+        invocation="this-invocation",
+        wall_clock=lambda: NOW_EPOCH,
         **parts,
     )
     return use_case.work(items)
+
+
+NOW_EPOCH = 1_796_000_000.0
+
+
+def test_lines_are_marked_as_being_sent_before_their_calls_and_the_mark_goes_with_the_answers(world):
+    _, parts = world
+    work(parts, deliveries(3))
+    assert sorted(parts["jobs"].marked_before_call) == [1, 2, 3]
+    assert parts["jobs"].marks == {}  # removed in the answers' transaction
+    assert sorted(parts["provider"].calls) == ["req-1", "req-2", "req-3"]
+
+
+def test_a_line_another_live_invocation_is_sending_comes_back_once_that_one_has_surely_ended(world):
+    _, parts = world
+    parts["jobs"].marks["other"] = SendingMark("other", frozenset({2}), NOW_EPOCH + 60, "2026-12-02T17:59:00Z")
+    report = work(parts, deliveries(3))
+    assert sorted(parts["provider"].calls) == ["req-1", "req-3"]
+    [(body, delay)] = parts["queue"].requeued
+    assert body == '{"line": 2}' and 61 <= delay <= 62 and report.answered == 2
+
+
+def test_a_line_a_dead_invocation_left_unanswered_is_not_paid_twice_but_ends_in_doubt(world):
+    _, parts = world
+    parts["jobs"].marks["killed"] = SendingMark("killed", frozenset({1, 2}), NOW_EPOCH - 1, "2026-12-02T17:58:00Z")
+    parts["jobs"].answered = {1}  # its answer for line 1 was recorded before it died
+    work(parts, deliveries(3))
+    assert parts["provider"].calls == ["req-3"]
+    [doubt] = [r for r in parts["spool"].records() if r["line"] == 2]
+    assert doubt["code"] == "in_doubt" and "2026-12-02T17:58:00Z" in doubt["message"]
+    assert parts["jobs"].answered == {1, 2, 3} and parts["jobs"].counters["realtime_failed"] == 1
+
+
+def test_with_resend_in_doubt_a_dead_invocations_line_is_sent_again(world):
+    _, parts = world
+    parts["jobs"].marks["killed"] = SendingMark("killed", frozenset({2}), NOW_EPOCH - 1, "2026-12-02T17:58:00Z")
+    work(parts, deliveries(2), resend_in_doubt=True)
+    assert sorted(parts["provider"].calls) == ["req-1", "req-2"]
+    assert all(r["code"] != "in_doubt" for r in parts["spool"].records() if "code" in r)
 
 
 def test_a_batch_is_called_once_per_request_and_recorded_in_one_object_and_one_transaction(world):
@@ -350,3 +405,22 @@ def test_a_batch_stops_at_the_stop_threshold_as_if_its_requests_came_one_by_one(
     reserved_when_stopped = budgets.committed
     assert reserved_when_stopped <= policy_cap  # never past the cap
     assert {r["code"] for r in parts["spool"].records() if r.get("unsent")} == {"budget_exhausted"}
+
+
+def test_answers_are_recorded_as_they_come_so_a_worker_that_dies_leaves_little_in_doubt(world):
+    _, parts = world
+    parts["provider"] = SlowProvider(seconds=0.02)
+    report = work(parts, deliveries(6), concurrent_calls=2, record_every_seconds=0.01)
+    assert report.answered == 6 and parts["jobs"].answered == {1, 2, 3, 4, 5, 6}
+    assert len(parts["spool"].objects) >= 2 and sum(map(len, parts["spool"].objects)) == 6  # more than one record
+    assert parts["jobs"].marks == {} and parts["jobs"].counters["realtime_succeeded"] == 6
+
+
+class SlowProvider(ScriptedProvider):
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def call(self, url, body, *, client_request_id=None) -> ProviderResponse:
+        time.sleep(self.seconds)
+        return super().call(url, body, client_request_id=client_request_id)

@@ -2,7 +2,8 @@
 
 Keys: pk = "JOB#<job_id>"; sk = "JOB" for the job, "SHARD#<shard_id>" for each shard,
 "ANSWERED#<block>" for each block of 128 lines (the set of those answered on the realtime path;
-the answers themselves are in S3) and "PROGRESS#<key>" for each collected batch round, so one Query
+the answers themselves are in S3), "SENDING#<invocation>" for the lines a worker invocation is
+calling (removed with their answers) and "PROGRESS#<key>" for each collected batch round, so one Query
 reads a whole job. Floats are stored as Decimal, as DynamoDB requires.
 """
 
@@ -18,12 +19,13 @@ from boto3.dynamodb.conditions import Attr, Key
 
 from batchline.adapters.aws_meter import default_session
 from batchline.domain.budget import month_of
-from batchline.domain.realtime import JobState
+from batchline.domain.realtime import JobState, SendingMark
 from batchline.topology import TABLE_PARTITION_KEY, TABLE_SORT_KEY
 
 JOB_SORT_KEY = "JOB"
 SHARD_PREFIX = "SHARD#"
 ANSWERED_PREFIX = "ANSWERED#"
+SENDING_PREFIX = "SENDING#"
 # Lines per item of answered line numbers: a set of 128 numbers stays under 1 KB, one write unit.
 ANSWERED_BLOCK_LINES = 128
 _MAX_BLOCKS_PER_TRANSACTION = 90  # DynamoDB takes 100 items per transaction; room for the job and budgets
@@ -219,8 +221,39 @@ class JobStore:
                 request = answer.get("UnprocessedKeys") or {}
         return answered & wanted
 
+    def mark_sending(self, job_id: str, invocation: str, lines: Iterable[int], *, until: float) -> None:
+        """Note, before calling, that `invocation` sends `lines` and ends by `until` (one UpdateItem)."""
+        self._table.update_item(
+            Key=self._key(job_id, SENDING_PREFIX + invocation),
+            UpdateExpression="ADD #lines :lines SET #until = :until, since = if_not_exists(since, :now)",
+            ExpressionAttributeNames={"#lines": "lines", "#until": "until"},
+            ExpressionAttributeValues={
+                ":lines": set(lines),
+                ":until": Decimal(str(round(until, 3))),
+                ":now": now_iso(),
+            },
+        )
+
+    def sending_marks(self, job_id: str) -> list[SendingMark]:
+        """Every invocation's mark of lines being sent (live ones, and those of invocations that died)."""
+        return [
+            SendingMark(
+                invocation=str(item[TABLE_SORT_KEY]).removeprefix(SENDING_PREFIX),
+                lines=frozenset(int(line) for line in item.get("lines", ())),
+                until=float(item.get("until", 0)),
+                since=str(item.get("since", "")),
+            )
+            for item in self._query_prefix(job_id, SENDING_PREFIX)
+        ]
+
     def record_answers(
-        self, job_id: str, *, lines: Iterable[int], counters: dict[str, int], also: tuple[dict, ...] = ()
+        self,
+        job_id: str,
+        *,
+        lines: Iterable[int],
+        counters: dict[str, int],
+        also: tuple[dict, ...] = (),
+        finished_sending: str | None = None,
     ) -> set[int]:
         """Mark `lines` answered and ADD `counters` to the job, in one transaction, only for new lines.
 
@@ -228,7 +261,8 @@ class JobStore:
         again after a crash): those are left out and the transaction runs again without them, so a
         line is counted once however often it is delivered. `counters` must not count the
         duplicates: `recount(duplicates)` is the caller's, so this returns them first when any.
-        `also` holds more transaction items (the month's budget).
+        `also` holds more transaction items (the month's budget). `finished_sending` names the
+        invocation whose sending mark goes with these answers.
         """
         by_block: dict[int, list[int]] = {}
         for line in sorted(set(lines)):
@@ -273,7 +307,19 @@ class JobStore:
             job_update["ExpressionAttributeNames"] = names
         client = self._table.meta.client
         try:
-            client.transact_write_items(TransactItems=[*items, {"Update": job_update}, *also])
+            done_sending = (
+                [
+                    {
+                        "Delete": {
+                            "TableName": self._table.name,
+                            "Key": self._key(job_id, SENDING_PREFIX + finished_sending),
+                        }
+                    }
+                ]
+                if finished_sending
+                else []
+            )
+            client.transact_write_items(TransactItems=[*items, {"Update": job_update}, *also, *done_sending])
         except client.exceptions.TransactionCanceledException as exc:
             reasons = exc.response.get("CancellationReasons", [])
             if any(reason.get("Code") == "ConditionalCheckFailed" for reason in reasons[: len(items)]):

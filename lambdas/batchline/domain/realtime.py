@@ -53,6 +53,21 @@ class JobState:
     halted: str | None  # why the job's sending stopped (cancelled, quota), if it did
 
 
+@dataclass(frozen=True)
+class SendingMark:
+    """Lines an invocation began to send, and the moment by which it has surely ended (its deadline).
+
+    Written before the calls and removed with the answers, in the same transaction: a mark that
+    outlives its deadline belongs to an invocation that died mid-call (a crash, a timeout, a local
+    run killed), and its lines with no answer may have been answered and billed by the provider.
+    """
+
+    invocation: str
+    lines: frozenset[int]
+    until: float  # epoch seconds
+    since: str  # when the first of them was sent (ISO 8601)
+
+
 class Verdict(Enum):
     SUCCEEDED = "succeeded"
     RATE_LIMITED = "rate_limited"  # wait, then the same request again

@@ -109,8 +109,8 @@ def outcome_spool() -> S3OutcomeSpool:
     return S3OutcomeSpool(output_objects(), environment().settings.output_prefix)
 
 
-def realtime_work(seconds_left: Callable[[], float]) -> RealtimeWork:
-    """The realtime use case with its ports, for one invocation (`seconds_left` is its own)."""
+def realtime_work(seconds_left: Callable[[], float], invocation: str = "") -> RealtimeWork:
+    """The realtime use case with its ports, for one invocation (`seconds_left` and its id are its own)."""
     settings = environment().settings
     realtime = settings.realtime
     guess = realtime.highest_limit()
@@ -132,10 +132,13 @@ def realtime_work(seconds_left: Callable[[], float]) -> RealtimeWork:
             backoff_max_seconds=realtime.backoff_max_seconds,
             max_rate_limited_attempts=realtime.max_rate_limited_attempts,
             seconds_per_request=60 / (guess.requests_per_minute * realtime.safety_fraction),
+            resend_in_doubt=realtime.resend_in_doubt,
+            record_every_seconds=realtime.record_every_seconds,
         ),
         seconds_left=seconds_left,
         now=now_iso,
         on_calling=waited_seconds,
+        invocation=invocation,
     )
 
 

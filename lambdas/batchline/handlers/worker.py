@@ -82,7 +82,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, list[dict[str, str
                 "unreadable realtime message", extra={"message_id": record.get("messageId"), "error": str(exc)}
             )
             unreadable.append(record["messageId"])
-    report = realtime_work(seconds_left(context)).work(deliveries)
+    invocation = getattr(context, "aws_request_id", "") or ""
+    report = realtime_work(seconds_left(context), invocation).work(deliveries)
     if report.calls:
         publish_metric(PROVIDER_CALLS_METRIC, report.calls, MetricUnit.Count)
         publish_metric(PROVIDER_RATE_LIMITED_METRIC, report.rate_limited, MetricUnit.Count)

@@ -37,6 +37,7 @@ from batchline.domain.realtime import (
     RateLimiter,
     RealtimeRequest,
     RetryLater,
+    SendingMark,
     Verdict,
     backoff_seconds,
     judge,
@@ -66,6 +67,8 @@ class WorkSettings:
     backoff_max_seconds: float
     max_rate_limited_attempts: int  # 429s in a row for one request within one invocation
     seconds_per_request: float  # spacing of requests handed back together (about 1 / the request rate)
+    resend_in_doubt: bool = False  # send again the lines a dead invocation left without an answer
+    record_every_seconds: float = 5.0  # answers are recorded at least this often, not only at the end
 
 
 class JobStatePort(Protocol):
@@ -73,8 +76,18 @@ class JobStatePort(Protocol):
 
     def answered_lines(self, job_id: str, lines: Iterable[int]) -> set[int]: ...
 
+    def mark_sending(self, job_id: str, invocation: str, lines: Iterable[int], *, until: float) -> None: ...
+
+    def sending_marks(self, job_id: str) -> list[SendingMark]: ...
+
     def record_answers(
-        self, job_id: str, *, lines: Iterable[int], counters: dict[str, int], also: tuple[dict, ...] = ()
+        self,
+        job_id: str,
+        *,
+        lines: Iterable[int],
+        counters: dict[str, int],
+        also: tuple[dict, ...] = (),
+        finished_sending: str | None = None,
     ) -> set[int]: ...
 
     def halt_job(self, job_id: str, reason: str) -> None: ...
@@ -140,6 +153,7 @@ class _Run:
     states: dict[str, JobState] = field(default_factory=dict)
     queues: dict[str, list[_Pending]] = field(default_factory=lambda: defaultdict(list))  # per model
     halted: dict[str, str] = field(default_factory=dict)  # jobs stopped during this invocation
+    marked: set[str] = field(default_factory=set)  # jobs whose lines this invocation marked as being sent
     requeue: list[tuple[str, float]] = field(default_factory=list)
     retry: list[tuple[Delivery, float]] = field(default_factory=list)
 
@@ -172,6 +186,8 @@ class RealtimeWork:
         now: Callable[[], str],
         on_calling: Callable[[float], None] = lambda seconds: None,
         rng: random.Random | None = None,
+        invocation: str = "",
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._jobs = jobs
         self._budgets = budgets
@@ -187,6 +203,8 @@ class RealtimeWork:
         self._now = now
         self._on_calling = on_calling  # told how long calls were in flight (what a deployed function is billed)
         self._rng = rng or random.Random()
+        self._invocation = invocation or f"{wall_clock():.6f}-{random.getrandbits(48):012x}"
+        self._wall_clock = wall_clock
 
     # -- the whole delivery -------------------------------------------------------------------
     def work(self, deliveries: Sequence[Delivery]) -> WorkReport:
@@ -198,6 +216,7 @@ class RealtimeWork:
             state = run.states[job_id] = self._jobs.job_state(job_id)
             answered = self._jobs.answered_lines(job_id, (d.request.line for d in job_deliveries))
             fresh = _first_of_each_line(d for d in job_deliveries if d.request.line not in answered)
+            fresh = self._past_dead_invocations(run, job_id, fresh)
             if state.halted:
                 reason = f"not sent: the job was stopped ({state.halted})"
                 for delivery in fresh:
@@ -206,10 +225,7 @@ class RealtimeWork:
             for item in self._reserve(run, job_id, state, fresh):
                 run.queues[item.delivery.request.model].append(item)
         self._send(run)
-        for job_id, tally in run.tallies.items():
-            self._record(job_id, run.states[job_id], tally)
-            run.report.answered += len(tally.answered_lines)
-            run.report.not_sent += tally.counters.get("realtime_unsent", 0)
+        self._flush(run, final=True)
         if run.requeue:
             self._queue.requeue_all(run.requeue)
             run.report.requeued = len(run.requeue)
@@ -217,6 +233,38 @@ class RealtimeWork:
             self._queue.retry_all_in([(delivery.receipt_handle, delay) for delivery, delay in run.retry])
             run.report.retry_message_ids = [delivery.message_id for delivery, _ in run.retry]
         return run.report
+
+    def _past_dead_invocations(self, run: _Run, job_id: str, deliveries: list[Delivery]) -> list[Delivery]:
+        """Leave out the lines another invocation is sending, or was when it died.
+
+        A live invocation's lines come back once it has surely ended. A dead one's lines without an
+        answer are in doubt: the provider may have answered and billed them, so they are recorded
+        as errors (`in_doubt`) rather than paid for twice, unless settings say to send them again.
+        """
+        if not deliveries:
+            return deliveries
+        marks = [mark for mark in self._jobs.sending_marks(job_id) if mark.invocation != self._invocation]
+        if not marks:
+            return deliveries
+        now = self._wall_clock()
+        kept = []
+        for delivery in deliveries:
+            line = delivery.request.line
+            mark = next((mark for mark in marks if line in mark.lines), None)
+            if mark is None:
+                kept.append(delivery)
+            elif mark.until > now:
+                run.requeue.append((delivery.raw, mark.until - now + 1 + self._rng.random()))
+            elif self._settings.resend_in_doubt:
+                kept.append(delivery)
+            else:
+                message = (
+                    f"in doubt: sent at {mark.since} or later by a worker that stopped before recording the answer "
+                    "(killed, crashed or timed out); the provider may have answered and billed it, so it was not "
+                    "sent again. Set realtime.resend_in_doubt (local run: --resend-in-doubt) to send it again"
+                )
+                self._answered(run, _Pending(delivery), self._error(delivery.request, "in_doubt", message, 0))
+        return kept
 
     # -- budget ---------------------------------------------------------------------------------
     def _reserve(self, run: _Run, job_id: str, state: JobState, deliveries: list[Delivery]) -> list[_Pending]:
@@ -260,9 +308,24 @@ class RealtimeWork:
         return kept
 
     # -- calls at the shared limit ------------------------------------------------------------
+    def _flush(self, run: _Run, *, final: bool) -> None:
+        """Record what is answered so far; the last time, with the end of this invocation's sending marks.
+
+        Recording during the invocation, not only at its end, bounds what a worker that dies (a
+        crash, a timeout, a killed local run) leaves in doubt to its last few seconds of answers.
+        """
+        for job_id, tally in list(run.tallies.items()):
+            if not final and not tally.records:
+                continue
+            self._record(job_id, run.states[job_id], tally, marked=final and job_id in run.marked)
+            run.report.answered += len(tally.answered_lines)
+            run.report.not_sent += tally.counters.get("realtime_unsent", 0)
+            run.tallies[job_id] = _JobTally()
+
     def _send(self, run: _Run) -> None:
         """Call what the limit grants as it refills, on a pool of threads, until nothing is left."""
         in_flight: dict[Future, _Pending] = {}
+        recorded = time.monotonic()
         with ThreadPoolExecutor(max_workers=self._settings.concurrent_calls, thread_name_prefix="call") as pool:
             while run.queues or in_flight:
                 soonest = self._dispatch(run, pool, in_flight)
@@ -278,6 +341,9 @@ class RealtimeWork:
                     run.report.calls += 1
                     run.tallies[item.delivery.request.job_id].counters["realtime_calls"] += 1
                     self._settle_call(run, item, future.result())
+                if time.monotonic() - recorded >= self._settings.record_every_seconds:
+                    self._flush(run, final=False)
+                    recorded = time.monotonic()
 
     def _dispatch(self, run: _Run, pool: ThreadPoolExecutor, in_flight: dict[Future, _Pending]) -> float | None:
         """Start every call the shared limit grants now; the seconds until the next grant, if one is due soon."""
@@ -303,7 +369,9 @@ class RealtimeWork:
             except RetryLater as exc:
                 self._hand_back(run, waiting, exc.delay_seconds)
                 continue
-            for item in waiting[: grant.granted]:
+            granted = waiting[: grant.granted]
+            self._mark_sending(run, granted)
+            for item in granted:
                 in_flight[pool.submit(self._call, item.delivery.request)] = item
             rest = waiting[grant.granted :]
             if not rest:
@@ -316,6 +384,17 @@ class RealtimeWork:
             if grant.wait_seconds > 0:
                 soonest = grant.wait_seconds if soonest is None else min(soonest, grant.wait_seconds)
         return soonest
+
+    def _mark_sending(self, run: _Run, items: Sequence[_Pending]) -> None:
+        """Before the calls: which lines are about to be sent, until when at the latest (see SendingMark)."""
+        by_job: dict[str, list[int]] = defaultdict(list)
+        for item in items:
+            by_job[item.delivery.request.job_id].append(item.delivery.request.line)
+        until = self._wall_clock() + self._seconds_left()
+        for job_id, lines in by_job.items():
+            self._jobs.mark_sending(job_id, self._invocation, lines, until=until)
+            run.marked.add(job_id)
+            run.tallies[job_id]  # noqa: B018 - a marked job is recorded, if only to remove its mark
 
     def _call(self, request: RealtimeRequest) -> ProviderResponse:
         """One call; whatever it raises is this request's failure alone, never the whole invocation's.
@@ -447,9 +526,10 @@ class RealtimeWork:
         run.tallies[item.delivery.request.job_id].unused_nano += item.reserved_nano
         item.reserved_nano = 0
 
-    def _record(self, job_id: str, state: JobState, tally: _JobTally) -> None:
-        """One S3 object of records, then one transaction: the lines answered, the counters, the budget."""
-        if not tally.records and not tally.unused_nano:
+    def _record(self, job_id: str, state: JobState, tally: _JobTally, *, marked: bool) -> None:
+        """One S3 object of records, then one transaction: the lines answered, the counters, the budget,
+        and the end of this invocation's sending mark."""
+        if not tally.records and not tally.unused_nano and not marked:
             return
         if tally.records:
             self._spool.write(job_id, tally.records)
@@ -474,7 +554,13 @@ class RealtimeWork:
                             state.budget_month, reserved_nano=tally.reserved_sent_nano, actual_nano=tally.spent_nano
                         ),
                     )
-            duplicates = self._jobs.record_answers(job_id, lines=lines, counters=counters | budget, also=also)
+            duplicates = self._jobs.record_answers(
+                job_id,
+                lines=lines,
+                counters=counters | budget,
+                also=also,
+                finished_sending=self._invocation if marked else None,
+            )
             if not duplicates:
                 return
             # Answered by another delivery meanwhile: counted there. What this one spent still counts.
