@@ -490,10 +490,12 @@ def test_state_machine_substitutions_are_exactly_the_asl_placeholders(template, 
         assert substitutions[spec.substitution] == {"Fn::GetAtt": [functions[spec.name][0], "Arn"]}
 
 
-def test_state_machine_logs_all_events_traces_and_may_invoke_exactly_its_functions(resources):
+def test_state_machine_logs_every_event_without_its_data_traces_and_may_invoke_exactly_its_functions(resources):
     (machine,) = of_type(resources, "AWS::StepFunctions::StateMachine").values()
     props = machine["Properties"]
+    # Every event, none of the states' inputs, outputs or failure causes: they may quote a prompt or an answer.
     assert props["LoggingConfiguration"]["Level"] == "ALL"
+    assert props["LoggingConfiguration"]["IncludeExecutionData"] is False
     assert props["TracingConfiguration"] == {"Enabled": True}
     role_id = props["RoleArn"]["Fn::GetAtt"][0]
     invoke = [s for s in statements_of_role(resources, role_id) if "lambda:InvokeFunction" in as_list(s["Action"])]
