@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_iam as iam
 from batchline.domain.layout import STAGING_PREFIX
 from batchline.settings import Settings, runtime_environment_variables
@@ -45,7 +45,7 @@ class BatchlineStack(Stack):
             "Storage",
             output_prefix=settings.output_prefix,
             staging_prefix=STAGING_PREFIX,
-            staging_retention=Duration.days(settings.retention.staging_days),
+            retention=settings.retention,
         )
         api_key = OpenAIKeySecret(self, "OpenAIApiKey")
         dependencies = DependenciesLayer(self, "Dependencies")

@@ -2,6 +2,13 @@
 
 Access is granted per need (`grant_*`), never as a whole bucket or table: each function's role gets
 only the prefixes and actions its handler uses.
+
+What the buckets keep (``retention.*``): both are versioned, and an old version (an upload replaced
+or deleted, a resumed job's earlier results) expires after ``noncurrent_days``, the delete markers
+left alone with it; a multipart upload left open is aborted after ``incomplete_upload_days``. Under
+staging/, working files expire after ``staging_days``. The current results and, unless
+``input_days`` is set, the uploads themselves are kept until someone deletes them: they are what
+the user asked for and was given.
 """
 
 from __future__ import annotations
@@ -12,10 +19,11 @@ from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
+from batchline.settings import RetentionSettings
 from batchline.topology import TABLE_PARTITION_KEY, TABLE_SORT_KEY
 from constructs import Construct
 
-from infra.constants import ACCESS_LOG_RETENTION_DAYS, INCOMPLETE_UPLOAD_DAYS, TABLE_TTL_ATTRIBUTE
+from infra.constants import ACCESS_LOG_RETENTION_DAYS, TABLE_TTL_ATTRIBUTE
 
 
 def _private_bucket(scope: Construct, construct_id: str, **props) -> s3.Bucket:
@@ -30,6 +38,21 @@ def _private_bucket(scope: Construct, construct_id: str, **props) -> s3.Bucket:
     )
 
 
+def _version_rules(retention: RetentionSettings) -> list[s3.LifecycleRule]:
+    """Both buckets: old versions expire, then their lone delete markers go; open uploads are aborted."""
+    return [
+        s3.LifecycleRule(
+            id="expire-old-versions", noncurrent_version_expiration=Duration.days(retention.noncurrent_days)
+        ),
+        # S3 refuses a delete-marker cleanup in a rule that also expires current objects by age.
+        s3.LifecycleRule(id="remove-lone-delete-markers", expired_object_delete_marker=True),
+        s3.LifecycleRule(
+            id="abort-incomplete-uploads",
+            abort_incomplete_multipart_upload_after=Duration.days(retention.incomplete_upload_days),
+        ),
+    ]
+
+
 class Storage(Construct):
     """The input bucket (its new objects start jobs), the output bucket and the job table."""
 
@@ -40,7 +63,7 @@ class Storage(Construct):
         *,
         output_prefix: str,
         staging_prefix: str,
-        staging_retention: Duration,
+        retention: RetentionSettings,
     ) -> None:
         super().__init__(scope, construct_id)
         self._output_prefix = output_prefix.strip("/")
@@ -68,6 +91,14 @@ class Storage(Construct):
             versioned=True,
             server_access_logs_bucket=self.access_logs,
             server_access_logs_prefix="input/",
+            lifecycle_rules=[
+                *_version_rules(retention),
+                *(
+                    [s3.LifecycleRule(id="expire-uploads", expiration=Duration.days(retention.input_days))]
+                    if retention.input_days is not None
+                    else []
+                ),
+            ],
         )
         # Native EventBridge delivery on the bucket itself. The L2 `event_bridge_enabled` flag would add
         # a custom-resource Lambda (and its managed policy and wildcard grant) just to set this property.
@@ -87,13 +118,10 @@ class Storage(Construct):
                 s3.LifecycleRule(
                     id="expire-staging",
                     prefix=f"{self._staging_prefix}/",
-                    expiration=staging_retention,
+                    expiration=Duration.days(retention.staging_days),
                     noncurrent_version_expiration=Duration.days(1),
                 ),
-                s3.LifecycleRule(
-                    id="abort-incomplete-uploads",
-                    abort_incomplete_multipart_upload_after=Duration.days(INCOMPLETE_UPLOAD_DAYS),
-                ),
+                *_version_rules(retention),
             ],
         )
 

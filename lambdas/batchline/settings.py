@@ -228,6 +228,34 @@ class RetentionSettings(_Frozen):
     )
     log_days: int = Field(30, description="the functions' and the state machine's logs")
     dead_letter_days: int = Field(14, ge=1, le=14, description="realtime messages that failed every delivery")
+    # The buckets are versioned, so that an overwritten or deleted object can be had back for a while.
+    noncurrent_days: int = Field(
+        30,
+        ge=1,
+        le=3650,
+        description="old versions in the input and output buckets: an upload replaced or deleted, a resumed "
+        "job's earlier results; the current results are never expired",
+    )
+    input_days: int | None = Field(
+        None,
+        ge=1,
+        le=3650,
+        description="uploads themselves, counted from the upload; none keeps them until deleted (the default: "
+        "an upload is the user's data, and a job's id is made from it)",
+    )
+    incomplete_upload_days: int = Field(
+        1, ge=1, le=365, description="a multipart upload left open (a killed function, a dropped upload) is aborted"
+    )
+
+    @model_validator(mode="after")
+    def _inputs_outlive_working_files(self) -> RetentionSettings:
+        # A job can be resumed while its working files last; its input must last as long.
+        if self.input_days is not None and self.input_days < self.staging_days:
+            raise ValueError(
+                f"input_days ({self.input_days}) is below staging_days ({self.staging_days}): "
+                "a job could still be resumed after its input expired"
+            )
+        return self
 
     @model_validator(mode="after")
     def _log_days_cloudwatch_accepts(self) -> RetentionSettings:

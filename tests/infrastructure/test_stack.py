@@ -77,7 +77,14 @@ TUNED_REALTIME = {
 }
 
 
-TUNED_RETENTION = {"staging_days": 30, "log_days": 90, "dead_letter_days": 7}
+TUNED_RETENTION = {
+    "staging_days": 30,
+    "log_days": 90,
+    "dead_letter_days": 7,
+    "noncurrent_days": 45,
+    "input_days": 60,
+    "incomplete_upload_days": 3,
+}
 
 
 def cdk_context(**batchline: object) -> dict:
@@ -196,6 +203,58 @@ def test_output_bucket_expires_working_files_under_staging_only(template, resour
     ]
     assert not settings.output_prefix.startswith("staging")  # results are never expired
     assert any("AbortIncompleteMultipartUpload" in rule for rule in rules)
+
+
+def lifecycle_rules(template: Template, resources: dict, output: str) -> dict[str, dict]:
+    props = resources[output_ref(template, output)]["Properties"]
+    return {rule["Id"]: rule for rule in props["LifecycleConfiguration"]["Rules"]}
+
+
+@pytest.mark.parametrize("bucket", ["InputBucketName", "OutputBucketName"])
+def test_both_buckets_expire_old_versions_their_delete_markers_and_open_uploads_after_the_set_days(deployed, bucket):
+    settings, resources, template = deployed
+    rules = lifecycle_rules(template, resources, bucket)
+    retention = settings.retention
+    assert rules["expire-old-versions"] == {
+        "Id": "expire-old-versions",
+        "NoncurrentVersionExpiration": {"NoncurrentDays": retention.noncurrent_days},
+        "Status": "Enabled",
+    }
+    assert rules["remove-lone-delete-markers"] == {
+        "Id": "remove-lone-delete-markers",
+        "ExpiredObjectDeleteMarker": True,
+        "Status": "Enabled",
+    }
+    assert rules["abort-incomplete-uploads"]["AbortIncompleteMultipartUpload"] == {
+        "DaysAfterInitiation": retention.incomplete_upload_days
+    }
+    for rule in rules.values():  # whole-bucket rules reach every key
+        assert "Prefix" not in rule or rule["Id"] == "expire-staging"
+
+
+def test_uploads_are_kept_by_default_and_expire_after_input_days_when_set(template, resources, tuned):
+    kept = lifecycle_rules(template, resources, "InputBucketName")
+    assert not [rule for rule in kept.values() if "ExpirationInDays" in rule]
+    settings, tuned_template = tuned
+    rules = lifecycle_rules(tuned_template, tuned_template.to_json()["Resources"], "InputBucketName")
+    assert rules["expire-uploads"] == {
+        "Id": "expire-uploads",
+        "ExpirationInDays": settings.retention.input_days,
+        "Status": "Enabled",
+    }
+
+
+@pytest.mark.parametrize(
+    ("retention", "message"),
+    [
+        ({"noncurrent_days": 0}, r"retention\.noncurrent_days: Input should be greater than or equal to 1"),
+        ({"incomplete_upload_days": "soon"}, r"retention\.incomplete_upload_days: Input should be a valid integer"),
+        ({"input_days": 7}, r"retention: .*input_days \(7\) is below staging_days \(14\)"),
+    ],
+)
+def test_a_wrong_lifecycle_setting_fails_the_app_naming_it(app, retention, message):
+    with pytest.raises(SettingsError, match=message):
+        build_app(cdk_context(retention=retention))
 
 
 def test_job_table_uses_topology_keys_on_demand_with_pitr_and_ttl(template, resources):

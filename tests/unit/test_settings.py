@@ -16,6 +16,9 @@ def test_defaults_are_the_batch_api_limits():
         ({"map_max_concurrency": 0}, "map_max_concurrency"),
         ({"functions": {"memory_mb": 64}}, "functions.memory_mb"),
         ({"no_such_setting": 1}, "no_such_setting"),
+        ({"retention": {"noncurrent_days": 0}}, "retention.noncurrent_days"),
+        ({"retention": {"input_days": -1}}, "retention.input_days"),
+        ({"retention": {"incomplete_upload_days": 400}}, "retention.incomplete_upload_days"),
     ],
 )
 def test_a_wrong_setting_fails_with_its_name(values, named):
@@ -43,3 +46,14 @@ def test_a_missing_environment_variable_is_named(monkeypatch):
 def test_a_worker_concurrency_above_its_reserve_is_refused_naming_both():
     with pytest.raises(SettingsError, match=r"realtime.*max_concurrency \(8\) exceeds reserved_concurrency \(4\)"):
         load_settings({"realtime": {"max_concurrency": 8, "reserved_concurrency": 4}})
+
+
+def test_buckets_keep_uploads_and_expire_old_versions_after_30_days_by_default():
+    retention = load_settings().retention
+    assert (retention.input_days, retention.noncurrent_days, retention.incomplete_upload_days) == (None, 30, 1)
+
+
+def test_uploads_may_not_expire_before_the_working_files_of_their_job():
+    with pytest.raises(SettingsError, match=r"input_days \(10\) is below staging_days \(14\)"):
+        load_settings({"retention": {"input_days": 10}})
+    assert load_settings({"retention": {"input_days": 14}}).retention.input_days == 14
