@@ -31,8 +31,6 @@ from batchline.topology import SERVICE_NAME  # noqa: E402,F401  (one name for th
 LAYER_ENCODINGS_DIR = "/opt/tiktoken"
 SECRET_ARN_ENV = "OPENAI_API_KEY_SECRET_ARN"
 
-# A multipart upload left open by a killed function keeps costing money until aborted.
-INCOMPLETE_UPLOAD_DAYS = 1
 ACCESS_LOG_RETENTION_DAYS = 90
 
 TABLE_TTL_ATTRIBUTE = "expires_at"

@@ -21,28 +21,47 @@ from batchline.topology import WORKER
 from constructs import Construct
 
 from infra.constants import VISIBILITY_TIMEOUT_FACTOR
+from infra.encryption import DataKey
 from infra.functions import batchline_function
 
 # What Lambda's poller calls with the function's role; DeleteMessage removes the successes of a batch.
 EVENT_SOURCE_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
+# What SQS needs of a customer-managed key: a sender generates (and decrypts) the data key, a receiver decrypts it.
+_QUEUE_KEY_USE = {
+    "sqs:SendMessage": {"kms:GenerateDataKey", "kms:Decrypt"},
+    "sqs:ReceiveMessage": {"kms:Decrypt"},
+}
 
 
 class RealtimeQueue(Construct):
     def __init__(
-        self, scope: Construct, construct_id: str, *, realtime: RealtimeSettings, dead_letter_days: int
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        realtime: RealtimeSettings,
+        dead_letter_days: int,
+        key: DataKey,
     ) -> None:
         super().__init__(scope, construct_id)
+        self._key = key
+        # SQS-managed keys, or the customer-managed key for both queues (SQS moves dead letters itself).
+        encryption = (
+            {"encryption": sqs.QueueEncryption.KMS, "encryption_master_key": key.key}
+            if key.key is not None
+            else {"encryption": sqs.QueueEncryption.SQS_MANAGED}
+        )
         self.dead_letter_queue = sqs.Queue(
             self,
             "DeadLetters",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            **encryption,
             enforce_ssl=True,
             retention_period=Duration.days(dead_letter_days),
         )
         self.queue = sqs.Queue(
             self,
             "Requests",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            **encryption,
             enforce_ssl=True,
             visibility_timeout=Duration.seconds(VISIBILITY_TIMEOUT_FACTOR * realtime.worker_timeout_seconds),
             dead_letter_queue=sqs.DeadLetterQueue(
@@ -51,7 +70,8 @@ class RealtimeQueue(Construct):
         )
 
     def grant(self, grantee: iam.IGrantable, *actions: str) -> iam.Grant:
-        """Exactly these actions on the request queue (never on the dead-letter queue)."""
+        """Exactly these actions on the request queue (never on the dead-letter queue), and the key use they need."""
+        self._key.grant_via(grantee, "sqs", set().union(*(_QUEUE_KEY_USE.get(action, set()) for action in actions)))
         return iam.Grant.add_to_principal(grantee=grantee, actions=list(actions), resource_arns=[self.queue.queue_arn])
 
 

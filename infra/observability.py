@@ -46,6 +46,7 @@ from batchline.topology import (
 from constructs import Construct
 
 from infra.constants import SERVICE_NAME
+from infra.encryption import DataKey
 
 PERIOD = Duration.minutes(5)
 ROUTES = ("batch", "realtime")
@@ -80,9 +81,19 @@ class Monitoring(Construct):
         queue: sqs.IQueue,
         dead_letter_queue: sqs.IQueue,
         table: dynamodb.ITable,
+        key: DataKey,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.alarm_topic = sns.Topic(self, "AlarmTopic", display_name="batchline alarms", enforce_ssl=True)
+        self.alarm_topic = sns.Topic(
+            self, "AlarmTopic", display_name="batchline alarms", enforce_ssl=True, master_key=key.key
+        )
+        # CloudWatch publishes an alarm to the topic itself, not through a role: the key policy must let it.
+        key.allow_service(
+            "cloudwatch.amazonaws.com",
+            ["kms:Decrypt", "kms:GenerateDataKey*"],
+            sid="CloudWatchAlarmsPublishToTheAlarmTopic",
+            why="CloudWatch alarms publish to the encrypted alarm topic",
+        )
 
         failed = state_machine.metric_failed(period=PERIOD, statistic="Sum", label="failed")
         # Maximum: one dead letter for one moment is enough.

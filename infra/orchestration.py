@@ -7,6 +7,16 @@ and finalizes.
 It is the ASL file (``topology.STATE_MACHINE_ASL``) as it is, its ``${...}`` placeholders filled by
 ``topology.asl_substitutions``; the trigger's pattern and input come from ``topology`` too, so the
 deployed flow and the local run are built from the same data.
+
+What the execution log holds: every event (level ALL) and none of the execution data. A state's
+input and output carry a job's working values, including a failed step's error text, which may
+quote a line of the input (a prompt, a custom_id) or a provider's answer; with
+``include_execution_data`` off, Step Functions writes each event's type, state, timestamps and
+execution ARN and leaves the inputs and outputs out. ALL rather than ERROR because, the data gone,
+an event costs a few hundred bytes and a job writes a handful per poll (at most one poll a
+``poll_seconds``), while the log then shows where a job is and how long each step took, for as long
+as ``retention.log_days`` keeps it: ERROR would show only that a job failed, not what it was doing.
+The data itself stays in the execution history, readable by those allowed ``states:GetExecutionHistory``.
 """
 
 from __future__ import annotations
@@ -90,7 +100,7 @@ class JobOrchestration(Construct):
             "the realtime queue, then finalize",
             definition_body=sfn.DefinitionBody.from_file(str(STATE_MACHINE_ASL)),
             definition_substitutions=asl_substitutions(function_arns, map_max_concurrency),
-            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
+            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
             tracing_enabled=True,
         )
         # The ASL's Task states name the functions' unqualified ARNs: exactly these, no versions or aliases.

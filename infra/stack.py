@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_iam as iam
 from batchline.domain.layout import STAGING_PREFIX
 from batchline.settings import Settings, runtime_environment_variables
@@ -27,6 +27,7 @@ from infra.constants import (
     SERVICE_NAME,
     SHARD_FILES,
 )
+from infra.encryption import DataKey
 from infra.functions import JobFunctions, function_code
 from infra.hot_path import RealtimeQueue, RealtimeWorker
 from infra.lambda_layer import DependenciesLayer
@@ -40,17 +41,23 @@ class BatchlineStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, settings: Settings, **stack_props: Any) -> None:
         super().__init__(scope, construct_id, **stack_props)
 
+        key = DataKey(self, "DataKey", encryption=settings.encryption)
         storage = Storage(
             self,
             "Storage",
             output_prefix=settings.output_prefix,
             staging_prefix=STAGING_PREFIX,
-            staging_retention=Duration.days(settings.retention.staging_days),
+            retention=settings.retention,
+            key=key,
         )
         api_key = OpenAIKeySecret(self, "OpenAIApiKey")
         dependencies = DependenciesLayer(self, "Dependencies")
         queue = RealtimeQueue(
-            self, "RealtimeQueue", realtime=settings.realtime, dead_letter_days=settings.retention.dead_letter_days
+            self,
+            "RealtimeQueue",
+            realtime=settings.realtime,
+            dead_letter_days=settings.retention.dead_letter_days,
+            key=key,
         )
         environment = {
             **runtime_environment_variables(
@@ -106,6 +113,7 @@ class BatchlineStack(Stack):
             queue=queue.queue,
             dead_letter_queue=queue.dead_letter_queue,
             table=storage.table,
+            key=key,
         )
 
         outputs = {
@@ -125,6 +133,12 @@ class BatchlineStack(Stack):
                 "Subscribe here to hear of failed jobs, dead letters, budget thresholds and stuck batches.",
             ),
         }
+        if key.key is not None:
+            outputs["DataKeyArn"] = (
+                key.key.key_arn,
+                "The KMS key of the buckets, table, queues and topic: who uploads needs kms:GenerateDataKey on it, "
+                "who reads results kms:Decrypt.",
+            )
         for output_id, (value, description) in outputs.items():
             CfnOutput(self, output_id, value=value, description=description)
 

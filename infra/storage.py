@@ -2,6 +2,18 @@
 
 Access is granted per need (`grant_*`), never as a whole bucket or table: each function's role gets
 only the prefixes and actions its handler uses.
+
+What the buckets keep (``retention.*``): both are versioned, and an old version (an upload replaced
+or deleted, a resumed job's earlier results) expires after ``noncurrent_days``, the delete markers
+left alone with it; a multipart upload left open is aborted after ``incomplete_upload_days``. Under
+staging/, working files expire after ``staging_days``. The current results and, unless
+``input_days`` is set, the uploads themselves are kept until someone deletes them: they are what
+the user asked for and was given.
+
+Encryption: S3-managed keys and DynamoDB's AWS-owned key, or the customer-managed key (``DataKey``)
+when one is set: SSE-KMS with S3 Bucket Keys (one KMS call per bucket key, not per object) on both
+buckets, and the table's own key. The access log bucket stays S3-managed: S3 server access logging
+delivers only to buckets encrypted that way. Each ``grant_*`` adds the key use its calls need.
 """
 
 from __future__ import annotations
@@ -12,22 +24,58 @@ from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
+from batchline.settings import RetentionSettings
 from batchline.topology import TABLE_PARTITION_KEY, TABLE_SORT_KEY
 from constructs import Construct
 
-from infra.constants import ACCESS_LOG_RETENTION_DAYS, INCOMPLETE_UPLOAD_DAYS, TABLE_TTL_ATTRIBUTE
+from infra.constants import ACCESS_LOG_RETENTION_DAYS, TABLE_TTL_ATTRIBUTE
+from infra.encryption import DataKey
+
+# What S3 needs of the key, per object action, under SSE-KMS: reading decrypts the object's data key,
+# writing generates one, and a multipart upload (the streamed writers, who may abort one) also decrypts
+# it to complete the upload.
+_S3_KEY_USE = {
+    "s3:GetObject": {"kms:Decrypt"},
+    "s3:PutObject": {"kms:GenerateDataKey"},
+    "s3:AbortMultipartUpload": {"kms:Decrypt"},
+}
+# DynamoDB checks the caller may use the table's key: reading needs Decrypt (and DescribeKey), writing
+# also Encrypt and GenerateDataKey (the key use CDK's own table grants add, wildcards spelled out).
+_TABLE_READS = {"GetItem", "BatchGetItem", "Query"}
+_TABLE_KEY_READ = {"kms:Decrypt", "kms:DescribeKey"}
+_TABLE_KEY_WRITE = _TABLE_KEY_READ | {"kms:Encrypt", "kms:GenerateDataKey"}
 
 
-def _private_bucket(scope: Construct, construct_id: str, **props) -> s3.Bucket:
+def _private_bucket(scope: Construct, construct_id: str, key: DataKey | None = None, **props) -> s3.Bucket:
+    """S3-managed encryption, or SSE-KMS with a Bucket Key under the customer-managed key when there is one."""
+    if key is not None and key.key is not None:
+        encryption = {"encryption": s3.BucketEncryption.KMS, "encryption_key": key.key, "bucket_key_enabled": True}
+    else:
+        encryption = {"encryption": s3.BucketEncryption.S3_MANAGED}
     return s3.Bucket(
         scope,
         construct_id,
-        encryption=s3.BucketEncryption.S3_MANAGED,
+        **encryption,
         block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
         enforce_ssl=True,
         removal_policy=RemovalPolicy.RETAIN,
         **props,
     )
+
+
+def _version_rules(retention: RetentionSettings) -> list[s3.LifecycleRule]:
+    """Both buckets: old versions expire, then their lone delete markers go; open uploads are aborted."""
+    return [
+        s3.LifecycleRule(
+            id="expire-old-versions", noncurrent_version_expiration=Duration.days(retention.noncurrent_days)
+        ),
+        # S3 refuses a delete-marker cleanup in a rule that also expires current objects by age.
+        s3.LifecycleRule(id="remove-lone-delete-markers", expired_object_delete_marker=True),
+        s3.LifecycleRule(
+            id="abort-incomplete-uploads",
+            abort_incomplete_multipart_upload_after=Duration.days(retention.incomplete_upload_days),
+        ),
+    ]
 
 
 class Storage(Construct):
@@ -40,9 +88,11 @@ class Storage(Construct):
         *,
         output_prefix: str,
         staging_prefix: str,
-        staging_retention: Duration,
+        retention: RetentionSettings,
+        key: DataKey,
     ) -> None:
         super().__init__(scope, construct_id)
+        self._key = key
         self._output_prefix = output_prefix.strip("/")
         self._staging_prefix = staging_prefix.strip("/")
 
@@ -65,9 +115,18 @@ class Storage(Construct):
         self.input_bucket = _private_bucket(
             self,
             "Input",
+            key,
             versioned=True,
             server_access_logs_bucket=self.access_logs,
             server_access_logs_prefix="input/",
+            lifecycle_rules=[
+                *_version_rules(retention),
+                *(
+                    [s3.LifecycleRule(id="expire-uploads", expiration=Duration.days(retention.input_days))]
+                    if retention.input_days is not None
+                    else []
+                ),
+            ],
         )
         # Native EventBridge delivery on the bucket itself. The L2 `event_bridge_enabled` flag would add
         # a custom-resource Lambda (and its managed policy and wildcard grant) just to set this property.
@@ -80,6 +139,7 @@ class Storage(Construct):
         self.output_bucket = _private_bucket(
             self,
             "Output",
+            key,
             versioned=True,
             server_access_logs_bucket=self.access_logs,
             server_access_logs_prefix="output/",
@@ -87,13 +147,10 @@ class Storage(Construct):
                 s3.LifecycleRule(
                     id="expire-staging",
                     prefix=f"{self._staging_prefix}/",
-                    expiration=staging_retention,
+                    expiration=Duration.days(retention.staging_days),
                     noncurrent_version_expiration=Duration.days(1),
                 ),
-                s3.LifecycleRule(
-                    id="abort-incomplete-uploads",
-                    abort_incomplete_multipart_upload_after=Duration.days(INCOMPLETE_UPLOAD_DAYS),
-                ),
+                *_version_rules(retention),
             ],
         )
 
@@ -108,6 +165,11 @@ class Storage(Construct):
             ),
             time_to_live_attribute=TABLE_TTL_ATTRIBUTE,
             removal_policy=RemovalPolicy.RETAIN,
+            **(
+                {"encryption": dynamodb.TableEncryption.CUSTOMER_MANAGED, "encryption_key": key.key}
+                if key.key is not None
+                else {}
+            ),
         )
 
     # --- S3: one grant per way a handler touches a prefix -------------------------------------------
@@ -155,7 +217,8 @@ class Storage(Construct):
     # --- DynamoDB ---------------------------------------------------------------------------------
 
     def grant_table(self, grantee: iam.IGrantable, actions: Sequence[str]) -> iam.Grant:
-        """Exactly these item actions on the job table (it has no index)."""
+        """Exactly these item actions on the job table (it has no index), and the key use they need."""
+        self._key.grant_via(grantee, "dynamodb", _TABLE_KEY_READ if set(actions) <= _TABLE_READS else _TABLE_KEY_WRITE)
         return iam.Grant.add_to_principal(
             grantee=grantee, actions=[f"dynamodb:{action}" for action in actions], resource_arns=[self.table.table_arn]
         )
@@ -181,7 +244,8 @@ class Storage(Construct):
     def _allow_objects(
         self, grantee: iam.IGrantable, actions: list[str], bucket: s3.Bucket, pattern: str, reason: str
     ) -> iam.Grant:
-        """Grant on the objects matching `pattern`, and acknowledge that one wildcard on the grantee."""
+        """Grant on the objects matching `pattern` (and the key use it needs); acknowledge that one wildcard."""
+        self._key.grant_via(grantee, "s3", set().union(*(_S3_KEY_USE.get(action, set()) for action in actions)))
         grant = iam.Grant.add_to_principal(
             grantee=grantee, actions=actions, resource_arns=[bucket.arn_for_objects(pattern)]
         )

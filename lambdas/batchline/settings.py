@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from batchline.domain.pricing import DEFAULT_PRICES, ModelPrice, PriceBook
 
@@ -235,6 +236,34 @@ class RetentionSettings(_Frozen):
     )
     log_days: int = Field(30, description="the functions' and the state machine's logs")
     dead_letter_days: int = Field(14, ge=1, le=14, description="realtime messages that failed every delivery")
+    # The buckets are versioned, so that an overwritten or deleted object can be had back for a while.
+    noncurrent_days: int = Field(
+        30,
+        ge=1,
+        le=3650,
+        description="old versions in the input and output buckets: an upload replaced or deleted, a resumed "
+        "job's earlier results; the current results are never expired",
+    )
+    input_days: int | None = Field(
+        None,
+        ge=1,
+        le=3650,
+        description="uploads themselves, counted from the upload; none keeps them until deleted (the default: "
+        "an upload is the user's data, and a job's id is made from it)",
+    )
+    incomplete_upload_days: int = Field(
+        1, ge=1, le=365, description="a multipart upload left open (a killed function, a dropped upload) is aborted"
+    )
+
+    @model_validator(mode="after")
+    def _inputs_outlive_working_files(self) -> RetentionSettings:
+        # A job can be resumed while its working files last; its input must last as long.
+        if self.input_days is not None and self.input_days < self.staging_days:
+            raise ValueError(
+                f"input_days ({self.input_days}) is below staging_days ({self.staging_days}): "
+                "a job could still be resumed after its input expired"
+            )
+        return self
 
     @model_validator(mode="after")
     def _log_days_cloudwatch_accepts(self) -> RetentionSettings:
@@ -242,6 +271,48 @@ class RetentionSettings(_Frozen):
             periods = ", ".join(map(str, LOG_RETENTION_DAYS))
             raise ValueError(f"log_days ({self.log_days}) must be one of CloudWatch's periods: {periods}")
         return self
+
+
+# A KMS key's ARN (not an alias: grants and key policies name the key itself), single- or multi-Region.
+KMS_KEY_ARN_PATTERN = (
+    r"^arn:aws[a-z-]*:kms:(?P<region>[a-z0-9-]+):\d{12}:key/"
+    r"(mrk-[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
+)
+
+
+class EncryptionSettings(_Frozen):
+    """Encryption at rest of the buckets, the table, the queues and the alarm topic.
+
+    By default AWS's own keys: S3-managed for the buckets, AWS-owned for the table, the queues and
+    the topic. With a customer-managed KMS key (created by the stack, or an existing one by its ARN)
+    all of them use it, and each role may use it only as far as its handler touches them.
+    """
+
+    create_kms_key: bool = Field(False, description="the stack creates one key (rotated yearly, kept on delete)")
+    kms_key_arn: str | None = Field(None, description="an existing key in the stack's region, by its ARN")
+
+    @field_validator("kms_key_arn")
+    @classmethod
+    def _a_key_arn(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(KMS_KEY_ARN_PATTERN, value):
+            raise ValueError(
+                f"{value!r} is not a KMS key ARN (arn:aws:kms:<region>:<account>:key/<key id>; an alias will not do)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_key(self) -> EncryptionSettings:
+        if self.create_kms_key and self.kms_key_arn:
+            raise ValueError("create_kms_key and kms_key_arn exclude each other: create a key, or name one")
+        return self
+
+    @property
+    def customer_managed(self) -> bool:
+        return self.create_kms_key or self.kms_key_arn is not None
+
+    def key_region(self) -> str | None:
+        match = re.match(KMS_KEY_ARN_PATTERN, self.kms_key_arn or "")
+        return match["region"] if match else None
 
 
 class Settings(_Frozen):
@@ -282,6 +353,15 @@ class Settings(_Frozen):
     batch_queue: BatchQueueSettings = BatchQueueSettings()
     budget: BudgetSettings = BudgetSettings()
     retention: RetentionSettings = RetentionSettings()
+    encryption: EncryptionSettings = EncryptionSettings()
+
+    @model_validator(mode="after")
+    def _kms_key_in_the_stacks_region(self) -> Settings:
+        # S3, DynamoDB, SQS and SNS use a key of their own region only.
+        region = self.encryption.key_region()
+        if region is not None and region != self.region:
+            raise ValueError(f"encryption.kms_key_arn is a key in {region}, not in the stack's region {self.region}")
+        return self
 
     @model_validator(mode="after")
     def _polls_in_order(self) -> Settings:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
@@ -29,7 +31,30 @@ from batchline.settings import RuntimeEnvironment, SettingsError, runtime_enviro
 from batchline.topology import METRICS_NAMESPACE, SERVICE_NAME, state_transitions
 from batchline.workflow.realtime_work import RealtimeWork, WorkSettings
 
-logger = Logger(service=SERVICE_NAME)
+
+class ExceptionTextFreeFormatter(LambdaPowertoolsFormatter):
+    """Powertools' JSON lines, with a logged exception reduced to its type and the frames it came through.
+
+    An exception's message may quote what the code was handling: a line of the input (a prompt, a
+    custom_id), a provider's answer or an error echoing either. None of that belongs in a log, so no
+    ``logger.exception`` anywhere writes it; the frames (file, line, function, source line) are code.
+    """
+
+    def formatException(self, ei) -> str:  # noqa: N802 (logging.Formatter's name)
+        kind, _, tb = ei
+        frames = "".join(traceback.format_list(traceback.extract_tb(tb)))
+        return f"Traceback (most recent call last):\n{frames}{getattr(kind, '__name__', kind)}"
+
+
+def error_fields(error: BaseException) -> dict[str, str]:
+    """What a log line may say of an error: its type and where it was raised, never its message."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
+    return {"error_type": type(error).__name__, "error_at": where}
+
+
+# serialize_stacktrace off: its "value" field is the exception's message.
+logger = Logger(service=SERVICE_NAME, logger_formatter=ExceptionTextFreeFormatter(serialize_stacktrace=False))
 metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)
 # X-Ray in the deployed functions (off outside Lambda). Responses are never captured: they hold
 # prompts and completions, which must stay out of traces as they stay out of logs.

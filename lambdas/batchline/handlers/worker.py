@@ -17,6 +17,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from batchline.domain.realtime import RealtimeRequest
 from batchline.handlers.dependencies import (
+    error_fields,
     logger,
     metered,
     output_objects,
@@ -78,8 +79,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, list[dict[str, str
         try:
             deliveries.append(_delivery(record))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            # The error's type only: its message may quote the message's body (a custom_id, a prompt).
             logger.error(
-                "unreadable realtime message", extra={"message_id": record.get("messageId"), "error": str(exc)}
+                "unreadable realtime message", extra={"message_id": record.get("messageId"), **error_fields(exc)}
             )
             unreadable.append(record["messageId"])
     invocation = getattr(context, "aws_request_id", "") or ""

@@ -20,7 +20,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from batchline.domain.errors import TransientProviderError
 from batchline.domain.recovery import ENDED_SHARD_STATUSES
-from batchline.handlers.dependencies import environment, job_store, logger, publish_metric
+from batchline.handlers.dependencies import environment, error_fields, job_store, logger, publish_metric
 from batchline.topology import SHARDS_FAILED_METRIC
 from batchline.workflow.checking import check_batch
 from batchline.workflow.collection import collect_batch
@@ -118,7 +118,8 @@ def _transient_failure(shard: dict[str, Any], error: Exception, poll_floor: int)
     if attempts >= limit:
         _fail(shard, error, note=f" ({attempts} attempts in a row)")
         return None
-    logger.warning("shard step failed; trying again next poll", extra={"attempts": attempts, "error": str(error)})
+    # The error's type and place, never its message (it may echo a request); the shard keeps the message.
+    logger.warning("shard step failed; trying again next poll", extra={"attempts": attempts, **error_fields(error)})
     return poll_floor
 
 
@@ -126,7 +127,7 @@ def _fail(shard: dict[str, Any], error: Exception, note: str = "") -> None:
     reason = f"{type(error).__name__}: {error}{note}"[:2000]
     if not job_store().fail_shard(shard["job_id"], shard["shard_id"], reason):
         # The step that failed had finished its work: the shard keeps it.
-        logger.warning("shard already collected; failure not recorded", extra={"reason": reason[:500]})
+        logger.warning("shard already collected; failure not recorded", extra=error_fields(error))
         return
     publish_metric(SHARDS_FAILED_METRIC, 1, MetricUnit.Count)
-    logger.exception("shard failed", extra={"shard_id": shard["shard_id"], "reason": reason[:500]})
+    logger.exception("shard failed", extra={"shard_id": shard["shard_id"], **error_fields(error)})
