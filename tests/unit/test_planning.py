@@ -167,3 +167,44 @@ def test_manifest_entries_are_the_same_bytes_as_json_dumps_writes_for_every_kind
     for custom_id in ids:
         expected = f"7\t{json.dumps(custom_id, ensure_ascii=False)}\n".encode()
         assert encode_manifest_entry(7, custom_id) == expected
+
+
+# -- shard lines the provider reads as one line each ----------------------------------------------
+def _line_with(custom_id: str, *, raw_cr: bool = False) -> str:
+    """A chat line whose custom_id is written raw (json.dumps would escape U+2028), with a raw CR as
+    JSON white space when asked."""
+    line = chat("ID").replace('"ID"', '"' + custom_id + '"')
+    return line.replace(', "method"', ',\r"method"') if raw_cr else line
+
+
+@pytest.mark.parametrize(
+    ("custom_id", "raw_cr"),
+    [("id\u2028one", False), ("id\u2029two", False), ("id\x85three", False), ("plain", True), ("all\u2028\x85", True)],
+    ids=["U+2028", "U+2029", "U+0085", "CR-as-white-space", "all-at-once"],
+)
+def test_shard_lines_hold_no_raw_line_separator_and_keep_the_custom_id(token_pool, custom_id, raw_cr):
+    """The provider splits files as str.splitlines does: each shard line must stay one line for it."""
+    source = _line_with(custom_id, raw_cr=raw_cr)
+    assert len(source.splitlines()) > 1, "the input line itself would be split: the case tests nothing"
+
+    summary, outputs = plan([chat("before"), source, chat("after")], token_pool)
+
+    assert (summary.valid, summary.invalid) == (3, 0)
+    (shard,) = outputs.shards.values()
+    written = [request.raw.decode() for request in shard.requests]
+    assert all(len((line + "\n").splitlines()) == 1 for line in written)
+    assert [json.loads(line)["custom_id"] for line in written] == ["before", custom_id, "after"]
+    assert json.loads(written[1]) == json.loads(source), "nothing else of the request changed"
+    manifest_entry = encode_manifest_entry(shard.requests[1].line, shard.requests[1].custom_id)
+    assert decode_manifest_entry(manifest_entry) == (2, custom_id), "outputs join on the same custom_id"
+    assert summary.shards[0].bytes == sum(len(line.encode()) + 1 for line in written)
+
+
+def test_a_line_that_escaping_makes_too_long_for_a_shard_is_reported_not_planned(token_pool):
+    source = _line_with("x" + "\u2028" * 40)  # 120 bytes of separators become 240 of escapes
+    limit = len(source.encode()) + 60
+
+    summary, outputs = plan([chat("a"), source], token_pool, max_bytes=limit)
+
+    assert [(e.line, e.code) for e in outputs.invalid] == [(2, "line_too_large")]
+    assert [r.custom_id for s in outputs.shards.values() for r in s.requests] == ["a"]

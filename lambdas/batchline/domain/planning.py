@@ -19,6 +19,7 @@ from typing import Protocol
 from batchline.domain.custom_ids import CustomIdRegistry
 from batchline.domain.pricing import PriceBook
 from batchline.domain.request_line import InvalidLine, RequestValidator, ValidRequest
+from batchline.domain.shard_lines import canonical_line
 from batchline.domain.tokens import BlockCounts, ParallelTokenCounter
 from batchline.settings import BATCH_ENDPOINTS, Settings
 
@@ -171,8 +172,9 @@ class Planner:
     def _hand_over(
         self, block: list[ValidRequest], invalid: list[InvalidLine]
     ) -> tuple[list[ValidRequest], BlockCounts]:
-        """Drop the block's repeated custom_ids, report its invalid lines in line order, and start
-        counting the tokens of the rest."""
+        """Make each request's line canonical (see shard_lines), drop the block's repeated custom_ids,
+        report its invalid lines in line order, and start counting the tokens of the rest."""
+        block = self._canonical(block, invalid)
         firsts = self._registry.first_lines([r.custom_id for r in block], [r.line for r in block])
         if firsts.count(None) != len(firsts):
             kept = []
@@ -196,6 +198,34 @@ class Planner:
             for error in invalid:
                 invalid_line(error)
         return block, self._token_counter.submit([(r.counter, r.texts) for r in block])
+
+    def _canonical(self, block: list[ValidRequest], invalid: list[InvalidLine]) -> list[ValidRequest]:
+        """The block with every line as it will be written; one that escaping made too long for a
+        shard is an invalid line (it was within the limit as the user wrote it)."""
+        too_long = False
+        for request in block:
+            raw = request.raw
+            canonical = request.raw = canonical_line(raw)
+            if canonical is not raw and len(canonical) >= self._max_bytes:
+                too_long = True
+        if not too_long:
+            return block
+        kept = []
+        for request in block:
+            if len(request.raw) < self._max_bytes:
+                kept.append(request)
+            else:
+                invalid.append(
+                    InvalidLine(
+                        request.line,
+                        request.custom_id,
+                        "line_too_large",
+                        f"line is {len(request.raw)} bytes once its line separators are escaped; "
+                        f"one request may be at most {self._max_bytes - 1} bytes",
+                    )
+                )
+        invalid.sort(key=lambda error: error.line)
+        return kept
 
     def _commit(self, block: list[ValidRequest], counts: BlockCounts) -> None:
         """Put each counted request of the block in its group's open shard, cutting a new one at a limit.

@@ -26,6 +26,7 @@ from batchline.adapters.job_store import now_iso
 from batchline.domain.budget import Stance, month_of, stop_message, to_nano
 from batchline.domain.errors import ShardStateError
 from batchline.domain.layout import JobLayout
+from batchline.domain.shard_lines import canonical_line
 from batchline.handlers.dependencies import (
     admission_ledger,
     budget_policy,
@@ -106,7 +107,7 @@ def _upload(job_id: str, shard_id: str, round_number: int, model: str, original_
                 if raw:
                     request = orjson.loads(raw)
                     request["body"]["model"] = model
-                    writer.write(orjson.dumps(request) + b"\n")
+                    writer.write(canonical_line(orjson.dumps(request)) + b"\n")  # orjson writes U+2028 raw
         key = fallback_key
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / f"{job_id}-{shard_id}-r{round_number}.jsonl"
