@@ -332,6 +332,7 @@ class OpenAIEmulator:
             plan = plan_batch(input_file.content, endpoint)
             if index < self.faults.token_limit:
                 plan = _token_limited(plan)
+            plan = _unreadable(plan, self.faults)
             share = self.faults.expire
             batch = BatchRecord(
                 id=_new_id("batch_"),
@@ -498,6 +499,19 @@ def _refused(custom_id: str, request_id: str, status_code: int, body: dict[str, 
         "error": None,
     }
     return RequestOutcome(line=line, succeeded=False, input_tokens=0, output_tokens=0)
+
+
+def _unreadable(plan: BatchPlan, faults: Faults) -> BatchPlan:
+    """The plan of a batch whose file holds a request the faults make unreadable (see faults.py)."""
+    for request in plan.requests:
+        if request.custom_id == faults.refuse_line:
+            error = LineError("invalid_json_line", request.line, "This line is not parseable as valid JSON.", None)
+        elif request.custom_id == faults.refuse_file:
+            error = LineError("invalid_file_format", None, "The batch input file could not be read.", None)
+        else:
+            continue
+        return BatchPlan(requests=(), model=plan.model, errors=(error,))
+    return plan
 
 
 def _token_limited(plan: BatchPlan) -> BatchPlan:

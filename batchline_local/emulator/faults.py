@@ -12,6 +12,10 @@ both (``--faults ""`` runs with none):
 - ``request_error=F``: a share F of batch requests end in the error file with a 500 response.
 - ``http_429=F`` / ``http_5xx=F``: a share F of realtime calls is answered 429 / 5xx.
 - ``insufficient_quota``: every realtime call and every batch creation is answered 429 insufficient_quota.
+- ``refuse_line=ID``: every batch whose file holds the request with custom_id ID fails validation with
+  ``invalid_json_line`` naming that request's line, as a line the provider cannot read does.
+- ``refuse_file=ID``: the same, but the refusal names no line (the file as a whole is refused), so
+  only bisecting the file finds the request.
 
 A wrong spec is refused with a ValueError naming the offending item, when the emulator is built.
 """
@@ -27,6 +31,7 @@ FAULTS_ENV = "BATCHLINE_EMULATOR_FAULTS"
 _COUNTS = ("token_limit", "stuck")
 _SHARES = ("expire", "request_error", "http_429", "http_5xx")
 _FLAGS = ("insufficient_quota",)
+_TEXTS = ("refuse_line", "refuse_file")
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,8 @@ class Faults:
     http_429: float = 0.0
     http_5xx: float = 0.0
     insufficient_quota: bool = False
+    refuse_line: str | None = None
+    refuse_file: str | None = None
 
     @classmethod
     def parse(cls, spec: str) -> Faults:
@@ -77,8 +84,8 @@ class Faults:
         return ",".join(items)
 
 
-def _parse_value(item: str, name: str, raw: str | None) -> int | float | bool:
-    known = _COUNTS + _SHARES + _FLAGS
+def _parse_value(item: str, name: str, raw: str | None) -> int | float | bool | str:
+    known = _COUNTS + _SHARES + _FLAGS + _TEXTS
     if name not in known:
         raise ValueError(f"unknown emulator fault {item!r}; known faults: {', '.join(known)}")
     if name in _FLAGS:
@@ -86,7 +93,10 @@ def _parse_value(item: str, name: str, raw: str | None) -> int | float | bool:
             raise ValueError(f"emulator fault {item!r} takes no value; write just {name!r}")
         return True
     if raw is None or raw == "":
-        raise ValueError(f"emulator fault {item!r} needs a value, e.g. {name}={1 if name in _COUNTS else 0.5}")
+        example = "r1" if name in _TEXTS else 1 if name in _COUNTS else 0.5
+        raise ValueError(f"emulator fault {item!r} needs a value, e.g. {name}={example}")
+    if name in _TEXTS:
+        return raw
     if name in _COUNTS:
         try:
             count = int(raw)

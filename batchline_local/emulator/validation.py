@@ -1,10 +1,16 @@
 """Checks on a batch input file, split the way OpenAI splits them.
 
-File-level problems (too big, too many lines, not UTF-8 JSONL) are refused at upload with a 400,
-so nothing is stored. Line-level problems (duplicate custom_id, mixed models, a url that does not
-match the batch's endpoint, a missing field) are only found when a batch is validated: the upload
-succeeds and the batch then ends ``failed`` with one ``errors.data`` entry per problem, each
-naming its 1-based line. Batchline must cope with both, so the emulator reproduces both.
+File-level problems (too big, too many lines, not UTF-8) are refused at upload with a 400, so
+nothing is stored. Line-level problems (a line that is not a JSON object, duplicate custom_id,
+mixed models, a url that does not match the batch's endpoint, a missing field) are only found when
+a batch is validated: the upload succeeds and the batch then ends ``failed`` with one
+``errors.data`` entry per problem, each naming its 1-based line. Batchline must cope with both, so
+the emulator reproduces both.
+
+Lines are split as the provider splits them, with ``str.splitlines``: besides ``\n`` it breaks at
+``\r``, ``\x0b``, ``\x0c``, ``\x1c``-``\x1e``, U+0085, U+2028 and U+2029, so a request holding
+one of these raw reads as two lines that are not JSON objects (``invalid_json_line``), and every
+line after it is numbered one further on.
 """
 
 from __future__ import annotations
@@ -84,13 +90,6 @@ def check_batch_upload(content: bytes, *, max_bytes: int, max_requests: int) -> 
             param="file",
             code="invalid_file_format",
         ) from None
-    for number, value in lines:
-        if not isinstance(value, dict):
-            raise InvalidRequest(
-                f"Invalid file format for Batch API. Line {number} is not a JSON object.",
-                param="file",
-                code="invalid_file_format",
-            )
     if len(lines) > max_requests:
         raise InvalidRequest(
             f"The file has {len(lines)} requests; a batch input file may hold at most {max_requests}.",

@@ -324,3 +324,27 @@ def test_a_share_of_realtime_calls_fails_the_same_way_on_every_run(start_server)
     assert first == again
     assert {"ok", "429", "5xx"} == set(first)
     assert 10 <= first.count("ok") <= 30  # about half, from a fixed seed
+
+
+# ----- unreadable lines ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [("refuse_line=r2", [("invalid_json_line", 3)]), ("refuse_file=r2", [("invalid_file_format", None)])],
+    ids=["naming-the-line", "naming-no-line"],
+)
+def test_a_file_holding_the_refused_request_fails_validation_and_one_without_it_runs(
+    start_server, fault: str, expected: list
+) -> None:
+    clock, server, client = _faulty(start_server, fault)
+    refused = start_batch(client, _lines(4))
+    spared = start_batch(client, [line for line in _lines(4) if line["custom_id"] != "r2"])
+    clock.advance(60)
+
+    refused, spared = client.batches.retrieve(refused.id), client.batches.retrieve(spared.id)
+    assert refused.status == "failed"
+    assert [(e.code, e.line) for e in refused.errors.data] == expected
+    assert spared.status == "completed" and spared.request_counts.completed == 3
+    assert len(server.emulator.ledger()) == 3, "the refused file billed nothing"
+    assert Faults.parse(fault).describe() == fault

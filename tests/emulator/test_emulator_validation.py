@@ -36,19 +36,43 @@ def test_upload_with_more_requests_than_the_limit_is_refused(small_limits_client
     assert upload(small_limits_client, lines[:3]).startswith("file-"), "exactly the limit is accepted"
 
 
-@pytest.mark.parametrize(
-    "content",
-    [
-        jsonl([chat_line("a", "hi"), "{not json", chat_line("b", "hi")]),
-        jsonl([chat_line("a", "hi"), "[1, 2, 3]"]),
-        b'{"custom_id": "a"}\n\xff\xfe not utf-8\n',
-    ],
-    ids=["unparseable-line", "line-not-an-object", "not-utf8"],
-)
-def test_upload_that_is_not_jsonl_is_refused(client: openai.OpenAI, content: bytes) -> None:
+def test_upload_that_is_not_utf8_is_refused(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
-        upload(client, content)
+        upload(client, b'{"custom_id": "a"}\n\xff\xfe not utf-8\n')
     assert refused.value.body["code"] == "invalid_file_format"
+    assert client.files.list().data == [], "nothing is stored"
+
+
+def _raw(line: dict, custom_id: str) -> str:
+    """The line with its custom_id written raw, as json.dumps would not (it escapes U+2028)."""
+    return json.dumps(line).replace('"PLACEHOLDER"', '"' + custom_id + '"')
+
+
+@pytest.mark.parametrize(
+    ("line", "refused_lines"),
+    [
+        ("{not json", [2]),
+        ("[1, 2, 3]", [2]),
+        (_raw(chat_line("PLACEHOLDER", "hi"), "id\u2028raw"), [2, 3]),
+        (_raw(chat_line("PLACEHOLDER", "hi"), "id\x85raw"), [2, 3]),
+        (json.dumps(chat_line("b", "hi")).replace(', "method"', ',\r"method"'), [2, 3]),
+    ],
+    ids=["unparseable", "not-an-object", "raw-U+2028-in-custom_id", "raw-U+0085-in-custom_id", "raw-CR-as-white-space"],
+)
+def test_a_line_that_is_not_a_json_object_fails_the_batch_naming_the_line(
+    client: openai.OpenAI, server, line: str, refused_lines: list[int]
+) -> None:
+    """The provider splits the file as str.splitlines does: a raw line separator inside a request
+    makes two lines that are not JSON objects, and the lines after it are numbered one further on."""
+    lines = [chat_line("a", "hi"), line, chat_line("c", "hi")]
+
+    errors = _failed_errors(client, lines)
+
+    assert [(e["code"], e["line"], e["param"]) for e in errors] == [
+        ("invalid_json_line", number, None) for number in refused_lines
+    ]
+    assert all(e["message"] for e in errors)
+    assert server.emulator.ledger() == [], "a refused file bills nothing"
 
 
 def test_same_bytes_with_another_purpose_are_stored_unchecked(client: openai.OpenAI) -> None:
