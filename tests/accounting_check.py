@@ -10,8 +10,9 @@ from batchline.domain.request_line import iter_physical_lines
 
 def assert_every_line_accounted_for(input_path: Path, out_dir: Path) -> tuple[list[dict], list[dict]]:
     lines = dict(iter_physical_lines([input_path.read_bytes()]))
-    results = [json.loads(raw) for raw in (out_dir / "results.jsonl").read_text().splitlines()]
-    errors = [json.loads(raw) for raw in (out_dir / "errors.jsonl").read_text().splitlines()]
+    # JSON Lines end at "\n" only: str.splitlines would also cut at a U+2028 inside a string.
+    results = [json.loads(raw) for raw in (out_dir / "results.jsonl").read_bytes().split(b"\n") if raw]
+    errors = [json.loads(raw) for raw in (out_dir / "errors.jsonl").read_bytes().split(b"\n") if raw]
     seen = [record["line"] for record in results + errors]
     assert len(seen) == len(set(seen)), "a line appears more than once across results and errors"
     assert set(seen) == set(lines), (

@@ -180,6 +180,58 @@ def test_requests_failing_with_server_errors_are_retried_in_a_new_round(tmp_path
     assert summary["status"] in ("succeeded", "completed_with_errors") and status == "SUCCEEDED"
 
 
+def test_a_request_the_provider_refuses_by_line_fails_alone_and_the_rest_of_its_shard_runs(tmp_path):
+    settings = load_settings({**FAST, "shard_max_requests": 10})
+    path = write_input(tmp_path, 10)
+    with local_stack(tmp_path, settings, faults="refuse_line=r6") as stack:
+        status, summary, out = stack.run(path)
+        results, errors = assert_every_line_accounted_for(path, out)
+        ledger = assert_nothing_billed_twice(stack)
+        totals = [(b["status"], b["request_counts"]["total"]) for b in reversed(stack.batches())]
+    assert (status, summary["status"], len(results)) == ("SUCCEEDED", "completed_with_errors", 9)
+    assert [(e["line"], e["custom_id"], e["code"], e["attempts"]) for e in errors] == [
+        (7, "r6", "invalid_json_line", 1)
+    ]
+    assert "line 7 of the batch file" in errors[0]["message"]
+    assert totals == [("failed", 0), ("completed", 9)]  # the refused file ran nothing; the rest once
+    assert len(ledger) == 9
+
+
+def test_a_request_the_provider_refuses_without_naming_its_line_is_found_by_halving(tmp_path):
+    settings = load_settings({**FAST, "shard_max_requests": 16})
+    path = write_input(tmp_path, 16)
+    with local_stack(tmp_path, settings, faults="refuse_file=r11") as stack:
+        status, summary, out = stack.run(path)
+        results, errors = assert_every_line_accounted_for(path, out)
+        ledger = assert_nothing_billed_twice(stack)
+        batches = list(reversed(stack.batches()))
+    assert (status, summary["status"], len(results), len(ledger)) == ("SUCCEEDED", "completed_with_errors", 15, 15)
+    assert [(e["line"], e["custom_id"], e["code"]) for e in errors] == [(12, "r11", "invalid_file_format")]
+    assert "found by splitting the file" in errors[0]["message"]
+    # 16 refused -> 8 run, 8 refused -> 4 run, 4 refused -> 2 refused -> 1 run, 1 refused: log2 steps, not 16
+    refused = [b["request_counts"]["total"] for b in batches if b["status"] == "failed"]
+    assert len(refused) == 5 and len(batches) <= 9
+
+
+def test_raw_line_separators_inside_requests_reach_the_provider_escaped_and_every_request_runs(tmp_path):
+    settings = load_settings({**FAST, "shard_max_requests": 10})
+    path = tmp_path / "separators.jsonl"
+    lines = [chat(f"r{i}") for i in range(6)]
+    lines[1] = (
+        chat("id\u2028with separator", text="line one\u2028line two\u0085three").encode().decode("unicode_escape")
+    )
+    lines[3] = chat("r3").replace(", ", ",\r ")  # CR as JSON white space
+    path.write_bytes(("\n".join(lines) + "\n").encode())
+    with local_stack(tmp_path, settings) as stack:
+        status, summary, out = stack.run(path)
+        results, errors = assert_every_line_accounted_for(path, out)
+        assert_nothing_billed_twice(stack)
+    assert (status, summary["status"], errors) == ("SUCCEEDED", "succeeded", [])
+    assert sorted(r["custom_id"] for r in results) == sorted(
+        ["id\u2028with separator"] + [f"r{i}" for i in (0, 2, 3, 4, 5)]
+    )
+
+
 def test_a_stuck_batch_is_reported_cancelled_and_its_requests_resubmitted(tmp_path):
     settings = load_settings({**FAST, "recovery": {"stuck_after_seconds": 2}})
     path = write_input(tmp_path, 6)

@@ -98,6 +98,10 @@ class JobLayout:
         safe = _UNSAFE.sub("-", model)
         return f"{STAGING_PREFIX}/{self.job_id}/shards/{shard_id}/rounds/{round_number}/requests-{safe}.jsonl"
 
+    def round_held(self, shard_id: str, round_number: int) -> str:
+        """The (line, custom_id) of the requests of a refused round held back while its other half is sent."""
+        return f"{STAGING_PREFIX}/{self.job_id}/shards/{shard_id}/rounds/{round_number}/held.tsv"
+
     def round_results(self, shard_id: str, round_number: int) -> str:
         return f"{STAGING_PREFIX}/{self.job_id}/shards/{shard_id}/rounds/{round_number}/results.jsonl"
 

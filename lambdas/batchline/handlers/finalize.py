@@ -51,13 +51,16 @@ def _numbered(storage: S3Objects, key: str) -> Iterator[tuple[int, bytes]]:
 def _unfinished(
     storage: S3Objects, layout: JobLayout, shard: dict, *, stage: str, code: str, reason: str
 ) -> Iterator[tuple[int, bytes]]:
-    """Every request of a shard's pending round (never collected), as an error saying why."""
-    manifest = layout.round_manifest(shard["shard_id"], int(shard.get("round", 0)))
-    for entry in storage.lines(manifest):
-        if entry:
-            line, custom_id = decode_manifest_entry(entry)
-            record = error_record(custom_id=custom_id, line=line, stage=stage, code=code, message=reason)
-            yield line, orjson.dumps(record) + b"\n"
+    """Every request of a shard's pending round (never collected) and of the halves of refused
+    rounds it held back (see domain/recovery), as an error saying why, in line order."""
+    manifests = [layout.round_manifest(shard["shard_id"], int(shard.get("round", 0)))]
+    manifests += [layout.round_held(shard["shard_id"], int(held)) for held in shard.get("held_rounds") or ()]
+    entries = merge_by_line(
+        (decode_manifest_entry(entry) for entry in storage.lines(manifest) if entry) for manifest in manifests
+    )
+    for line, custom_id in entries:
+        record = error_record(custom_id=custom_id, line=line, stage=stage, code=code, message=reason)
+        yield line, orjson.dumps(record) + b"\n"
 
 
 def _stage_realtime_outcomes(

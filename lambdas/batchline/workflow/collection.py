@@ -8,6 +8,8 @@ the enqueued-token ledger is given back and its budget reservation settled with 
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -17,9 +19,17 @@ from batchline.adapters.job_store import now_iso
 from batchline.adapters.spool import LineOrderedSpool
 from batchline.domain.budget import month_of, to_nano
 from batchline.domain.layout import JobLayout
-from batchline.domain.outcomes import BatchJoiner
+from batchline.domain.outcomes import STAGE_PROVIDER, BatchJoiner, error_record
 from batchline.domain.planning import decode_manifest_entry, encode_manifest_entry
-from batchline.domain.recovery import is_retriable, unanswered_reason
+from batchline.domain.recovery import (
+    RefusalSplit,
+    bisect_limit,
+    is_retriable,
+    split_refused_round,
+    unanswered_reason,
+    validation_refusal,
+)
+from batchline.domain.shard_lines import provider_line_spans
 from batchline.handlers.dependencies import (
     admission_ledger,
     budgets,
@@ -35,22 +45,42 @@ from batchline.workflow.enqueueing import enqueue_round
 from batchline.workflow.submission import round_figures, ticket_for
 
 
-def _write_next_round(layout: JobLayout, shard_id: str, round_number: int, retry: dict[str, int]) -> None:
-    """The requests to try again, copied from this round's file in their order, with their manifest."""
+def _write_next_round(
+    layout: JobLayout, shard_id: str, round_number: int, sources: list[tuple[int, dict[str, int]]]
+) -> None:
+    """The next round's requests and manifest: for each (round, {custom_id: line}) of `sources`,
+    those requests of that round's file, merged in line order as every round file is kept."""
     storage = output_objects()
-    source = layout.round_requests(shard_id, round_number)
+
+    def wanted_lines(source_round: int, wanted: dict[str, int]) -> Iterator[tuple[int, str, bytes]]:
+        for raw in storage.lines(layout.round_requests(shard_id, source_round)):
+            if raw:
+                custom_id = orjson.loads(raw)["custom_id"]
+                line = wanted.get(custom_id)
+                if line is not None:
+                    yield line, custom_id, raw
+
     with (
         storage.writer(layout.round_requests(shard_id, round_number + 1)) as requests,
         storage.writer(layout.round_manifest(shard_id, round_number + 1)) as manifest,
     ):
-        for raw in storage.lines(source):
-            if not raw:
-                continue
-            custom_id = orjson.loads(raw)["custom_id"]
-            line = retry.get(custom_id)
-            if line is not None:
-                requests.write(raw + b"\n")
-                manifest.write(encode_manifest_entry(line, custom_id))
+        for line, custom_id, raw in heapq.merge(*(wanted_lines(*source) for source in sources)):
+            requests.write(raw + b"\n")
+            manifest.write(encode_manifest_entry(line, custom_id))
+
+
+def _split_refusal(
+    layout: JobLayout, shard_id: str, round_number: int, failures: list[dict], record: dict[str, Any]
+) -> RefusalSplit:
+    """Which requests of a round the provider refused to run are errors, tried next, or held."""
+    raw_lines = [raw for raw in output_objects().lines(layout.round_requests(shard_id, round_number)) if raw]
+    return split_refused_round(
+        [orjson.loads(raw)["custom_id"] for raw in raw_lines],
+        provider_line_spans(raw_lines),
+        failures,
+        unnamed_refusals=int(record.get("unnamed_refusals", 0)),
+        limit=bisect_limit(int(record["requests"])),
+    )
 
 
 def collect_batch(shard: dict[str, Any], batch_id: str) -> dict[str, Any]:
@@ -69,7 +99,10 @@ def collect_batch(shard: dict[str, Any], batch_id: str) -> dict[str, Any]:
     round_number = int(record.get("round", 0))
     model = record.get("round_model") or shard["model"]
     job = store.get_job(job_id) or {}
-    last_round = round_number + 1 >= settings.recovery.max_attempts or bool(job.get("cancel_requested"))
+    cancelled = bool(job.get("cancel_requested"))
+    refused_rounds = int(record.get("refused_rounds", 0))  # rounds the provider never ran: no attempt used
+    attempts = round_number + 1 - refused_rounds
+    last_round = attempts >= settings.recovery.max_attempts or cancelled
     batch = gateway.retrieve_batch(batch_id)
 
     manifest = dict(
@@ -79,23 +112,50 @@ def collect_batch(shard: dict[str, Any], batch_id: str) -> dict[str, Any]:
     joiner = BatchJoiner(manifest=manifest, model=model, prices=settings.price_book())
     results, errors = LineOrderedSpool(), LineOrderedSpool()
     retry: dict[str, int] = {}
+    hold: dict[str, int] = {}
+    final_failures = 0
 
     def failed(line: int, error: dict) -> None:
+        nonlocal final_failures
         if not last_round and is_retriable(error):
             retry[error["custom_id"]] = line
         else:
-            errors.add(line, {**error, "attempts": round_number + 1})
+            errors.add(line, {**error, "attempts": attempts})
+            final_failures += 1
 
+    refusal = validation_refusal(batch)
+    split = _split_refusal(layout, shard_id, round_number, refusal, record) if refusal is not None else None
     try:
-        for file_id in (batch.get("output_file_id"), batch.get("error_file_id")):
-            if file_id:
-                for line, outcome, succeeded in joiner.provider_lines(gateway.file_lines(file_id)):
-                    if succeeded:
-                        results.add(line, outcome)
-                    else:
-                        failed(line, outcome)
-        for line, outcome, _ in joiner.unanswered(*unanswered_reason(batch)):
-            failed(line, outcome)
+        if split is not None:
+            for refused in split.refused:
+                line = manifest[refused.custom_id]
+                error = error_record(
+                    custom_id=refused.custom_id,
+                    line=line,
+                    stage=STAGE_PROVIDER,
+                    code=refused.code,
+                    message=refused.message,
+                )
+                errors.add(line, {**error, "attempts": attempts})
+                final_failures += 1
+            for custom_id in split.retry + split.hold:
+                if cancelled:
+                    errors.add(
+                        manifest[custom_id], {**_cancelled_error(custom_id, manifest[custom_id]), "attempts": attempts}
+                    )
+                    final_failures += 1
+                else:
+                    (retry if custom_id in split.retry else hold)[custom_id] = manifest[custom_id]
+        else:
+            for file_id in (batch.get("output_file_id"), batch.get("error_file_id")):
+                if file_id:
+                    for line, outcome, succeeded in joiner.provider_lines(gateway.file_lines(file_id)):
+                        if succeeded:
+                            results.add(line, outcome)
+                        else:
+                            failed(line, outcome)
+            for line, outcome, _ in joiner.unanswered(*unanswered_reason(batch)):
+                failed(line, outcome)
         for spool, key in (
             (results, layout.round_results(shard_id, round_number)),
             (errors, layout.round_errors(shard_id, round_number)),
@@ -106,9 +166,23 @@ def collect_batch(shard: dict[str, Any], batch_id: str) -> dict[str, Any]:
     finally:
         results.close()
         errors.close()
-    to_realtime = 0 < len(retry) <= settings.recovery.realtime_below_requests
-    if retry:
-        _write_next_round(layout, shard_id, round_number, retry)
+
+    held_rounds = [int(number) for number in record.get("held_rounds") or []]
+    if hold:
+        with storage.writer(layout.round_held(shard_id, round_number)) as writer:
+            for custom_id, line in hold.items():
+                writer.write(encode_manifest_entry(line, custom_id))
+        held_rounds.append(round_number)
+    sources = [(round_number, retry)] if retry else []
+    if held_rounds and not hold and not cancelled:
+        # A round has run (or been sorted) since the last split: the half held back goes next, with
+        # whatever this round left to retry, last held first, as a binary search takes it.
+        held_round = held_rounds.pop()
+        sources.append((held_round, _held(layout, shard_id, held_round)))
+    next_requests = sum(len(wanted) for _, wanted in sources)
+    if sources:
+        _write_next_round(layout, shard_id, round_number, sources)
+    to_realtime = 0 < next_requests <= settings.recovery.realtime_below_requests and not held_rounds
 
     tally = joiner.tally
     ticket = ticket_for(job_id, shard_id, round_number)
@@ -117,24 +191,28 @@ def collect_batch(shard: dict[str, Any], batch_id: str) -> dict[str, Any]:
 
     additions = {
         "succeeded": tally.succeeded,
-        "failed": tally.failed - len(retry),
+        "failed": final_failures,
         "input_tokens": tally.input_tokens,
         "output_tokens": tally.output_tokens,
         "cost_nano_usd": to_nano(tally.cost_usd),
         "cost_if_realtime_nano_usd": to_nano(tally.cost_usd_if_realtime),
         "rounds_collected": 1,
     }
-    fields: dict[str, Any] = {"batch_status": batch["status"], "collected_at": now_iso()}
+    fields: dict[str, Any] = {"batch_status": batch["status"], "collected_at": now_iso(), "held_rounds": held_rounds}
+    if split is not None:
+        fields["refused_rounds"] = refused_rounds + 1
+        if split.bisected or not any(f.get("line") for f in refusal or ()):
+            fields["unnamed_refusals"] = int(record.get("unnamed_refusals", 0)) + 1
     if to_realtime:
         # Too few left to be worth a batch (and a day's wait): the realtime workers take them.
-        fields |= {"status": "realtime", "round": round_number + 1, "round_requests": len(retry)}
-    elif retry:
+        fields |= {"status": "realtime", "round": round_number + 1, "round_requests": next_requests}
+    elif sources:
         _, prompt_tokens, share = round_figures(record)
         fields |= {
             "status": "retrying",
             "round": round_number + 1,
-            "round_requests": len(retry),
-            "round_prompt_tokens": round(prompt_tokens * len(retry) / max(1, len(manifest))),
+            "round_requests": next_requests,
+            "round_prompt_tokens": round(prompt_tokens * next_requests / max(1, len(manifest))),
         }
         metrics.add_metric(name=BATCHES_RESUBMITTED_METRIC, unit=MetricUnit.Count, value=1)
     else:
@@ -153,7 +231,7 @@ def collect_batch(shard: dict[str, Any], batch_id: str) -> dict[str, Any]:
         f"{shard_id}#{round_number}",
         at=fields["collected_at"],
         route="batch",
-        done=tally.succeeded + tally.failed - len(retry),
+        done=tally.succeeded + final_failures,
         shard_id=shard_id,
         round=round_number,
         batch_id=batch_id,
@@ -162,16 +240,36 @@ def collect_batch(shard: dict[str, Any], batch_id: str) -> dict[str, Any]:
         batch_status=batch["status"],
     )
     if to_realtime and counted:
-        store.add_to_job(job_id, realtime_expected=len(retry))
+        store.add_to_job(job_id, realtime_expected=next_requests)
         enqueue_round(job_id, shard_id, round_number + 1)
     logger.info(
         "collected",
         extra={
             "round": round_number,
             "succeeded": tally.succeeded,
-            "final_errors": tally.failed - len(retry),
-            "to_retry": len(retry),
+            "final_errors": final_failures,
+            "to_retry": next_requests,
+            "refused": split is not None,
             "counted": counted,
         },
     )
-    return {"shard_id": shard_id, "retry": bool(retry) and not to_realtime}
+    return {"shard_id": shard_id, "retry": bool(sources) and not to_realtime}
+
+
+def _held(layout: JobLayout, shard_id: str, round_number: int) -> dict[str, int]:
+    return {
+        custom_id: line
+        for line, custom_id in map(
+            decode_manifest_entry, output_objects().lines(layout.round_held(shard_id, round_number))
+        )
+    }
+
+
+def _cancelled_error(custom_id: str, line: int) -> dict:
+    return error_record(
+        custom_id=custom_id,
+        line=line,
+        stage=STAGE_PROVIDER,
+        code="cancelled",
+        message="cancelled by the user before it was sent",
+    )
