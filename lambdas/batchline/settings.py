@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from batchline.domain.model_limits import DEFAULT_LIMITS, ModelLimits, ModelTable
 from batchline.domain.pricing import DEFAULT_PRICES, ModelPrice, PriceBook
 
 # Hard limits of the OpenAI Batch API (see shared/reference/openai-batch-api.md).
@@ -338,6 +339,11 @@ class Settings(_Frozen):
     )
     batch_discount: float = Field(0.5, gt=0, le=1)
     pricing: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    model_limits: dict[str, ModelLimits] = Field(
+        default_factory=dict,
+        description="models' kinds, context windows and output caps, added to or replacing the built-in table's "
+        "(domain/model_limits.py); a priced model in neither is checked without model limits",
+    )
     upload_part_bytes: int = Field(
         16 * 1024 * 1024,
         ge=5 * 1024 * 1024,
@@ -383,6 +389,9 @@ class Settings(_Frozen):
 
     def price_book(self) -> PriceBook:
         return PriceBook(self.pricing, self.batch_discount)
+
+    def model_table(self) -> ModelTable:
+        return ModelTable({**DEFAULT_LIMITS, **self.model_limits})
 
 
 class SettingsError(ValueError):

@@ -97,14 +97,15 @@ def test_a_shard_the_provider_refuses_becomes_errors_and_the_other_shards_still_
 
 
 def test_a_request_the_provider_refuses_inside_a_batch_is_reported_with_the_providers_message(tmp_path):
-    # Passes our checks (the field is present) but the endpoint answers 400: it lands in the
-    # batch's error file, and from there in errors.jsonl with the provider's own words.
+    # Passes our checks (a parameter our table does not know is passed on) but the endpoint
+    # answers 400: it lands in the batch's error file, and from there in errors.jsonl with the
+    # provider's own words.
     refused = json.dumps(
         {
-            "custom_id": "numeric-input",
+            "custom_id": "streamed",
             "method": "POST",
             "url": "/v1/responses",
-            "body": {"model": "gpt-4o-mini", "input": 5},
+            "body": {"model": "gpt-4o-mini", "input": "hello", "stream": True},
         }
     )
     path = write_input(tmp_path, [response("fine"), refused, response("also-fine")])
@@ -112,7 +113,7 @@ def test_a_request_the_provider_refuses_inside_a_batch_is_reported_with_the_prov
     results, errors = assert_every_line_accounted_for(path, tmp_path / "out")
     assert [r["custom_id"] for r in results] == ["fine", "also-fine"]
     assert [(e["line"], e["stage"], e["status_code"]) for e in errors] == [(2, "provider", 400)]
-    assert "input" in errors[0]["message"]
+    assert "Streaming" in errors[0]["message"]
     assert result.summary["failed"] == 1 and result.summary["status"] == "completed_with_errors"
 
 

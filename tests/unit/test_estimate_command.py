@@ -66,7 +66,7 @@ CASES: dict[str, tuple[str, int]] = {
         reference_chat_tokens(O200K, MESSAGES),
     ),
     "completions": (
-        _request("complete", "completions", {"model": "gpt-3.5-turbo", "prompt": TEXT, "max_tokens": 5}),
+        _request("complete", "completions", {"model": "gpt-3.5-turbo-instruct", "prompt": TEXT, "max_tokens": 5}),
         len(CL100K.encode(TEXT)),
     ),
     "moderations": (
@@ -114,7 +114,7 @@ def test_a_file_of_every_endpoint_totals_exactly_per_group_and_overall(tmp_path)
         ("/v1/embeddings", "text-embedding-3-small"): CASES["embeddings"][1],
         ("/v1/responses", "gpt-4o-mini"): CASES["responses, text"][1],
         ("/v1/responses", "gpt-4o"): CASES["responses, messages"][1],
-        ("/v1/completions", "gpt-3.5-turbo"): CASES["completions"][1],
+        ("/v1/completions", "gpt-3.5-turbo-instruct"): CASES["completions"][1],
         ("/v1/moderations", "omni-moderation-latest"): CASES["moderations"][1],
     }
     assert estimated["input_tokens"] == sum(expected for _, expected in CASES.values())

@@ -68,7 +68,11 @@ SHAPES = [
 @pytest.fixture(scope="module")
 def validator() -> RequestValidator:
     return RequestValidator(
-        endpoints=BATCH_ENDPOINTS, prices=load_settings().price_book(), assumed_output_tokens=99, max_line_bytes=1 << 20
+        endpoints=BATCH_ENDPOINTS,
+        prices=load_settings().price_book(),
+        models=load_settings().model_table(),
+        assumed_output_tokens=99,
+        max_line_bytes=1 << 20,
     )
 
 

@@ -37,6 +37,7 @@ def plan(
         validator=RequestValidator(
             endpoints=BATCH_ENDPOINTS,
             prices=settings.price_book(),
+            models=settings.model_table(),
             assumed_output_tokens=100,
             max_line_bytes=max_bytes - 1,
         ),

@@ -14,7 +14,11 @@ from lines import BAD_LINES, chat, embedding
 def validator() -> RequestValidator:
     settings = load_settings()
     return RequestValidator(
-        endpoints=BATCH_ENDPOINTS, prices=settings.price_book(), assumed_output_tokens=256, max_line_bytes=4096
+        endpoints=BATCH_ENDPOINTS,
+        prices=settings.price_book(),
+        models=settings.model_table(),
+        assumed_output_tokens=256,
+        max_line_bytes=4096,
     )
 
 

@@ -29,6 +29,7 @@ def validator() -> RequestValidator:
     return RequestValidator(
         endpoints=BATCH_ENDPOINTS,
         prices=settings.price_book(),
+        models=settings.model_table(),
         assumed_output_tokens=settings.assumed_output_tokens,
         max_line_bytes=settings.shard_max_bytes,
     )

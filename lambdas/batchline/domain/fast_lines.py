@@ -5,7 +5,9 @@ of strings, a responses call with a string input). msgspec decodes and checks th
 pass, several times faster than parsing to dicts and checking in Python, which is what lets the
 planner keep up with tiktoken. Anything outside these shapes, and every line with a problem,
 returns None and takes the general path, which alone decides error codes and messages, so both
-paths accept exactly the same lines and count exactly the same tokens.
+paths accept exactly the same lines and count exactly the same tokens. The known parameters'
+types and ranges come from the same table the general path checks (`parameters.PARAMETERS`); what
+depends on the model (its endpoints, its output cap) is left to the caller, who knows the model.
 
 The envelope and its body are one tagged union on ``url``, so a line is decoded in a single pass
 whatever its endpoint. The structs are not tracked by the garbage collector (``gc=False``): they
@@ -21,43 +23,39 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from batchline.domain.json_depth import may_nest_too_deep
+from batchline.domain.parameters import PARAMETERS, msgspec_type, output_budget
 from batchline.domain.tokens import REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, TOKENS_PER_NAME
 
 NonEmptyText = Annotated[str, msgspec.Meta(min_length=1)]
-Count = Annotated[int, msgspec.Meta(ge=0)]
-TextOrTexts = NonEmptyText | Annotated[list[str], msgspec.Meta(min_length=1)]
-
-
-class _Caps(msgspec.Struct, gc=False):
-    """Output caps, read the same way as `tokens.max_output_tokens` reads them."""
-
-    model: NonEmptyText
-    max_completion_tokens: Count | UnsetType = UNSET
-    max_output_tokens: Count | UnsetType = UNSET
-    max_tokens: Count | UnsetType = UNSET
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
 class _Message(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    role: str
+    role: Role
     content: str | UnsetType = UNSET
     name: str | UnsetType = UNSET
 
 
-class _Chat(_Caps, gc=False):
-    messages: Annotated[list[_Message], msgspec.Meta(min_length=1)] = []
+def _body(name: str, url: str, *inputs: tuple[str, object]) -> type:
+    """The body struct of one endpoint: the model, its inputs (required) and its known parameters."""
+    parameters = [(field, msgspec_type(rule), None) for field, rule in PARAMETERS[url].items()]
+    return msgspec.defstruct(name, [("model", NonEmptyText), *inputs, *parameters], gc=False)
 
 
-class _Inputs(_Caps, gc=False):
-    input: TextOrTexts = ""
-
-
-class _Prompt(_Caps, gc=False):
-    prompt: TextOrTexts = ""
-
-
-class _Responses(_Caps, gc=False):
-    input: NonEmptyText = ""
-    instructions: str | UnsetType = UNSET
+_Chat = _body("_Chat", "/v1/chat/completions", ("messages", Annotated[list[_Message], msgspec.Meta(min_length=1)]))
+_Embeddings = _body(
+    "_Embeddings",
+    "/v1/embeddings",
+    ("input", NonEmptyText | Annotated[list[NonEmptyText], msgspec.Meta(min_length=1, max_length=2048)]),
+)
+_Moderations = _body(
+    "_Moderations", "/v1/moderations", ("input", NonEmptyText | Annotated[list[str], msgspec.Meta(min_length=1)])
+)
+_Completions = _body(
+    "_Completions", "/v1/completions", ("prompt", NonEmptyText | Annotated[list[str], msgspec.Meta(min_length=1)])
+)
+_Responses = _body("_Responses", "/v1/responses", ("input", NonEmptyText), ("instructions", str | None, None))
 
 
 class _Line(msgspec.Struct, tag_field="url", gc=False):
@@ -70,15 +68,15 @@ class _ChatLine(_Line, tag="/v1/chat/completions", gc=False):
 
 
 class _EmbeddingsLine(_Line, tag="/v1/embeddings", gc=False):
-    body: _Inputs
+    body: _Embeddings
 
 
 class _ModerationsLine(_Line, tag="/v1/moderations", gc=False):
-    body: _Inputs
+    body: _Moderations
 
 
 class _CompletionsLine(_Line, tag="/v1/completions", gc=False):
-    body: _Prompt
+    body: _Completions
 
 
 class _ResponsesLine(_Line, tag="/v1/responses", gc=False):
@@ -88,11 +86,17 @@ class _ResponsesLine(_Line, tag="/v1/responses", gc=False):
 _decode = msgspec.json.Decoder(
     _ChatLine | _EmbeddingsLine | _ModerationsLine | _CompletionsLine | _ResponsesLine
 ).decode
-_DecodeErrors = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
+# RecursionError too, though the depth check before decoding should leave msgspec nothing that deep.
+_DecodeErrors = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+
+FastLine = tuple[str, str, str, int, list[str], int, int | None, int | None]
 
 
-def fast_parse(raw: bytes, assumed_output_tokens: int):
-    """(custom_id, url, model, fixed_tokens, texts, max_output_tokens), or None for the general path."""
+def fast_parse(raw: bytes, assumed_output_tokens: int) -> FastLine | None:
+    """(custom_id, url, model, fixed_tokens, texts, output tokens to budget, the output cap the line
+    sets or None, embeddings' dimensions or None), or None for the general path."""
+    if may_nest_too_deep(raw):
+        return None
     try:
         line = _decode(raw)
     except _DecodeErrors:
@@ -100,9 +104,9 @@ def fast_parse(raw: bytes, assumed_output_tokens: int):
     body = line.body
     kind = type(line)
     if kind is _ChatLine:
-        messages = body.messages
-        if not messages:  # absent: the default skips min_length
+        if body.top_logprobs is not None and body.logprobs is not True:
             return None
+        messages = body.messages
         fixed = REPLY_PRIMING_TOKENS + TOKENS_PER_MESSAGE * len(messages)
         texts: list[str] = []
         append = texts.append
@@ -113,30 +117,32 @@ def fast_parse(raw: bytes, assumed_output_tokens: int):
             if message.name is not UNSET:
                 append(message.name)
                 fixed += TOKENS_PER_NAME
-        url = "/v1/chat/completions"
-    elif kind is _ResponsesLine:
-        if not body.input:
-            return None
-        fixed = 0
-        texts = [body.input] if body.instructions is UNSET else [body.instructions, body.input]
-        url = "/v1/responses"
-    else:
-        value = body.prompt if kind is _CompletionsLine else body.input
-        if not value:
-            return None
-        fixed = 0
-        texts = [value] if type(value) is str else list(value)
-        if kind is _EmbeddingsLine:
-            return line.custom_id, "/v1/embeddings", body.model, 0, texts, 0
-        if kind is _ModerationsLine:
-            return line.custom_id, "/v1/moderations", body.model, 0, texts, 0
-        url = "/v1/completions"
-    if body.max_completion_tokens is not UNSET:
-        cap = body.max_completion_tokens
-    elif body.max_output_tokens is not UNSET:
+        cap = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+        budget = output_budget(cap, assumed_output_tokens, body.n)
+        return line.custom_id, "/v1/chat/completions", body.model, fixed, texts, budget, cap, None
+    if kind is _ResponsesLine:
+        texts = [body.input] if body.instructions is None else [body.instructions, body.input]
         cap = body.max_output_tokens
-    elif body.max_tokens is not UNSET:
-        cap = body.max_tokens
-    else:
-        cap = 16 if kind is _CompletionsLine else assumed_output_tokens
-    return line.custom_id, url, body.model, fixed, texts, cap
+        return (
+            line.custom_id,
+            "/v1/responses",
+            body.model,
+            0,
+            texts,
+            output_budget(cap, assumed_output_tokens),
+            cap,
+            None,
+        )
+    if kind is _EmbeddingsLine:
+        value = body.input
+        texts = [value] if type(value) is str else list(value)
+        return line.custom_id, "/v1/embeddings", body.model, 0, texts, 0, None, body.dimensions
+    if kind is _ModerationsLine:
+        value = body.input
+        texts = [value] if type(value) is str else list(value)
+        return line.custom_id, "/v1/moderations", body.model, 0, texts, 0, None, None
+    value = body.prompt
+    texts = [value] if type(value) is str else list(value)
+    cap = body.max_tokens
+    budget = output_budget(cap, 16, body.n, body.best_of, len(texts))  # 16: the endpoint's own default
+    return line.custom_id, "/v1/completions", body.model, 0, texts, budget, cap, None

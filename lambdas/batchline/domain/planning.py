@@ -143,7 +143,7 @@ class Planner:
         summary = self._summary
         block: list[ValidRequest] = []
         invalid: list[InvalidLine] = []
-        pending: deque[tuple[list[ValidRequest], BlockCounts]] = deque()
+        pending: deque[tuple[list[ValidRequest], list[InvalidLine], BlockCounts]] = deque()
         seen = 0  # lines in the block, valid or not
         for number, raw in lines:
             outcome = validate(number, raw)
@@ -157,7 +157,7 @@ class Planner:
                 pending.append(self._hand_over(block, invalid))
                 # Write the blocks already counted, so the counting threads are never idle
                 # while the shards are written.
-                while pending and (len(pending) > _BLOCKS_PENDING or pending[0][1].ready()):
+                while pending and (len(pending) > _BLOCKS_PENDING or pending[0][2].ready()):
                     self._commit(*pending.popleft())
                 block, invalid, seen = [], [], 0
         summary.input_lines += seen
@@ -171,9 +171,13 @@ class Planner:
 
     def _hand_over(
         self, block: list[ValidRequest], invalid: list[InvalidLine]
-    ) -> tuple[list[ValidRequest], BlockCounts]:
-        """Make each request's line canonical (see shard_lines), drop the block's repeated custom_ids,
-        report its invalid lines in line order, and start counting the tokens of the rest."""
+    ) -> tuple[list[ValidRequest], list[InvalidLine], BlockCounts]:
+        """Make each request's line canonical (see shard_lines), drop the block's repeated custom_ids
+        (into `invalid`) and start counting the tokens of the rest.
+
+        A request refused later for its size (`_commit`) keeps its custom_id registered: a later
+        line with the same id is reported as its repeat, as the provider would see both.
+        """
         block = self._canonical(block, invalid)
         firsts = self._registry.first_lines([r.custom_id for r in block], [r.line for r in block])
         if firsts.count(None) != len(firsts):
@@ -191,13 +195,7 @@ class Planner:
                         )
                     )
             block = kept
-            invalid.sort(key=lambda error: error.line)
-        if invalid:
-            self._summary.invalid += len(invalid)
-            invalid_line = self._outputs.invalid_line
-            for error in invalid:
-                invalid_line(error)
-        return block, self._token_counter.submit([(r.counter, r.texts) for r in block])
+        return block, invalid, self._token_counter.submit([(r.counter, r.texts) for r in block])
 
     def _canonical(self, block: list[ValidRequest], invalid: list[InvalidLine]) -> list[ValidRequest]:
         """The block with every line as it will be written; one that escaping made too long for a
@@ -224,22 +222,39 @@ class Planner:
                         f"one request may be at most {self._max_bytes - 1} bytes",
                     )
                 )
-        invalid.sort(key=lambda error: error.line)
         return kept
 
-    def _commit(self, block: list[ValidRequest], counts: BlockCounts) -> None:
+    def _report(self, invalid: list[InvalidLine]) -> None:
+        """The block's invalid lines, in line order (Finalize merges the errors files by line)."""
+        invalid.sort(key=lambda error: error.line)
+        self._summary.invalid += len(invalid)
+        invalid_line = self._outputs.invalid_line
+        for error in invalid:
+            invalid_line(error)
+
+    def _commit(self, block: list[ValidRequest], invalid: list[InvalidLine], counts: BlockCounts) -> None:
         """Put each counted request of the block in its group's open shard, cutting a new one at a limit.
 
-        Consecutive requests mostly go to the same shard, so its figures are kept in local
-        variables while they do and stored back when the shard changes.
+        A request whose counted prompt is more than the provider allows for its model is refused
+        here instead (one comparison per request, see `RequestValidator.after_count`), and
+        reported with the block's other invalid lines. Consecutive requests mostly go to the same
+        shard, so its figures are kept in local variables while they do and stored back when the
+        shard changes.
         """
         open_shards = self._open
         max_requests, max_bytes = self._max_requests, self._max_bytes
         prompt_total = output_total = 0
         url = model = shard = plan = write = None
         requests = size_total = tokens_total = outputs_total = limit = last_line = 0
+        committed = 0
         for request, count in zip(block, counts(), strict=True):
             tokens = request.prompt_tokens = request.fixed_tokens + count
+            if tokens > request.prompt_limit or (request.item_limit and tokens > request.item_limit):
+                refusal = self._validator.after_count(request)
+                if refusal is not None:
+                    invalid.append(refusal)
+                    continue
+            committed += 1
             size = len(request.raw) + 1  # the newline that ends it in the shard file
             if request.model != model or request.url != url:
                 if plan is not None:
@@ -277,8 +292,9 @@ class Planner:
         if plan is not None:
             plan.requests, plan.bytes, plan.prompt_tokens = requests, size_total, tokens_total
             plan.max_output_tokens, plan.last_line = outputs_total, last_line
+        self._report(invalid)
         summary = self._summary
-        summary.valid += len(block)
+        summary.valid += committed
         summary.prompt_tokens += prompt_total
         summary.max_output_tokens += output_total
 
@@ -307,10 +323,11 @@ class Planner:
 
 
 def validator_for(settings: Settings) -> RequestValidator:
-    """The validator every step uses: the same endpoints, prices, output assumption and line limit."""
+    """The validator every step uses: the same endpoints, prices, model limits, output assumption and line limit."""
     return RequestValidator(
         endpoints=BATCH_ENDPOINTS,
         prices=settings.price_book(),
+        models=settings.model_table(),
         assumed_output_tokens=settings.assumed_output_tokens,
         max_line_bytes=settings.shard_max_bytes - 1,  # a line and its newline must fit in a shard
     )

@@ -28,6 +28,8 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
     "gpt-4.1-nano": ModelPrice(input_per_million=0.10, output_per_million=0.40, encoding="o200k_base"),
     "o4-mini": ModelPrice(input_per_million=1.10, output_per_million=4.40, encoding="o200k_base"),
     "gpt-3.5-turbo": ModelPrice(input_per_million=0.50, output_per_million=1.50, encoding="cl100k_base"),
+    # The one completions-endpoint model still served, so that /v1/completions lines can be priced.
+    "gpt-3.5-turbo-instruct": ModelPrice(input_per_million=1.50, output_per_million=2.00, encoding="cl100k_base"),
     "text-embedding-3-small": ModelPrice(input_per_million=0.02, output_per_million=0.0, encoding="cl100k_base"),
     "text-embedding-3-large": ModelPrice(input_per_million=0.13, output_per_million=0.0, encoding="cl100k_base"),
     "text-embedding-ada-002": ModelPrice(input_per_million=0.10, output_per_million=0.0, encoding="cl100k_base"),
