@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -96,11 +98,28 @@ def local_run(
             help="send again the requests a killed run had in flight (they may have been billed already)",
         ),
     ] = False,
+    cancel_on_interrupt: Annotated[
+        bool,
+        typer.Option(
+            "--cancel-on-interrupt",
+            help="on Ctrl-C or --timeout, cancel the job and its batches at the provider instead of leaving them on",
+        ),
+    ] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            metavar="SECONDS",
+            min=1,
+            help="stop watching after this long, as Ctrl-C does (outputs so far, state kept) [default: no limit]",
+        ),
+    ] = None,
 ) -> None:
     """Run one job end to end: moto + the real state machine + the OpenAI emulator (or OPENAI_BASE_URL).
 
     Its state is kept in --state-dir: after a kill, a crash or Ctrl-C, the same command resumes the
-    job and sends only the requests that have no answer yet.
+    job and sends only the requests that have no answer yet. Ctrl-C (or --timeout) writes the
+    outputs so far (status interrupted), says what still runs at the provider, and exits with 130.
     """
     _use_bundled_encodings()
     settings = _settings(cdk_json)
@@ -116,18 +135,53 @@ def local_run(
 
     if injected is not None:
         console.print(f"emulator faults: {injected.describe() or 'none'}")
-    result = run_local_job(
-        input_path,
-        out,
-        settings,
-        console=console,
-        mode=mode,
-        faults=injected,
-        state_dir=None if ephemeral else state_dir,
-    )
+    kept = None if ephemeral else state_dir
+    try:
+        result = run_local_job(
+            input_path,
+            out,
+            settings,
+            console=console,
+            mode=mode,
+            faults=injected,
+            state_dir=kept,
+            cancel_on_interrupt=cancel_on_interrupt,
+            timeout_seconds=timeout,
+        )
+    except KeyboardInterrupt:  # a second Ctrl-C, while the first was being handled
+        console.print("interrupted again: stopped without writing the outputs", style="yellow")
+        _say_how_to_resume(kept)
+        raise typer.Exit(INTERRUPTED_EXIT) from None
     print_summary(result, Console())
+    if result.interrupted:
+        for line in result.still_running:
+            console.print(f"still running at the provider (it bills when it completes): {line}", markup=False)
+        if result.still_running and not cancel_on_interrupt:
+            console.print(
+                "to stop paying for them, run the same command with --cancel-on-interrupt and press Ctrl-C, "
+                "or cancel them at the provider",
+                markup=False,
+            )
+        _say_how_to_resume(kept)
+        raise typer.Exit(INTERRUPTED_EXIT)
     if result.execution_status != "SUCCEEDED":
         raise typer.Exit(1)
+
+
+INTERRUPTED_EXIT = 130  # as a shell reports a command stopped by SIGINT
+
+
+def _say_how_to_resume(state_dir: Path | None) -> None:
+    if state_dir is None:
+        console.print("--ephemeral: nothing was kept, so the job cannot be resumed; run it again to start over")
+        return
+    ran_as_batchline = Path(sys.argv[0]).name == "batchline"
+    command = f"`{shlex.join(['batchline', *sys.argv[1:]])}`" if ran_as_batchline else "the same command"
+    console.print(
+        f"the job's state is kept in {state_dir}: {command} goes on where it stopped, "
+        "sending only what has no answer yet",
+        markup=False,
+    )
 
 
 # The `batchline emulator` options that set a field of settings.emulator for one run.

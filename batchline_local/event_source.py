@@ -93,10 +93,17 @@ class SqsEventSource:
             poller.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop polling, and wait up to `timeout` seconds in all for the invocations under way to end.
+
+        True when every poller ended; a poller still in its invocation then is left to it (its
+        messages are not settled, so they would be delivered again, as in AWS).
+        """
         self._stop.set()
+        deadline = time.monotonic() + timeout
         for poller in self._pollers:
-            poller.join(timeout=30)
+            poller.join(timeout=max(0.0, deadline - time.monotonic()))
+        return not any(poller.is_alive() for poller in self._pollers)
 
     def _poll(self) -> None:
         while not self._stop.is_set():

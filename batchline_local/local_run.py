@@ -33,6 +33,16 @@ from batchline_local.local_stack import LocalAws
 OUTPUT_FILES = ("results.jsonl", "errors.jsonl", "summary.json")
 
 
+# Batches in these states are done at the provider: nothing of theirs runs or bills any more.
+BATCH_ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
+WORKERS_GRACE_SECONDS = 10.0  # an interrupted realtime run lets the calls under way end this long
+CANCEL_WAIT_SECONDS = 120.0  # --cancel-on-interrupt: how long the cancelled job is given to write its outputs
+
+
+class WatchTimeout(TimeoutError):
+    """The job did not finish within the run's --timeout; it goes on where it stopped when run again."""
+
+
 @dataclass
 class LocalRunResult:
     execution_status: str
@@ -40,6 +50,8 @@ class LocalRunResult:
     out_dir: Path
     seconds: float
     crashes_fired: tuple[Crash, ...] = ()
+    interrupted: str | None = None  # why the run stopped before the job ended (Ctrl-C, --timeout)
+    still_running: tuple[str, ...] = ()  # what goes on at the provider after this run, said to the user
 
 
 def quiet_service_logs() -> None:
@@ -80,14 +92,22 @@ def run_local_job(
     settings: Settings,
     *,
     console: Console | None = None,
-    timeout_seconds: float = 3600,
+    timeout_seconds: float | None = None,
     openai: tuple[str, str] | None = None,
     mode: str | None = None,
     faults: Faults | None = None,
     crashes: Sequence[Crash] = (),
     state_dir: Path | None = None,
+    cancel_on_interrupt: bool = False,
 ) -> LocalRunResult:
     """Run one job; `openai` = (base_url, api_key) of a server to use instead of the default one.
+
+    Ctrl-C (KeyboardInterrupt) or `timeout_seconds` passing stops the run, not the job: the
+    realtime workers stop sending (the calls under way may end), the outputs so far are written
+    (summary status ``interrupted``, the requests without an outcome counted as pending), and the
+    result says what still runs at the provider. With `cancel_on_interrupt` the job is cancelled
+    instead (its batches too) and its outputs, status ``cancelled``, are waited for. Either way the
+    state in `state_dir` is kept, so that the same run again goes on where this one stopped.
 
     `faults` are injected by the emulator this run starts, instead of BATCHLINE_EMULATOR_FAULTS or
     the settings'; a server given as `openai` brings its own, so giving both is an error.
@@ -122,27 +142,113 @@ def run_local_job(
         for crash in crashes:
             aws.crashes.arm(crash.function, at_call=crash.at_call, when=crash.when)
         job_id = aws.upload_input(str(input_path), input_path.name, mode=mode)
-        execution = aws.wait_for_execution(timeout=30)
-        status = _watch(aws, job_id, execution["executionArn"], console, timeout_seconds)
         layout = JobLayout(job_id, settings.output_prefix)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for key, name in (
-            (layout.results, OUTPUT_FILES[0]),
-            (layout.errors, OUTPUT_FILES[1]),
-            (layout.summary, OUTPUT_FILES[2]),
-        ):
-            aws.download_output(key, str(out_dir / name))
+        interrupted, still_running, execution_arn = None, (), None
+        try:
+            execution_arn = aws.wait_for_execution(timeout=30)["executionArn"]
+            status = _watch(aws, job_id, execution_arn, console, timeout_seconds)
+        except (KeyboardInterrupt, WatchTimeout) as stop:
+            interrupted = "interrupted (Ctrl-C)" if isinstance(stop, KeyboardInterrupt) else str(stop)
+            status = None
+            if cancel_on_interrupt and execution_arn is not None:
+                console.print(f"[yellow]{interrupted}[/]: cancelling the job (--cancel-on-interrupt)")
+                still_running = _cancel(aws, job_id, console)
+                try:
+                    status = _watch(aws, job_id, execution_arn, console, CANCEL_WAIT_SECONDS)
+                except WatchTimeout:
+                    console.print(f"the cancelled job did not end within {CANCEL_WAIT_SECONDS:g} s")
+            else:
+                console.print(f"[yellow]{interrupted}[/]: the job goes on where it stopped when run again")
+            if status is None:  # the job runs on: its outputs so far
+                still_running = still_running or _stop_where_it_is(aws, job_id, console)
+                summary = _write_interim_outputs(aws, layout, out_dir, interrupted)
+                return LocalRunResult(
+                    "INTERRUPTED",
+                    summary,
+                    out_dir,
+                    time.monotonic() - started,
+                    crashes_fired=tuple(aws.crashes.fired),
+                    interrupted=interrupted,
+                    still_running=still_running,
+                )
+        _download_outputs(aws, layout, out_dir)
         summary = json.loads((out_dir / "summary.json").read_text())
-        (out_dir / REPORT_FILE).unlink(missing_ok=True)  # never an earlier run's
-        if "report" in summary.get("outputs", {}):  # left out only when it could not be drawn
-            aws.download_output(report_key(layout), str(out_dir / REPORT_FILE))
         fired = tuple(aws.crashes.fired)
-    return LocalRunResult(status, summary, out_dir, time.monotonic() - started, crashes_fired=fired)
+    return LocalRunResult(
+        status,
+        summary,
+        out_dir,
+        time.monotonic() - started,
+        crashes_fired=fired,
+        interrupted=interrupted,
+        still_running=still_running,
+    )
 
 
-def _watch(aws: LocalAws, job_id: str, execution_arn: str, console: Console, timeout_seconds: float) -> str:
+def _download_outputs(aws: LocalAws, layout: JobLayout, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for key, name in zip((layout.results, layout.errors, layout.summary), OUTPUT_FILES, strict=True):
+        aws.download_output(key, str(out_dir / name))
+    (out_dir / REPORT_FILE).unlink(missing_ok=True)  # never an earlier run's
+    summary = json.loads((out_dir / "summary.json").read_text())
+    if "report" in summary.get("outputs", {}):  # left out only when it could not be drawn
+        aws.download_output(report_key(layout), str(out_dir / REPORT_FILE))
+
+
+def _stop_where_it_is(aws: LocalAws, job_id: str, console: Console) -> tuple[str, ...]:
+    """Stop sending (the realtime workers end the calls under way, for a moment), and say what runs on."""
+    if not aws.stop_sending(timeout=WORKERS_GRACE_SECONDS):
+        console.print(
+            f"some realtime calls were still under way after {WORKERS_GRACE_SECONDS:g} s: they are left to end; "
+            "the next run finds them in doubt and does not send them again (--resend-in-doubt does)"
+        )
+    return _running_at_provider(aws, job_id)
+
+
+def _running_at_provider(aws: LocalAws, job_id: str) -> tuple[str, ...]:
+    """One line per batch still running at the provider: it goes on, and bills, after this run."""
     store = JobStore(aws.names.table, resource=aws_resource(aws))
-    deadline = time.monotonic() + timeout_seconds
+    lines = []
+    for shard in sorted(store.list_shards(job_id), key=lambda shard: shard["shard_id"]):
+        batch_id, status = shard.get("batch_id"), shard.get("batch_status")
+        if batch_id and status not in BATCH_ENDED and shard.get("status") not in ("collected", "failed"):
+            lines.append(
+                f"batch {batch_id} (shard {shard['shard_id']}, {int(shard.get('requests', 0)):,} requests, {status})"
+            )
+    return tuple(lines)
+
+
+def _cancel(aws: LocalAws, job_id: str, console: Console) -> tuple[str, ...]:
+    """Cancel the job as `batchline cancel` does; what could not be cancelled is still running."""
+    from batchline_local.jobs_client import CancelError, JobsClient
+
+    try:
+        outcome = JobsClient(aws.target()).cancel(job_id, grace_seconds=10.0)
+    except CancelError as exc:
+        console.print(f"could not cancel: {exc}", markup=False)
+        return _running_at_provider(aws, job_id)
+    for batch_id in outcome.cancelled_batches:
+        console.print(f"cancelled batch {batch_id}", markup=False)
+    return tuple(f"batch {batch_id}: cancel refused ({why})" for batch_id, why in outcome.failed_batches)
+
+
+def _write_interim_outputs(aws: LocalAws, layout: JobLayout, out_dir: Path, reason: str) -> dict:
+    """The job's outputs so far, into `out_dir` (see finalize.write_interim_outputs)."""
+    from batchline.handlers.finalize import write_interim_outputs
+
+    summary = write_interim_outputs(layout.job_id, reason)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for key, name in zip(
+        (summary["outputs"][name] for name in ("results", "errors", "summary")), OUTPUT_FILES, strict=True
+    ):
+        aws.download_output(key, str(out_dir / name))
+    (out_dir / REPORT_FILE).unlink(missing_ok=True)  # an earlier run's would not be this job's state
+    return summary
+
+
+def _watch(aws: LocalAws, job_id: str, execution_arn: str, console: Console, timeout_seconds: float | None) -> str:
+    store = JobStore(aws.names.table, resource=aws_resource(aws))
+    deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -181,8 +287,8 @@ def _watch(aws: LocalAws, job_id: str, execution_arn: str, console: Console, tim
                 )
             if status != "RUNNING":
                 return status
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the job did not finish within {timeout_seconds:.0f} s")
+            if deadline is not None and time.monotonic() > deadline:
+                raise WatchTimeout(f"timed out: the job did not finish within {timeout_seconds:g} s")
             time.sleep(0.25)
 
 
@@ -199,6 +305,8 @@ def print_summary(result: LocalRunResult, console: Console) -> None:
         "requests",
         f"{s['input_lines']:,} lines: {s['succeeded']:,} succeeded, {s['failed']:,} failed, {s['invalid']:,} invalid",
     )
+    if "pending" in s:
+        table.add_row("pending", f"{s['pending']:,} requests have no outcome yet (the job was still running)")
     table.add_row("shards", f"{s['shards']}")
     table.add_row("tokens", f"{s['input_tokens']:,} in, {s['output_tokens']:,} out")
     if s.get("route") == "realtime":

@@ -43,6 +43,7 @@ from batchline_local import crashes, moto_patches
 from batchline_local.crashes import CrashInjector
 from batchline_local.durable_state import DurableState
 from batchline_local.event_source import SqsEventSource
+from batchline_local.stack_target import StackTarget
 
 LOCAL_ACCOUNT = "123456789012"
 
@@ -103,6 +104,7 @@ class LocalAws:
 
     def start(self) -> None:
         moto_patches.install()
+        moto_patches.clear_ended_invocations()
         moto_patches.on_environment_change(dependencies.reset)
         self._server.start()
         self._set_env(
@@ -153,6 +155,13 @@ class LocalAws:
     def event_source(self) -> SqsEventSource | None:
         return self._event_source
 
+    def stop_sending(self, timeout: float) -> bool:
+        """Stop the realtime workers: no new delivery, and the invocations under way start no new
+        call (they wind up as at their timeout, handing back what they hold). Waits up to `timeout`
+        seconds for them; True when all ended. Nothing else of the stack stops."""
+        moto_patches.end_invocations(function_name(WORKER.name))
+        return self._event_source is None or self._event_source.stop(timeout=timeout)
+
     def stop(self) -> None:
         if self._event_source is not None:
             self._event_source.stop()
@@ -177,6 +186,21 @@ class LocalAws:
     # -- clients -----------------------------------------------------------------------------
     def client(self, service: str) -> Any:
         return boto3.client(service, endpoint_url=self.endpoint, region_name=self.settings.region)
+
+    def target(self) -> StackTarget:
+        """This stack as the job commands reach it (to cancel a job, read its progress)."""
+        return StackTarget(
+            label=f"the local stack at {self.endpoint}",
+            input_bucket=self.names.input_bucket,
+            output_bucket=self.names.output_bucket,
+            table=self.names.table,
+            state_machine_arn=self.state_machine_arn,
+            output_prefix=self.settings.output_prefix,
+            region=self.settings.region,
+            endpoint_url=self.endpoint,
+            openai_base_url=self._openai["OPENAI_BASE_URL"],
+            openai_api_key=self._openai["OPENAI_API_KEY"],
+        )
 
     # -- resources ---------------------------------------------------------------------------
     def _create_resources(self) -> None:

@@ -87,10 +87,25 @@ class LocalLambdaContext:
     def get_remaining_time_in_millis(self) -> int:
         """What is left of the function's timeout, as Lambda counts it: a handler that plans by it
         (the worker's sending deadline, the wait past which it hands requests back) sees here the
-        clock it sees in AWS."""
+        clock it sees in AWS. Nothing is left once the local stack ends the function's invocations
+        (`end_invocations`): the handler winds up as it would at its timeout."""
+        if self.function_name in _ending_functions:
+            return 0
         if self.deadline is None:
             return 900_000
         return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+
+_ending_functions: set[str] = set()
+
+
+def end_invocations(function_name: str) -> None:
+    """From now on, the function's invocations (those under way included) have no time left."""
+    _ending_functions.add(function_name)
+
+
+def clear_ended_invocations() -> None:
+    _ending_functions.clear()
 
 
 def on_environment_change(callback: Callable[[], None]) -> None:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_processes import ctrl_c_reaches_it
 from typer.testing import CliRunner
 
 from batchline_local.cli import app
@@ -21,7 +22,9 @@ def test_local_up_serves_until_interrupted_and_removes_its_state_file(tmp_path):
     state_file = tmp_path / "up.json"
     env = {**os.environ, "POWERTOOLS_LOG_LEVEL": "ERROR"}
     command = [str(Path(sys.executable).parent / "batchline"), "local", "up", "--state-file", str(state_file)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_reaches_it
+    )
     try:
         deadline = time.monotonic() + 60
         while not state_file.exists():

@@ -1,4 +1,4 @@
-"""kill -9 of a realtime `batchline local run`, then the same command: nothing billed twice, every line once.
+"""kill -9 of a `batchline local run`, then the same command: nothing billed twice, every line once.
 
 Both runs are the real CLI in a subprocess, against one emulator that outlives them (as a user's
 provider does) and whose ledger records every request it billed, by custom_id.
@@ -10,57 +10,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-import pytest
+from cli_processes import BATCHLINE, LINES, emulator_batches, write_input
 
 from batchline_local.emulator import billed_twice, fetch_ledger
-from batchline_local.local_stack import free_port
-
-BATCHLINE = str(Path(sys.executable).with_name("batchline"))
-LINES = 200
-
-
-def _write_input(path: Path) -> Path:
-    with path.open("w") as handle:
-        for i in range(LINES):
-            words = " ".join(f"word{(i * 7 + j) % 97}" for j in range(5 + i % 40))
-            body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": words}], "max_tokens": 20}
-            handle.write(
-                json.dumps({"custom_id": f"k-{i}", "method": "POST", "url": "/v1/chat/completions", "body": body})
-            )
-            handle.write("\n")
-    return path
-
-
-@pytest.fixture
-def emulator():
-    port = free_port()
-    process = subprocess.Popen(
-        [BATCHLINE, "emulator", "--port", str(port), "--rpm", "600", "--tpm", "60000", "--latency", "0.3"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    root = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            fetch_ledger(root, timeout=1)
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                process.kill()
-                raise
-            time.sleep(0.2)
-    yield root
-    process.kill()
-    process.wait()
 
 
 def test_a_killed_realtime_run_run_again_bills_nothing_twice_and_accounts_for_every_line(tmp_path, emulator):
-    path = _write_input(tmp_path / "killed.jsonl")
+    path = write_input(tmp_path / "killed.jsonl")
     settings = tmp_path / "cdk.json"
     # a short worker timeout: what a killed run had in flight is known dead 30 s after the kill
     settings.write_text(json.dumps({"context": {"batchline": {"realtime": {"worker_timeout_seconds": 30}}}}))
@@ -88,3 +46,34 @@ def test_a_killed_realtime_run_run_again_bills_nothing_twice_and_accounts_for_ev
     assert sorted(r["custom_id"] for r in results + errors) == sorted(f"k-{i}" for i in range(LINES))
     assert {e["code"] for e in errors} <= {"in_doubt"}  # sent before the kill, answer lost: not paid again
     assert len(ledger) <= LINES
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["recovery"]["resumes"] == 1, "the rerun resumed the killed run's job"
+
+
+def test_a_killed_batch_run_run_again_adopts_its_batch_and_counts_the_resume(tmp_path, emulator):
+    path = write_input(tmp_path / "killed-batch.jsonl")
+    command = [BATCHLINE, "local", "run", str(path), "--mode", "batch", "--out", str(tmp_path / "out")]
+    command += ["--state-dir", str(tmp_path / "state")]
+    env = {**os.environ, "OPENAI_BASE_URL": f"{emulator}/v1", "OPENAI_API_KEY": "test"}
+
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not emulator_batches(emulator) and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # the shard records its batch id as the batch is created: give it a moment
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    submitted = emulator_batches(emulator)
+    assert len(submitted) == 1 and submitted[0]["status"] in ("validating", "in_progress"), "killed with its batch out"
+
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
+
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    adopted = [batch["id"] for batch in emulator_batches(emulator)]
+    assert adopted == [submitted[0]["id"]], "the batch was adopted, not sent again"
+    assert billed_twice(fetch_ledger(emulator)) == {}
+    out = tmp_path / "out"
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["custom_id"] for r in results) == sorted(f"k-{i}" for i in range(LINES))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["recovery"]["resumes"] == 1, "the rerun resumed the killed run's job"

@@ -24,3 +24,13 @@ def test_a_job_the_user_cancelled_says_so_whatever_finished_before():
     assert "upload the same file again" in cancelled.message()
     nothing_done = JobAccount("j", input_lines=8, failed=8, cancelled="cancelled by the user")
     assert nothing_done.status() == "cancelled"  # not "failed": nothing went wrong
+
+
+def test_the_account_of_an_interrupted_run_counts_what_has_no_outcome_yet_as_pending():
+    account = JobAccount("j", input_lines=10, succeeded=4, failed=1, invalid=1, pending=4, interrupted="interrupted")
+    summary = account.summary(outputs={}, started_at=None, finished_at="now")
+    assert summary["status"] == "interrupted" and summary["pending"] == 4
+    assert account.unaccounted() == 0, "every line is a result, an error or pending"
+    assert "4 of 10 requests succeeded so far" in summary["message"] and "4 have no outcome yet" in summary["message"]
+    finished = JobAccount("j", input_lines=2, succeeded=2).summary(outputs={}, started_at=None, finished_at="now")
+    assert "pending" not in finished, "a finished job's summary has no pending count"

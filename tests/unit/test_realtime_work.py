@@ -424,3 +424,32 @@ class SlowProvider(ScriptedProvider):
     def call(self, url, body, *, client_request_id=None) -> ProviderResponse:
         time.sleep(self.seconds)
         return super().call(url, body, client_request_id=client_request_id)
+
+
+def test_with_too_little_time_left_no_call_starts_and_every_request_goes_back_to_the_queue(world):
+    _, parts = world
+    settings = WorkSettings(
+        concurrent_calls=8,
+        max_pace_wait_seconds=2.0,
+        max_receive_count=3,
+        backoff_base_seconds=1.0,
+        backoff_max_seconds=30.0,
+        max_rate_limited_attempts=3,
+        seconds_per_request=0.01,
+        last_call_seconds=2.0,
+    )
+    use_case = RealtimeWork(
+        budget_policy=BudgetPolicy(fallback_threshold=0.8, stop_threshold=1.0, fallback_models={}),
+        prices=PriceBook(dict(DEFAULT_PRICES), 0.5),
+        settings=settings,
+        seconds_left=lambda: 1.5,  # the invocation is about to end (its timeout, or a local run stopping)
+        now=lambda: "2026-12-02T18:00:00.000+00:00",
+        rng=random.Random(7),
+        invocation="this-invocation",
+        wall_clock=lambda: NOW_EPOCH,
+        **parts,
+    )
+    report = use_case.work(deliveries(5))
+    assert parts["provider"].calls == [], "a call that the invocation's end would cut off is not started"
+    assert sorted(body for body, _ in parts["queue"].requeued) == sorted(f'{{"line": {n}}}' for n in range(1, 6))
+    assert report.answered == 0 and parts["jobs"].answered == set()

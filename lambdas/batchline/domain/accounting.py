@@ -16,6 +16,9 @@ STATUS_COMPLETED_WITH_ERRORS = "completed_with_errors"
 STATUS_FAILED = "failed"
 STATUS_PAUSED = "paused"  # the budget stopped it; uploading the same file again resumes it
 STATUS_CANCELLED = "cancelled"  # the user cancelled it; what finished is kept, uploading it again resumes it
+# A local run stopped watching (Ctrl-C, --timeout) while the job was still running: its outputs so far,
+# with the requests that have no outcome yet counted as pending; the same run again resumes the job.
+STATUS_INTERRUPTED = "interrupted"
 
 
 def merge_by_line(streams: Iterable[Iterable[tuple[int, bytes]]]) -> Iterator[tuple[int, bytes]]:
@@ -43,8 +46,12 @@ class JobAccount:
     stopped_by_budget: int = 0  # requests never sent because the budget ran out: the job can resume
     details: dict = field(default_factory=dict)  # budget, recovery and resumption facts for the summary
     cancelled: str | None = None  # why, when the user cancelled the job
+    interrupted: str | None = None  # why, for an account of a job still running (outputs so far)
+    pending: int = 0  # requests of a still running job with no outcome yet
 
     def status(self) -> str:
+        if self.interrupted:
+            return STATUS_INTERRUPTED
         if self.cancelled:
             return STATUS_CANCELLED
         if self.stopped_by_budget:
@@ -57,9 +64,15 @@ class JobAccount:
 
     def unaccounted(self) -> int:
         """Input lines with neither a result nor an error: must be zero, or something was lost."""
-        return self.input_lines - self.invalid - self.succeeded - self.failed
+        return self.input_lines - self.invalid - self.succeeded - self.failed - self.pending
 
     def message(self) -> str:
+        if self.interrupted:
+            return (
+                f"{self.interrupted}: {self.succeeded} of {self.input_lines} requests succeeded so far, "
+                f"{self.failed + self.invalid} are in errors.jsonl and {self.pending} have no outcome yet; "
+                "the job goes on where it stopped when the same file is run again"
+            )
         if self.cancelled:
             return (
                 f"{self.cancelled}: {self.succeeded} of {self.input_lines} requests succeeded before it stopped, the "
@@ -102,6 +115,7 @@ class JobAccount:
             "estimated_cost_usd": round(self.estimated_cost_usd, 6),
             "estimated_cost_usd_if_realtime": round(self.estimated_cost_usd_if_realtime, 6),
             "error_codes": dict(sorted(self.error_codes.items())),
+            **({"pending": self.pending} if self.interrupted else {}),
             **self.details,
             "outputs": outputs,
             "started_at": started_at,

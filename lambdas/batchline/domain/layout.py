@@ -70,6 +70,11 @@ class JobLayout:
     def realtime_errors(self) -> str:
         return f"{STAGING_PREFIX}/{self.job_id}/realtime/errors.jsonl"
 
+    def interim(self, name: str) -> str:
+        """An output of a job still running, written when a local run is interrupted: results.jsonl,
+        errors.jsonl, summary.json, and the realtime outcomes staged for them."""
+        return f"{STAGING_PREFIX}/{self.job_id}/interim/{name}"
+
     def realtime_body(self, line: int) -> str:
         """A request body too large for an SQS message."""
         return f"{STAGING_PREFIX}/{self.job_id}/realtime/bodies/{line}.json"

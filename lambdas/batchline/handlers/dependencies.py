@@ -159,6 +159,7 @@ def realtime_work(seconds_left: Callable[[], float], invocation: str = "") -> Re
             seconds_per_request=60 / (guess.requests_per_minute * realtime.safety_fraction),
             resend_in_doubt=realtime.resend_in_doubt,
             record_every_seconds=realtime.record_every_seconds,
+            last_call_seconds=2 * realtime.expected_latency_seconds,
         ),
         seconds_left=seconds_left,
         now=now_iso,

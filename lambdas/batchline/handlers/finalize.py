@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -48,30 +49,59 @@ def _numbered(storage: S3Objects, key: str) -> Iterator[tuple[int, bytes]]:
             yield orjson.loads(raw)["line"], raw + b"\n"
 
 
+def _unfinished_entries(storage: S3Objects, layout: JobLayout, shard: dict) -> Iterator[tuple[int, str]]:
+    """(line, custom_id) of every request of a shard's pending round (never collected) and of the
+    halves of refused rounds it held back (see domain/recovery), in line order."""
+    manifests = [layout.round_manifest(shard["shard_id"], int(shard.get("round", 0)))]
+    manifests += [layout.round_held(shard["shard_id"], int(held)) for held in shard.get("held_rounds") or ()]
+    return merge_by_line(
+        (decode_manifest_entry(entry) for entry in storage.lines(manifest) if entry) for manifest in manifests
+    )
+
+
 def _unfinished(
     storage: S3Objects, layout: JobLayout, shard: dict, *, stage: str, code: str, reason: str
 ) -> Iterator[tuple[int, bytes]]:
-    """Every request of a shard's pending round (never collected) and of the halves of refused
-    rounds it held back (see domain/recovery), as an error saying why, in line order."""
-    manifests = [layout.round_manifest(shard["shard_id"], int(shard.get("round", 0)))]
-    manifests += [layout.round_held(shard["shard_id"], int(held)) for held in shard.get("held_rounds") or ()]
-    entries = merge_by_line(
-        (decode_manifest_entry(entry) for entry in storage.lines(manifest) if entry) for manifest in manifests
-    )
-    for line, custom_id in entries:
+    """Every request of a shard's that was never answered, as an error saying why, in line order."""
+    for line, custom_id in _unfinished_entries(storage, layout, shard):
         record = error_record(custom_id=custom_id, line=line, stage=stage, code=code, message=reason)
         yield line, orjson.dumps(record) + b"\n"
 
 
+@dataclass(frozen=True)
+class _Targets:
+    """Where one account of the job is written: the final outputs, or a running job's outputs so far."""
+
+    results: str
+    errors: str
+    summary: str
+    realtime_results: str
+    realtime_errors: str
+
+    @classmethod
+    def final(cls, layout: JobLayout) -> _Targets:
+        return cls(layout.results, layout.errors, layout.summary, layout.realtime_results, layout.realtime_errors)
+
+    @classmethod
+    def interim(cls, layout: JobLayout) -> _Targets:
+        names = ("results.jsonl", "errors.jsonl", "summary.json", "realtime-results.jsonl", "realtime-errors.jsonl")
+        return cls(*(layout.interim(name) for name in names))
+
+
 def _stage_realtime_outcomes(
-    storage: S3Objects, layout: JobLayout, parts: list[tuple[dict, int]], reason: str
-) -> Counter[str]:
+    storage: S3Objects,
+    layout: JobLayout,
+    targets: _Targets,
+    parts: list[tuple[dict, int]],
+    reason: str | None,
+) -> tuple[Counter[str], int]:
     """Realtime outcomes, joined to every request sent that way, into a results and an errors file.
 
     `parts` are (shard, round) whose requests went to the realtime queue. The workers' records are
     first put in line order on disk (OutcomeIndex); with the manifests, also in line order, one
-    pass finds each request's outcome, or reports it as never answered. Returns how many outcomes were recorded in each
-    second (for the report), counted on the way.
+    pass finds each request's outcome, or reports it as never answered (with `reason`; None counts
+    it as pending instead, for a job still running). Returns how many outcomes were recorded in
+    each second (for the report), counted on the way, and how many requests are pending.
     """
     manifests = merge_by_line(
         (
@@ -82,11 +112,12 @@ def _stage_realtime_outcomes(
         for shard, round_number in parts
     )
     per_second: Counter[str] = Counter()
+    pending_requests = 0
     with OutcomeIndex() as index:
         index.add_all(outcome_spool().records(layout.job_id))
         outcomes = index.in_line_order()
         pending = next(outcomes, None)
-        with storage.writer(layout.realtime_results) as results, storage.writer(layout.realtime_errors) as errors:
+        with storage.writer(targets.realtime_results) as results, storage.writer(targets.realtime_errors) as errors:
             for line, custom_id in manifests:
                 while pending is not None and pending[0] < line:  # not one of these parts' lines
                     pending = next(outcomes, None)
@@ -96,12 +127,14 @@ def _stage_realtime_outcomes(
                         per_second[at[:19]] += 1  # ISO 8601 up to the second
                     (results if succeeded else errors).write(_public(raw) + b"\n")
                     pending = next(outcomes, None)
+                elif reason is None:
+                    pending_requests += 1
                 else:
                     record = error_record(
                         custom_id=custom_id, line=line, stage=STAGE_PROVIDER, code="not_completed", message=reason
                     )
                     errors.write(orjson.dumps(record) + b"\n")
-    return per_second
+    return per_second, pending_requests
 
 
 def _public(raw: bytes) -> bytes:
@@ -224,6 +257,104 @@ def _publish_metrics(summary: dict) -> None:
         publish_metric(name, value, MetricUnit.NoUnit)
 
 
+def _merge(
+    storage: S3Objects,
+    layout: JobLayout,
+    targets: _Targets,
+    job: dict,
+    shards: list[dict],
+    account: JobAccount,
+    *,
+    interim: bool,
+) -> Counter[str]:
+    """Write every outcome so far into the targets' results and errors, in input order, counting them
+    on the account. A finished job's requests without an outcome become errors that say why; an
+    interim account (the job still runs) counts them as pending. Returns the realtime outcomes per
+    second, for the report.
+    """
+    refused = job.get("refused")
+    result_streams, error_streams = [], []
+    if "input_lines" in job and storage.exists(layout.invalid_lines):
+        error_streams.append(_numbered(storage, layout.invalid_lines))
+    # Requests sent on the realtime path: the whole job on the realtime route, or the few left of
+    # a batch round when settings sent them that way (shards in status "realtime").
+    realtime_parts = [
+        (shard, int(shard.get("round", 0)))
+        for shard in shards
+        if not refused and (job.get("route") == "realtime" or shard.get("status") in ("realtime", "realtime_requeue"))
+    ]
+    realtime_per_second: Counter[str] = Counter()
+    if realtime_parts:
+        reason = (
+            None
+            if interim
+            else account.failure
+            or job.get("halted")
+            or "no outcome before the job stopped waiting (see the dead-letter queue)"
+        )
+        staged = _stage_realtime_outcomes(storage, layout, targets, realtime_parts, reason)
+        realtime_per_second, account.pending = staged
+        result_streams.append(_numbered(storage, targets.realtime_results))
+        error_streams.append(_numbered(storage, targets.realtime_errors))
+        account.input_tokens += job.get("realtime_input_tokens", 0)
+        account.output_tokens += job.get("realtime_output_tokens", 0)
+        account.cost_usd += to_usd(job.get("realtime_cost_nano_usd", 0))
+        account.cost_usd_if_realtime += to_usd(job.get("realtime_cost_nano_usd", 0))
+    on_realtime = {id(shard) for shard, _ in realtime_parts}
+    for shard in shards:
+        shard_id = shard["shard_id"]
+        for round_number in range(int(shard.get("rounds_collected", 0))):
+            result_streams.append(_numbered(storage, layout.round_results(shard_id, round_number)))
+            error_streams.append(_numbered(storage, layout.round_errors(shard_id, round_number)))
+        account.input_tokens += shard.get("input_tokens", 0)
+        account.output_tokens += shard.get("output_tokens", 0)
+        account.cost_usd += to_usd(shard.get("cost_nano_usd", 0))
+        account.cost_usd_if_realtime += to_usd(shard.get("cost_if_realtime_nano_usd", 0))
+        if shard.get("status") == "collected" or id(shard) in on_realtime:
+            continue
+        if interim:  # still to be answered: the job goes on with it
+            account.pending += sum(1 for _ in _unfinished_entries(storage, layout, shard))
+            continue
+        if refused:
+            pending = _unfinished(storage, layout, shard, stage=STAGE_BUDGET, code="budget_refused", reason=refused)
+        elif shard.get("status") == "budget_stopped":
+            reason = shard.get("stop_reason") or "not sent: the budget ran out"
+            pending = _unfinished(storage, layout, shard, stage=STAGE_BUDGET, code="budget_exhausted", reason=reason)
+        elif shard.get("status") == "cancelled":
+            pending = _unfinished(
+                storage,
+                layout,
+                shard,
+                stage=STAGE_PROVIDER,
+                code="cancelled",
+                reason="cancelled by the user before it was sent",
+            )
+        else:
+            reason = shard.get("failure") or account.failure or f"the shard stopped in status {shard.get('status')!r}"
+            pending = _unfinished(
+                storage, layout, shard, stage=STAGE_PROVIDER, code="shard_not_completed", reason=reason
+            )
+        error_streams.append(pending)
+
+    with storage.writer(targets.results) as writer:
+        for _, raw in merge_by_line(result_streams):
+            writer.write(raw)
+            account.succeeded += 1
+    with storage.writer(targets.errors) as writer:
+        for _, raw in merge_by_line(error_streams):
+            writer.write(raw)
+            record = orjson.loads(raw)
+            if record["stage"] == "validation":
+                account.invalid += 1
+            else:
+                account.failed += 1
+                if record["stage"] == STAGE_BUDGET and not refused:
+                    account.stopped_by_budget += 1
+            account.error_codes[record["code"]] = account.error_codes.get(record["code"], 0) + 1
+
+    return realtime_per_second
+
+
 @metered("finalize", lambda event, result: [result["job_id"]] if result else [])
 @metrics.log_metrics
 @logger.inject_lambda_context(log_event=False, clear_state=True)
@@ -253,75 +384,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if not planned:
         account.failure = failure or "the input could not be planned"
 
-    result_streams, error_streams = [], []
-    if planned and storage.exists(layout.invalid_lines):
-        error_streams.append(_numbered(storage, layout.invalid_lines))
     refused = job.get("refused")
-    # Requests sent on the realtime path: the whole job on the realtime route, or the few left of
-    # a batch round when settings sent them that way (shards in status "realtime").
-    realtime_parts = [
-        (shard, int(shard.get("round", 0)))
-        for shard in shards
-        if not refused and (job.get("route") == "realtime" or shard.get("status") in ("realtime", "realtime_requeue"))
-    ]
-    realtime_per_second: Counter[str] = Counter()
-    if realtime_parts:
-        reason = failure or job.get("halted") or "no outcome before the job stopped waiting (see the dead-letter queue)"
-        realtime_per_second = _stage_realtime_outcomes(storage, layout, realtime_parts, reason)
-        result_streams.append(_numbered(storage, layout.realtime_results))
-        error_streams.append(_numbered(storage, layout.realtime_errors))
-        account.input_tokens += job.get("realtime_input_tokens", 0)
-        account.output_tokens += job.get("realtime_output_tokens", 0)
-        account.cost_usd += to_usd(job.get("realtime_cost_nano_usd", 0))
-        account.cost_usd_if_realtime += to_usd(job.get("realtime_cost_nano_usd", 0))
-    on_realtime = {id(shard) for shard, _ in realtime_parts}
-    for shard in shards:
-        shard_id = shard["shard_id"]
-        for round_number in range(int(shard.get("rounds_collected", 0))):
-            result_streams.append(_numbered(storage, layout.round_results(shard_id, round_number)))
-            error_streams.append(_numbered(storage, layout.round_errors(shard_id, round_number)))
-        account.input_tokens += shard.get("input_tokens", 0)
-        account.output_tokens += shard.get("output_tokens", 0)
-        account.cost_usd += to_usd(shard.get("cost_nano_usd", 0))
-        account.cost_usd_if_realtime += to_usd(shard.get("cost_if_realtime_nano_usd", 0))
-        if shard.get("status") == "collected" or id(shard) in on_realtime:
-            continue
-        if refused:
-            pending = _unfinished(storage, layout, shard, stage=STAGE_BUDGET, code="budget_refused", reason=refused)
-        elif shard.get("status") == "budget_stopped":
-            reason = shard.get("stop_reason") or "not sent: the budget ran out"
-            pending = _unfinished(storage, layout, shard, stage=STAGE_BUDGET, code="budget_exhausted", reason=reason)
-        elif shard.get("status") == "cancelled":
-            pending = _unfinished(
-                storage,
-                layout,
-                shard,
-                stage=STAGE_PROVIDER,
-                code="cancelled",
-                reason="cancelled by the user before it was sent",
-            )
-        else:
-            reason = shard.get("failure") or failure or f"the shard stopped in status {shard.get('status')!r}"
-            pending = _unfinished(
-                storage, layout, shard, stage=STAGE_PROVIDER, code="shard_not_completed", reason=reason
-            )
-        error_streams.append(pending)
-
-    with storage.writer(layout.results) as writer:
-        for _, raw in merge_by_line(result_streams):
-            writer.write(raw)
-            account.succeeded += 1
-    with storage.writer(layout.errors) as writer:
-        for _, raw in merge_by_line(error_streams):
-            writer.write(raw)
-            record = orjson.loads(raw)
-            if record["stage"] == "validation":
-                account.invalid += 1
-            else:
-                account.failed += 1
-                if record["stage"] == STAGE_BUDGET and not refused:
-                    account.stopped_by_budget += 1
-            account.error_codes[record["code"]] = account.error_codes.get(record["code"], 0) + 1
+    realtime_per_second = _merge(storage, layout, _Targets.final(layout), job, shards, account, interim=False)
 
     if refused and not account.failure:
         account.failure = f"refused by the budget: {refused}"
@@ -355,3 +419,45 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     _publish_metrics(summary)
     logger.info("finalized", extra={"status": summary["status"], "succeeded": account.succeeded})
     return {"job_id": job_id, "status": summary["status"], "message": summary["message"]}
+
+
+def write_interim_outputs(job_id: str, reason: str) -> dict[str, Any]:
+    """The outputs so far of a job that is still running, for a local run that stops watching it.
+
+    Results and errors already known are merged in input order as Finalize merges them, and each
+    request with no outcome yet is counted as pending; the summary says ``interrupted`` and why.
+    They are written beside the job's working files (``JobLayout.interim``), never over its final
+    outputs, and nothing of the job changes: not its status, its budget hold or its counters, so
+    the same file run again resumes it as if the run had never stopped. Returns the summary, with
+    the keys written under ``outputs``.
+    """
+    settings = environment().settings
+    layout = JobLayout(job_id, settings.output_prefix)
+    targets = _Targets.interim(layout)
+    storage = output_objects()
+    store = job_store()
+    job = store.get_job(job_id) or {}
+    shards = sorted(store.list_shards(job_id), key=lambda shard: shard["shard_id"])
+    account = JobAccount(
+        job_id=job_id,
+        input_lines=job.get("input_lines", 0),
+        shards=len(shards),
+        estimated_cost_usd=job.get("estimated_cost_usd", 0.0),
+        estimated_cost_usd_if_realtime=job.get("estimated_cost_usd_if_realtime", 0.0),
+        route=job.get("route"),
+        interrupted=reason,
+    )
+    if "input_lines" not in job:  # still planning: every line is pending, and how many is not known yet
+        account.interrupted = f"{reason} while the input was being planned"
+    _merge(storage, layout, targets, job, shards, account, interim=True)
+    month = job.get("budget_month") or month_of()
+    account.details = _budget_details(job, month)
+    summary = account.summary(
+        outputs={"results": targets.results, "errors": targets.errors, "summary": targets.summary},
+        started_at=job.get("started_at"),
+        finished_at=now_iso(),
+    )
+    if account.unaccounted():
+        summary["unaccounted_lines"] = account.unaccounted()
+    storage.put(targets.summary, orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n", "application/json")
+    return summary

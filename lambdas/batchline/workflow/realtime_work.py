@@ -69,6 +69,9 @@ class WorkSettings:
     seconds_per_request: float  # spacing of requests handed back together (about 1 / the request rate)
     resend_in_doubt: bool = False  # send again the lines a dead invocation left without an answer
     record_every_seconds: float = 5.0  # answers are recorded at least this often, not only at the end
+    # No call starts with less time left than this: the invocation's end would cut it off, and a call
+    # cut off may have been billed with no answer recorded (in doubt). What is left goes back to the queue.
+    last_call_seconds: float = 2.0
 
 
 class JobStatePort(Protocol):
@@ -359,6 +362,9 @@ class RealtimeWork:
                     waiting.append(item)
             free = self._settings.concurrent_calls - len(in_flight)
             if not waiting:
+                continue
+            if self._seconds_left() < self._settings.last_call_seconds:  # the invocation ends: no new call
+                self._hand_back(run, waiting, 0.0)
                 continue
             if free <= 0:
                 run.queues[model] = waiting
