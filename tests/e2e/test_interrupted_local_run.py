@@ -116,3 +116,16 @@ def test_with_cancel_on_interrupt_ctrl_c_cancels_the_batch_and_writes_the_cancel
     results, errors, summary = _outputs(tmp_path / "out")
     assert summary["status"] == "cancelled"
     assert len(results) + len(errors) == LINES
+
+
+def test_past_its_timeout_a_run_stops_as_on_ctrl_c_and_says_it_timed_out(tmp_path, emulator):
+    path = write_input(tmp_path / "timed-out.jsonl")
+    command = _command(path, tmp_path, "batch", "--timeout", "4")
+
+    run = subprocess.run(command, env=_env(emulator), capture_output=True, text=True, timeout=120)
+
+    assert run.returncode == INTERRUPTED_EXIT, run.stdout + run.stderr
+    results, errors, summary = _outputs(tmp_path / "out")
+    assert summary["status"] == "interrupted" and "did not finish within 4 s" in summary["message"]
+    assert len(results) + len(errors) + summary["pending"] == LINES
+    assert "goes on where it stopped" in run.stderr
