@@ -17,7 +17,7 @@ from batchline_local.emulator import billed_twice
 
 pytestmark = pytest.mark.e2e
 
-CANCELLED_MESSAGE = "cancelled by the user before it was sent"
+CANCELLED_MESSAGE = "cancelled by the user before it ran: the same file uploaded again sends it"
 
 
 def shard_tokens(requests: int) -> int:
@@ -68,6 +68,12 @@ def test_cancel_keeps_what_the_batches_finished_and_accounts_for_every_line(tmp_
         ledger = stack.server.emulator.ledger()
         again = stack.run("cancel", job_id, code=1)
 
+        resubmitted = stack.run("submit", str(path)).stdout.strip()
+        wait_for(stack, job_id, lambda view: not view["finished"])  # the upload reopened it
+        final = stack.status(resubmitted, "--watch", "--interval", "0.3")
+        stack.run("results", job_id, "--out", str(tmp_path / "resumed"))
+        ledger_after = stack.server.emulator.ledger()
+
     assert view["finished"] and view["status"] == "cancelled" and view["cancel_requested"]
     assert sorted(batch["status"] for batch in batches) == ["cancelled", "cancelled"]  # the third never sent
     results, errors = assert_every_line_accounted_for(path, tmp_path / "out")
@@ -75,12 +81,45 @@ def test_cancel_keeps_what_the_batches_finished_and_accounts_for_every_line(tmp_
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["status"] == "cancelled"
     assert summary["message"].startswith(f"cancelled by the user: {len(results)} of 12 requests succeeded")
-    by_code: dict[str, list[dict]] = {}
-    for error in errors:
-        by_code.setdefault(error["code"], []).append(error)
-    assert len(by_code.get("batch_cancelled", [])) == 8 - len(results)
+    # the requests the cancelled batches did not run and the shard never sent, alike
+    assert len(errors) == 12 - len(results) and {error["stage"] for error in errors} == {"provider"}
+    assert {(error["code"], error["message"]) for error in errors} == {("cancelled", CANCELLED_MESSAGE)}
     assert "has already ended (cancelled)" in again.stderr
 
-    unsent = [error for error in errors if error["code"] != "batch_cancelled"]
-    assert len(unsent) == 4 and {error["stage"] for error in unsent} == {"provider"}
-    assert {(error["code"], error["message"]) for error in unsent} == {("cancelled", CANCELLED_MESSAGE)}
+    # The same file again: exactly what has no result yet is sent, and nothing is paid twice.
+    assert resubmitted == job_id and final["status"] == "succeeded"
+    resumed, resumed_errors = assert_every_line_accounted_for(path, tmp_path / "resumed")
+    assert len(resumed) == 12 and resumed_errors == []
+    assert billed_twice(ledger_after) == {} and len(ledger_after) == 12
+
+
+def test_a_cancelled_realtime_job_submitted_again_sends_only_what_has_no_answer(tmp_path):
+    # 30 requests at 60 a minute: one a second, so the cancel lands half way.
+    settings = load_settings(
+        {
+            **FAST,
+            "emulator": {**PACE, "requests_per_minute": 60, "realtime_latency_seconds": 0.2},
+            "realtime": {"default_limit": {"requests_per_minute": 60, "tokens_per_minute": 1_000_000}},
+        }
+    )
+    path = write(tmp_path / "hot.jsonl", [chat(f"h{i}") for i in range(30)])
+    with running_stack(tmp_path, settings) as stack:
+        job_id = stack.run("submit", str(path), "--mode", "realtime").stdout.strip()
+        wait_for(stack, job_id, lambda view: view["done"] >= 5)
+        stack.run("cancel", job_id)
+        first = stack.status(job_id, "--watch", "--interval", "0.3")
+        stack.run("results", job_id, "--out", str(tmp_path / "out"))
+        billed_at_cancel = len(stack.server.emulator.ledger())
+
+        stack.run("submit", str(path), "--mode", "realtime")
+        wait_for(stack, job_id, lambda view: not view["finished"])
+        final = stack.status(job_id, "--watch", "--interval", "0.3")
+        stack.run("results", job_id, "--out", str(tmp_path / "resumed"))
+        ledger = stack.server.emulator.ledger()
+
+    assert first["status"] == "cancelled" and billed_at_cancel < 30
+    cancelled_results, _ = assert_every_line_accounted_for(path, tmp_path / "out")
+    assert final["status"] == "succeeded"
+    resumed, errors = assert_every_line_accounted_for(path, tmp_path / "resumed")
+    assert len(resumed) == 30 and errors == [] and len(cancelled_results) <= billed_at_cancel
+    assert billed_twice(ledger) == {} and len(ledger) == 30

@@ -453,3 +453,19 @@ def test_with_too_little_time_left_no_call_starts_and_every_request_goes_back_to
     assert parts["provider"].calls == [], "a call that the invocation's end would cut off is not started"
     assert sorted(body for body, _ in parts["queue"].requeued) == sorted(f'{{"line": {n}}}' for n in range(1, 6))
     assert report.answered == 0 and parts["jobs"].answered == set()
+
+
+def test_a_job_cancelled_while_an_invocation_sends_gets_no_more_calls_from_it(world):
+    _, parts = world
+
+    class CancelledAfterThree(ScriptedProvider):
+        def call(self, url, body, *, client_request_id=None) -> ProviderResponse:
+            if len(self.calls) == 2:
+                parts["jobs"].halted = "cancelled by the user"  # `batchline cancel`, meanwhile
+            return super().call(url, body, client_request_id=client_request_id)
+
+    parts["provider"] = CancelledAfterThree()
+    work(parts, deliveries(10), concurrent_calls=1, record_every_seconds=0.0)
+    assert len(parts["provider"].calls) == 3, "the calls after the cancel was seen were not made"
+    unsent = [r for r in parts["spool"].records() if r.get("code") == "job_halted"]
+    assert len(unsent) == 7 and all("cancelled by the user" in r["message"] for r in unsent)

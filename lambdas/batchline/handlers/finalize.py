@@ -327,7 +327,7 @@ def _merge(
                 shard,
                 stage=STAGE_PROVIDER,
                 code="cancelled",
-                reason="cancelled by the user before it was sent",
+                reason="cancelled by the user before it ran: the same file uploaded again sends it",
             )
         else:
             reason = shard.get("failure") or account.failure or f"the shard stopped in status {shard.get('status')!r}"

@@ -102,7 +102,10 @@ def collect_batch(shard: dict[str, Any], batch_id: str) -> dict[str, Any]:
     cancelled = bool(job.get("cancel_requested"))
     refused_rounds = int(record.get("refused_rounds", 0))  # rounds the provider never ran: no attempt used
     attempts = round_number + 1 - refused_rounds
-    last_round = attempts >= settings.recovery.max_attempts or cancelled
+    # A cancel does not make this the last round: what the batch did not run is written as the next
+    # round as ever, and the shard ends "cancelled" on it, so that the same file uploaded again
+    # sends exactly those requests (Finalize reports them as cancelled meanwhile).
+    last_round = attempts >= settings.recovery.max_attempts
     batch = gateway.retrieve_batch(batch_id)
 
     manifest = dict(
@@ -139,13 +142,7 @@ def collect_batch(shard: dict[str, Any], batch_id: str) -> dict[str, Any]:
                 errors.add(line, {**error, "attempts": attempts})
                 final_failures += 1
             for custom_id in split.retry + split.hold:
-                if cancelled:
-                    errors.add(
-                        manifest[custom_id], {**_cancelled_error(custom_id, manifest[custom_id]), "attempts": attempts}
-                    )
-                    final_failures += 1
-                else:
-                    (retry if custom_id in split.retry else hold)[custom_id] = manifest[custom_id]
+                (retry if custom_id in split.retry else hold)[custom_id] = manifest[custom_id]
         else:
             for file_id in (batch.get("output_file_id"), batch.get("error_file_id")):
                 if file_id:
@@ -174,7 +171,7 @@ def collect_batch(shard: dict[str, Any], batch_id: str) -> dict[str, Any]:
                 writer.write(encode_manifest_entry(line, custom_id))
         held_rounds.append(round_number)
     sources = [(round_number, retry)] if retry else []
-    if held_rounds and not hold and not cancelled:
+    if held_rounds and not hold:
         # A round has run (or been sorted) since the last split: the half held back goes next, with
         # whatever this round left to retry, last held first, as a binary search takes it.
         held_round = held_rounds.pop()
@@ -182,7 +179,7 @@ def collect_batch(shard: dict[str, Any], batch_id: str) -> dict[str, Any]:
     next_requests = sum(len(wanted) for _, wanted in sources)
     if sources:
         _write_next_round(layout, shard_id, round_number, sources)
-    to_realtime = 0 < next_requests <= settings.recovery.realtime_below_requests and not held_rounds
+    to_realtime = 0 < next_requests <= settings.recovery.realtime_below_requests and not held_rounds and not cancelled
 
     tally = joiner.tally
     ticket = ticket_for(job_id, shard_id, round_number)
@@ -203,7 +200,16 @@ def collect_batch(shard: dict[str, Any], batch_id: str) -> dict[str, Any]:
         fields["refused_rounds"] = refused_rounds + 1
         if split.bisected or not any(f.get("line") for f in refusal or ()):
             fields["unnamed_refusals"] = int(record.get("unnamed_refusals", 0)) + 1
-    if to_realtime:
+    if cancelled and sources:
+        # Not sent on: the round waits, as a shard cancelled before it was submitted does.
+        _, prompt_tokens, _ = round_figures(record)
+        fields |= {
+            "status": "cancelled",
+            "round": round_number + 1,
+            "round_requests": next_requests,
+            "round_prompt_tokens": round(prompt_tokens * next_requests / max(1, len(manifest))),
+        }
+    elif to_realtime:
         # Too few left to be worth a batch (and a day's wait): the realtime workers take them.
         fields |= {"status": "realtime", "round": round_number + 1, "round_requests": next_requests}
     elif sources:
@@ -253,7 +259,7 @@ def collect_batch(shard: dict[str, Any], batch_id: str) -> dict[str, Any]:
             "counted": counted,
         },
     )
-    return {"shard_id": shard_id, "retry": bool(sources) and not to_realtime}
+    return {"shard_id": shard_id, "retry": bool(sources) and not to_realtime and not cancelled}
 
 
 def _held(layout: JobLayout, shard_id: str, round_number: int) -> dict[str, int]:
@@ -263,13 +269,3 @@ def _held(layout: JobLayout, shard_id: str, round_number: int) -> dict[str, int]
             decode_manifest_entry, output_objects().lines(layout.round_held(shard_id, round_number))
         )
     }
-
-
-def _cancelled_error(custom_id: str, line: int) -> dict:
-    return error_record(
-        custom_id=custom_id,
-        line=line,
-        stage=STAGE_PROVIDER,
-        code="cancelled",
-        message="cancelled by the user before it was sent",
-    )

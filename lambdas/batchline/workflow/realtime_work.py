@@ -155,7 +155,8 @@ class _Run:
     tallies: dict[str, _JobTally] = field(default_factory=lambda: defaultdict(_JobTally))
     states: dict[str, JobState] = field(default_factory=dict)
     queues: dict[str, list[_Pending]] = field(default_factory=lambda: defaultdict(list))  # per model
-    halted: dict[str, str] = field(default_factory=dict)  # jobs stopped during this invocation
+    # jobs stopped during this invocation: (the error code of their requests left unsent, its message)
+    halted: dict[str, tuple[str, str]] = field(default_factory=dict)
     marked: set[str] = field(default_factory=set)  # jobs whose lines this invocation marked as being sent
     requeue: list[tuple[str, float]] = field(default_factory=list)
     retry: list[tuple[Delivery, float]] = field(default_factory=list)
@@ -328,9 +329,12 @@ class RealtimeWork:
     def _send(self, run: _Run) -> None:
         """Call what the limit grants as it refills, on a pool of threads, until nothing is left."""
         in_flight: dict[Future, _Pending] = {}
-        recorded = time.monotonic()
+        recorded = checked = time.monotonic()
         with ThreadPoolExecutor(max_workers=self._settings.concurrent_calls, thread_name_prefix="call") as pool:
             while run.queues or in_flight:
+                if time.monotonic() - checked >= self._settings.record_every_seconds:
+                    self._note_stopped_jobs(run)
+                    checked = time.monotonic()
                 soonest = self._dispatch(run, pool, in_flight)
                 if not in_flight:
                     if run.queues:
@@ -348,6 +352,14 @@ class RealtimeWork:
                     self._flush(run, final=False)
                     recorded = time.monotonic()
 
+    def _note_stopped_jobs(self, run: _Run) -> None:
+        """A job stopped meanwhile (the user cancelled it) sends nothing more from this invocation."""
+        for job_id in run.states:
+            if job_id not in run.halted:
+                halted = self._jobs.job_state(job_id).halted
+                if halted:
+                    run.halted[job_id] = ("job_halted", f"not sent: the job was stopped ({halted})")
+
     def _dispatch(self, run: _Run, pool: ThreadPoolExecutor, in_flight: dict[Future, _Pending]) -> float | None:
         """Start every call the shared limit grants now; the seconds until the next grant, if one is due soon."""
         soonest: float | None = None
@@ -355,9 +367,9 @@ class RealtimeWork:
             waiting = []
             for item in run.queues.pop(model):
                 job_id = item.delivery.request.job_id
-                if job_id in run.halted:  # the provider stopped this job's sending meanwhile
+                if job_id in run.halted:  # the job was stopped meanwhile: by the provider, or the user
                     self._give_back(run, item)
-                    self._not_sent(run, item.delivery, "insufficient_quota", f"not sent: {run.halted[job_id]}")
+                    self._not_sent(run, item.delivery, *run.halted[job_id])
                 else:
                     waiting.append(item)
             free = self._settings.concurrent_calls - len(in_flight)
@@ -441,7 +453,7 @@ class RealtimeWork:
         elif verdict is Verdict.QUOTA_EXHAUSTED:
             reason = f"insufficient_quota: {judgement.message}"
             if request.job_id not in run.halted:
-                run.halted[request.job_id] = reason
+                run.halted[request.job_id] = ("insufficient_quota", f"not sent: {reason}")
                 self._jobs.halt_job(request.job_id, reason)
             self._give_back(run, item)
             self._not_sent(run, item.delivery, "insufficient_quota", f"not sent: {reason}")
