@@ -105,6 +105,14 @@ def local_run(
             help="on Ctrl-C or --timeout, cancel the job and its batches at the provider instead of leaving them on",
         ),
     ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="only go on with this file's job from --state-dir (the same command without it does too); "
+            "exit 2 when there is none",
+        ),
+    ] = False,
     timeout: Annotated[
         float | None,
         typer.Option(
@@ -131,7 +139,7 @@ def local_run(
     if mode is not None and mode not in MODES:
         console.print(f"[red]--mode must be one of {', '.join(MODES)}, not {mode!r}[/]")
         raise typer.Exit(2)
-    from batchline_local.local_run import print_summary, run_local_job
+    from batchline_local.local_run import NothingToResume, print_summary, run_local_job
 
     if injected is not None:
         console.print(f"emulator faults: {injected.describe() or 'none'}")
@@ -147,7 +155,11 @@ def local_run(
             state_dir=kept,
             cancel_on_interrupt=cancel_on_interrupt,
             timeout_seconds=timeout,
+            resume=resume,
         )
+    except NothingToResume as exc:
+        console.print(str(exc), style="red", markup=False)
+        raise typer.Exit(2) from None
     except KeyboardInterrupt:  # a second Ctrl-C, while the first was being handled
         console.print("interrupted again: stopped without writing the outputs", style="yellow")
         _say_how_to_resume(kept)

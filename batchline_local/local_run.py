@@ -39,6 +39,10 @@ WORKERS_GRACE_SECONDS = 10.0  # an interrupted realtime run lets the calls under
 CANCEL_WAIT_SECONDS = 120.0  # --cancel-on-interrupt: how long the cancelled job is given to write its outputs
 
 
+class NothingToResume(LookupError):
+    """--resume, but the state directory holds no job for this file; the message says what to do."""
+
+
 class WatchTimeout(TimeoutError):
     """The job did not finish within the run's --timeout; it goes on where it stopped when run again."""
 
@@ -99,6 +103,7 @@ def run_local_job(
     crashes: Sequence[Crash] = (),
     state_dir: Path | None = None,
     cancel_on_interrupt: bool = False,
+    resume: bool = False,
 ) -> LocalRunResult:
     """Run one job; `openai` = (base_url, api_key) of a server to use instead of the default one.
 
@@ -108,6 +113,8 @@ def run_local_job(
     result says what still runs at the provider. With `cancel_on_interrupt` the job is cancelled
     instead (its batches too) and its outputs, status ``cancelled``, are waited for. Either way the
     state in `state_dir` is kept, so that the same run again goes on where this one stopped.
+    With `resume`, that is all the run may do: NothingToResume when `state_dir` holds no job for
+    this file (a changed file is a new job).
 
     `faults` are injected by the emulator this run starts, instead of BATCHLINE_EMULATOR_FAULTS or
     the settings'; a server given as `openai` brings its own, so giving both is an error.
@@ -139,6 +146,8 @@ def run_local_job(
                 f"state from {state_dir}: {aws.restored['items']:,} items, {aws.restored['objects']:,} objects "
                 "(a job run before resumes; --ephemeral to start from nothing)"
             )
+        if resume:
+            _check_resumable(aws, input_path, state_dir)
         for crash in crashes:
             aws.crashes.arm(crash.function, at_call=crash.at_call, when=crash.when)
         job_id = aws.upload_input(str(input_path), input_path.name, mode=mode)
@@ -183,6 +192,20 @@ def run_local_job(
         interrupted=interrupted,
         still_running=still_running,
     )
+
+
+def _check_resumable(aws: LocalAws, input_path: Path, state_dir: Path | None) -> None:
+    from batchline_local.jobs_client import file_job_id
+
+    if state_dir is None:
+        raise NothingToResume("--resume needs the state of an earlier run: it cannot go with --ephemeral")
+    job_id = file_job_id(input_path, input_path.name)
+    job = JobStore(aws.names.table, resource=aws_resource(aws)).get_job(job_id)
+    if job is None:
+        raise NothingToResume(
+            f"nothing to resume: {state_dir} holds no job for {input_path} as it is now (job {job_id}); a changed "
+            "file is a new job. Run without --resume to start it"
+        )
 
 
 def _download_outputs(aws: LocalAws, layout: JobLayout, out_dir: Path) -> None:

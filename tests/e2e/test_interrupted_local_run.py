@@ -70,7 +70,7 @@ def test_ctrl_c_on_a_realtime_run_stops_sending_writes_the_outputs_so_far_and_th
     assert len(fetch_ledger(emulator)) == billed_at_stop, "nothing is sent once the run stopped"
     assert "state is kept in" in first.stderr and "goes on where it stopped" in first.stderr
 
-    rerun = subprocess.run(command, env=_env(emulator), capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run([*command, "--resume"], env=_env(emulator), capture_output=True, text=True, timeout=300)
 
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert billed_twice(fetch_ledger(emulator)) == {}
@@ -129,3 +129,15 @@ def test_past_its_timeout_a_run_stops_as_on_ctrl_c_and_says_it_timed_out(tmp_pat
     assert summary["status"] == "interrupted" and "did not finish within 4 s" in summary["message"]
     assert len(results) + len(errors) + summary["pending"] == LINES
     assert "goes on where it stopped" in run.stderr
+
+
+def test_resume_with_no_job_of_this_file_in_the_state_directory_sends_nothing_and_says_so(tmp_path, emulator):
+    path = write_input(tmp_path / "never-run.jsonl")
+
+    run = subprocess.run(
+        _command(path, tmp_path, "batch", "--resume"), env=_env(emulator), capture_output=True, text=True, timeout=120
+    )
+
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "nothing to resume" in run.stderr and "Run without --resume to start it" in run.stderr
+    assert fetch_ledger(emulator) == [] and emulator_batches(emulator) == []
