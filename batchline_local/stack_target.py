@@ -141,13 +141,21 @@ def local_target(path: Path) -> StackTarget:
 
 
 # -- a deployed stack -----------------------------------------------------------------------------
+def region_from_environment(given: str | None) -> str | None:
+    """--region, else AWS_REGION (what the AWS CLI and SDKs read first), else AWS_DEFAULT_REGION and
+    the profile's region (boto3's own chain, which reads only those)."""
+    return given or os.environ.get("AWS_REGION") or None
+
+
 def deployed_target(stack: str, *, region: str | None, output_prefix: str) -> StackTarget:
-    session = boto3.Session(region_name=region)
+    session = boto3.Session(region_name=region_from_environment(region))
     where = session.region_name or "no region"
     try:
         found = session.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
     except botocore.exceptions.NoRegionError:
-        raise TargetError(f"no AWS region: pass --region, or set AWS_REGION; or {WHAT_TO_DO}") from None
+        raise TargetError(
+            f"no AWS region: pass --region, or set AWS_REGION (or AWS_DEFAULT_REGION); or {WHAT_TO_DO}"
+        ) from None
     except botocore.exceptions.NoCredentialsError:
         raise TargetError(
             f"no AWS credentials to find stack {stack!r}: configure them (aws configure, AWS_PROFILE), or run "

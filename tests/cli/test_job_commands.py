@@ -98,7 +98,7 @@ def test_commands_say_what_to_do_when_the_job_or_the_stack_is_not_there(fast_sta
     assert "no stack named 'NoSuchStack'" in no_stack.stderr and "cdk deploy" in no_stack.stderr
 
 
-def test_a_deployed_stack_is_found_by_its_cloudformation_outputs(fast_stack, tmp_path):
+def test_a_deployed_stack_is_found_by_its_cloudformation_outputs(fast_stack, tmp_path, monkeypatch):
     names = fast_stack.aws.names
     outputs = {
         "InputBucketName": names.input_bucket,
@@ -113,6 +113,17 @@ def test_a_deployed_stack_is_found_by_its_cloudformation_outputs(fast_stack, tmp
     # Through AWS_ENDPOINT_URL (set by LocalAws), boto3's default chain reaches moto as it would reach AWS.
     fast_stack.aws.client("cloudformation").create_stack(StackName="Batchline", TemplateBody=json.dumps(template))
     path = write(tmp_path / "deployed.jsonl", [chat("x")])
+
+    region = fast_stack.aws.settings.region
+    with monkeypatch.context() as env:  # the region as the AWS CLI and SDKs are given it: AWS_REGION alone
+        env.delenv("AWS_DEFAULT_REGION", raising=False)
+        env.setenv("AWS_REGION", region)
+        found = CliRunner().invoke(app, ["status", "--stack", "Batchline"])
+        env.setenv("AWS_REGION", "eu-west-3")  # wins over AWS_DEFAULT_REGION, as in the AWS CLI
+        env.setenv("AWS_DEFAULT_REGION", region)
+        elsewhere = CliRunner().invoke(app, ["status", "--stack", "Batchline"])
+    assert found.exit_code == 0, found.output
+    assert elsewhere.exit_code == 1 and "no stack named 'Batchline' in eu-west-3" in elsewhere.stderr
 
     job_id = CliRunner().invoke(app, ["submit", str(path), "--stack", "Batchline"]).stdout.strip()
     assert job_id == make_job_id("deployed.jsonl", sha256(path))
