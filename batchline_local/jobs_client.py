@@ -108,10 +108,9 @@ class JobsClient:
 
     def recent_jobs(self, limit: int) -> list[JobProgress]:
         """The `limit` most recently started jobs, newest first; unfinished ones with their shards."""
-        jobs = sorted(self.store.list_jobs(), key=lambda job: str(job.get("started_at") or ""), reverse=True)
         return [
             job_progress(job, [] if job_finished(job) else self.store.list_shards(job["job_id"]))
-            for job in jobs[:limit]
+            for job in self.store.recent_jobs(limit)
         ]
 
     # -- results --------------------------------------------------------------------------------

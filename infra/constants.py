@@ -15,7 +15,6 @@ UV_LOCK = REPO_ROOT / "uv.lock"
 PYPROJECT = REPO_ROOT / "pyproject.toml"
 TOOLS_BIN = REPO_ROOT / ".tools" / "bin"  # uv and a pip, created by `make install`
 ENCODINGS_CACHE = REPO_ROOT / ".cache" / "tiktoken"  # filled and verified by `make install`
-ENCODINGS_INSTALLER = REPO_ROOT / "scripts" / "install_encodings.py"
 
 SETTINGS_CONTEXT_KEY = "batchline"
 # CDK feature flags the stack relies on. They belong in cdk.json's context; until they are there the

@@ -9,19 +9,18 @@ appear as /opt/python (on sys.path) and /opt/tiktoken.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from types import ModuleType
 
 import jsii
 from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
-from infra.constants import ENCODINGS_CACHE, ENCODINGS_INSTALLER, PYPROJECT, REPO_ROOT, TOOLS_BIN, UV_LOCK
+from batchline_local.encodings import EXPECTED_SHA256, cache_file_name
+from infra.constants import ENCODINGS_CACHE, PYPROJECT, REPO_ROOT, TOOLS_BIN, UV_LOCK
 
 PYTHON_VERSION = "3.12"
 # Both tags are needed: with the first alone tiktoken has no wheel, with the second alone pip
@@ -44,21 +43,11 @@ class LayerBuildError(RuntimeError):
     """The layer cannot be built on this machine; the message says what to run."""
 
 
-def _encodings_installer() -> ModuleType:
-    """scripts/install_encodings.py: the one list of encodings and their sha256."""
-    spec = importlib.util.spec_from_file_location("install_encodings", ENCODINGS_INSTALLER)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def verified_encodings(cache_dir: Path = ENCODINGS_CACHE) -> list[Path]:
     """The encoding files tiktoken will look for, each checked against its pinned sha256."""
-    installer = _encodings_installer()
     files = []
-    for encoding, expected in installer.EXPECTED_SHA256.items():
-        path = cache_dir / installer.cache_file_name(encoding)
+    for encoding, expected in EXPECTED_SHA256.items():
+        path = cache_dir / cache_file_name(encoding)
         if not path.is_file():
             raise LayerBuildError(
                 f"tiktoken encoding {encoding} is missing from {cache_dir} (expected {path.name}); "

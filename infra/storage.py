@@ -25,7 +25,13 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from batchline.settings import RetentionSettings
-from batchline.topology import TABLE_PARTITION_KEY, TABLE_SORT_KEY
+from batchline.topology import (
+    JOB_LIST_ATTRIBUTE,
+    JOB_START_ATTRIBUTE,
+    JOBS_BY_START_INDEX,
+    TABLE_PARTITION_KEY,
+    TABLE_SORT_KEY,
+)
 from constructs import Construct
 
 from infra.constants import ACCESS_LOG_RETENTION_DAYS, TABLE_TTL_ATTRIBUTE
@@ -170,6 +176,12 @@ class Storage(Construct):
                 if key.key is not None
                 else {}
             ),
+        )
+        self.table.add_global_secondary_index(
+            index_name=JOBS_BY_START_INDEX,
+            partition_key=dynamodb.Attribute(name=JOB_LIST_ATTRIBUTE, type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name=JOB_START_ATTRIBUTE, type=dynamodb.AttributeType.STRING),
+            projection_type=dynamodb.ProjectionType.ALL,
         )
 
     # --- S3: one grant per way a handler touches a prefix -------------------------------------------

@@ -79,6 +79,15 @@ TABLE_PARTITION_KEY = "pk"
 TABLE_SORT_KEY = "sk"
 
 
+# The jobs by start time, newest first, for `batchline status`: a global secondary index whose key
+# only job items carry (shards, tickets and outcomes are never in it), so listing the latest jobs
+# reads those jobs and nothing else, however large the table grows.
+JOBS_BY_START_INDEX = "jobs-by-start"
+JOB_LIST_ATTRIBUTE = "job_list"  # its partition key: one value, on every job item
+JOB_LIST_VALUE = "job"
+JOB_START_ATTRIBUTE = "started_at"  # its sort key: when the job was (last) planned, ISO 8601
+
+
 def job_table_definition(table_name: str) -> dict:
     """CreateTable arguments for the job table: what the local run and the tests create."""
     return {
@@ -90,6 +99,18 @@ def job_table_definition(table_name: str) -> dict:
         "AttributeDefinitions": [
             {"AttributeName": TABLE_PARTITION_KEY, "AttributeType": "S"},
             {"AttributeName": TABLE_SORT_KEY, "AttributeType": "S"},
+            {"AttributeName": JOB_LIST_ATTRIBUTE, "AttributeType": "S"},
+            {"AttributeName": JOB_START_ATTRIBUTE, "AttributeType": "S"},
+        ],
+        "GlobalSecondaryIndexes": [
+            {
+                "IndexName": JOBS_BY_START_INDEX,
+                "KeySchema": [
+                    {"AttributeName": JOB_LIST_ATTRIBUTE, "KeyType": "HASH"},
+                    {"AttributeName": JOB_START_ATTRIBUTE, "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
         ],
         "BillingMode": "PAY_PER_REQUEST",
     }

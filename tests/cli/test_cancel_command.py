@@ -118,6 +118,8 @@ def test_a_cancelled_realtime_job_submitted_again_sends_only_what_has_no_answer(
         ledger = stack.server.emulator.ledger()
 
     assert first["status"] == "cancelled" and billed_at_cancel < 30
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["status"] == "cancelled" and summary["message"].startswith("cancelled by the user")
     cancelled_results, _ = assert_every_line_accounted_for(path, tmp_path / "out")
     assert final["status"] == "succeeded"
     resumed, errors = assert_every_line_accounted_for(path, tmp_path / "resumed")

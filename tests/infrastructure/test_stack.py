@@ -33,6 +33,7 @@ from batchline.topology import (
     EXECUTION_INPUT_PATHS,
     FUNCTIONS,
     JOB_METRICS,
+    JOBS_BY_START_INDEX,
     JOBS_REFUSED_METRIC,
     JOBS_RESUMED_METRIC,
     METRICS_NAMESPACE,
@@ -48,6 +49,7 @@ from batchline.topology import (
     TABLE_SORT_KEY,
     WORKER,
     execution_input_template,
+    job_table_definition,
     object_created_pattern,
 )
 from cdk_nag import AwsSolutionsChecks
@@ -277,10 +279,14 @@ def test_job_table_uses_topology_keys_on_demand_with_pitr_and_ttl(template, reso
         {"AttributeName": TABLE_PARTITION_KEY, "KeyType": "HASH"},
         {"AttributeName": TABLE_SORT_KEY, "KeyType": "RANGE"},
     ]
-    assert sorted(props["AttributeDefinitions"], key=lambda a: a["AttributeName"]) == [
-        {"AttributeName": TABLE_PARTITION_KEY, "AttributeType": "S"},
-        {"AttributeName": TABLE_SORT_KEY, "AttributeType": "S"},
-    ]
+    # the same keys and index as the table the local run and the tests create
+    local = job_table_definition("jobs")
+    by_name = lambda a: a["AttributeName"]  # noqa: E731
+    assert sorted(props["AttributeDefinitions"], key=by_name) == sorted(local["AttributeDefinitions"], key=by_name)
+    [index] = props["GlobalSecondaryIndexes"]
+    [expected] = local["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == expected["IndexName"] == JOBS_BY_START_INDEX
+    assert index["KeySchema"] == expected["KeySchema"] and index["Projection"] == {"ProjectionType": "ALL"}
     assert props["BillingMode"] == "PAY_PER_REQUEST"
     assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert props["TimeToLiveSpecification"] == {"AttributeName": TABLE_TTL_ATTRIBUTE, "Enabled": True}

@@ -262,10 +262,18 @@ def test_a_shard_that_fails_fails_alone_with_its_reason_and_the_others_finish(aw
     broken = planned["shards"][0]["shard_id"]
     aws["s3"].delete_object(Bucket="output-files", Key=f"staging/{job_id}/shards/{broken}/requests.jsonl")
 
+    room_before = dependencies.admission_ledger().enqueued_tokens("gpt-4o-mini")
+
     answers = run_poll_loop(job_id)
 
     shards = {s["shard_id"]: s for s in dependencies.job_store().list_shards(job_id)}
     assert shards[broken]["status"] == "failed" and "Not Found" in shards[broken]["failure"]
+    # It failed after taking its room in the enqueued-token ledger (its upload): the room came back.
+    assert dependencies.admission_ledger().enqueued_tokens("gpt-4o-mini") == room_before
+    ticket = ticket_for(job_id, broken, 0)
+    assert not dependencies.admission_ledger().release("gpt-4o-mini", ticket), "given back already"
+    month = dependencies.job_store().get_job(job_id)["budget_month"]
+    assert not dependencies.budgets().settle(job_id, month, ticket, 0), "its budget reservation too"
     assert [s["status"] for k, s in shards.items() if k != broken] == ["collected"]
     assert answers[-1]["finished"] and len(aws["emulator"].emulator.list_batches()["data"]) == 1
 

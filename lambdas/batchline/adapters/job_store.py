@@ -15,12 +15,19 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
-from boto3.dynamodb.conditions import Attr, Key
+from boto3.dynamodb.conditions import Key
 
 from batchline.adapters.aws_meter import default_session
 from batchline.domain.budget import month_of
 from batchline.domain.realtime import JobState, SendingMark
-from batchline.topology import TABLE_PARTITION_KEY, TABLE_SORT_KEY
+from batchline.topology import (
+    JOB_LIST_ATTRIBUTE,
+    JOB_LIST_VALUE,
+    JOB_START_ATTRIBUTE,
+    JOBS_BY_START_INDEX,
+    TABLE_PARTITION_KEY,
+    TABLE_SORT_KEY,
+)
 
 JOB_SORT_KEY = "JOB"
 SHARD_PREFIX = "SHARD#"
@@ -71,11 +78,21 @@ class JobStore:
         return {TABLE_PARTITION_KEY: f"JOB#{job_id}", TABLE_SORT_KEY: sort_key}
 
     def put_job(self, job_id: str, **fields: Any) -> None:
-        item = {**self._key(job_id, JOB_SORT_KEY), "job_id": job_id, "updated_at": now_iso(), **fields}
+        item = {
+            **self._key(job_id, JOB_SORT_KEY),
+            "job_id": job_id,
+            "updated_at": now_iso(),
+            JOB_LIST_ATTRIBUTE: JOB_LIST_VALUE,  # listed in the jobs-by-start index
+            **fields,
+        }
         self._table.put_item(Item=_to_dynamo(item))
 
     def update_job(self, job_id: str, *, remove: tuple[str, ...] = (), **fields: Any) -> None:
         """Set `fields` on the job and delete the attributes named in `remove`."""
+        if JOB_START_ATTRIBUTE in fields and fields[JOB_START_ATTRIBUTE] is None:
+            # A key of the jobs-by-start index is a string or absent: DynamoDB refuses a null one.
+            fields = {name: value for name, value in fields.items() if name != JOB_START_ATTRIBUTE}
+            remove = (*remove, JOB_START_ATTRIBUTE)
         self._update(self._key(job_id, JOB_SORT_KEY), fields, remove)
 
     def put_shards(self, job_id: str, shards: list[dict]) -> None:
@@ -392,19 +409,23 @@ class JobStore:
             return False
         return True
 
-    def list_jobs(self) -> Iterator[dict]:
-        """Every job item, page by page, in no particular order.
-
-        A Scan filtered on the sort key: it reads every item of the table (shards, budget tickets,
-        realtime outcomes), which is fine for a table of jobs that a person lists by hand.
-        """
-        kwargs: dict[str, Any] = {"FilterExpression": Attr(TABLE_SORT_KEY).eq(JOB_SORT_KEY)}
-        while True:
-            page = self._table.scan(**kwargs)
-            yield from (_from_dynamo(item) for item in page["Items"])
+    def recent_jobs(self, limit: int) -> list[dict]:
+        """The `limit` most recently started jobs, newest first: a query of the jobs-by-start index,
+        which holds the job items alone, so it reads `limit` items whatever else the table holds."""
+        jobs: list[dict] = []
+        kwargs: dict[str, Any] = {
+            "IndexName": JOBS_BY_START_INDEX,
+            "KeyConditionExpression": Key(JOB_LIST_ATTRIBUTE).eq(JOB_LIST_VALUE),
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        while len(jobs) < limit:
+            page = self._table.query(**kwargs)
+            jobs += [_from_dynamo(item) for item in page["Items"]]
             if "LastEvaluatedKey" not in page:
-                return
+                break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return jobs[:limit]
 
     def get_job(self, job_id: str) -> dict | None:
         item = self._table.get_item(Key=self._key(job_id, JOB_SORT_KEY), ConsistentRead=True).get("Item")

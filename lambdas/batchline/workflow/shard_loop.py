@@ -18,14 +18,23 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from batchline.domain.budget import month_of
 from batchline.domain.errors import TransientProviderError
 from batchline.domain.recovery import ENDED_SHARD_STATUSES
-from batchline.handlers.dependencies import environment, error_fields, job_store, logger, publish_metric
+from batchline.handlers.dependencies import (
+    admission_ledger,
+    budgets,
+    environment,
+    error_fields,
+    job_store,
+    logger,
+    publish_metric,
+)
 from batchline.topology import SHARDS_FAILED_METRIC
 from batchline.workflow.checking import check_batch
 from batchline.workflow.collection import collect_batch
 from batchline.workflow.realtime_wait import realtime_progress
-from batchline.workflow.submission import submit_round
+from batchline.workflow.submission import submit_round, ticket_for
 
 # Seconds a step may need (an upload or a collect of a full shard). With less left before the
 # function's timeout, the rest of the shards wait for the next invocation, which comes at once.
@@ -111,6 +120,17 @@ def _step(shard: dict[str, Any], *, check: bool, poll_floor: int, attempt: str) 
     return poll_floor, submitted["action"] == "wait_batch"
 
 
+def _give_back_round(record: dict[str, Any], job_id: str) -> None:
+    """A failed shard's round will not be collected: its room in the enqueued-token ledger goes back
+    now (later shards, of any job, would wait for it for ever), and its budget reservation too when
+    no batch of it can bill. A batch it did create keeps its reservation until the job ends."""
+    ticket = ticket_for(job_id, record["shard_id"], int(record.get("round", 0)))
+    admission_ledger().release(record.get("round_model") or record["model"], ticket)
+    if not record.get("batch_id"):
+        job = job_store().get_job(job_id) or {}
+        budgets().settle(job_id, job.get("budget_month") or month_of(), ticket, 0)
+
+
 def _transient_failure(shard: dict[str, Any], error: Exception, poll_floor: int) -> int | None:
     """Try the shard's step again at the next poll, unless it failed this way too often in a row."""
     attempts = job_store().count_shard_error(shard["job_id"], shard["shard_id"])
@@ -125,9 +145,11 @@ def _transient_failure(shard: dict[str, Any], error: Exception, poll_floor: int)
 
 def _fail(shard: dict[str, Any], error: Exception, note: str = "") -> None:
     reason = f"{type(error).__name__}: {error}{note}"[:2000]
-    if not job_store().fail_shard(shard["job_id"], shard["shard_id"], reason):
+    store = job_store()
+    if not store.fail_shard(shard["job_id"], shard["shard_id"], reason):
         # The step that failed had finished its work: the shard keeps it.
         logger.warning("shard already collected; failure not recorded", extra=error_fields(error))
         return
+    _give_back_round(store.get_shard(shard["job_id"], shard["shard_id"]) or shard, shard["job_id"])
     publish_metric(SHARDS_FAILED_METRIC, 1, MetricUnit.Count)
     logger.exception("shard failed", extra={"shard_id": shard["shard_id"], **error_fields(error)})
