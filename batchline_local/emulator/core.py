@@ -196,6 +196,7 @@ class OpenAIEmulator:
         self.max_requests_per_file = max_requests_per_file
         self._clock = clock
         self._price_book = settings.price_book()
+        self._model_table = settings.model_table()
         self._lock = threading.RLock()
         self._files: dict[str, StoredFile] = {}
         self._batches: dict[str, BatchRecord] = {}
@@ -229,8 +230,10 @@ class OpenAIEmulator:
 
     def _execute(self, url: str, body: dict[str, Any], now: float) -> Execution:
         model = body.get("model") if isinstance(body, dict) else None
-        encoding = self.encoding_for(model) if isinstance(model, str) else FALLBACK_ENCODING
-        return respond(url, body, encoding=encoding, now=now)
+        if not isinstance(model, str):
+            return respond(url, body, encoding=FALLBACK_ENCODING, now=now)
+        limits = self._model_table.limits_for(model)
+        return respond(url, body, encoding=self.encoding_for(model), now=now, limits=limits)
 
     # ----- files --------------------------------------------------------------------------------
 
