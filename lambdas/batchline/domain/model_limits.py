@@ -117,6 +117,9 @@ class ModelTable:
         self._limits = limits
         self._resolved: dict[str, ModelLimits | None] = {}
 
+    def known_models(self) -> list[str]:
+        return sorted(self._limits)
+
     def limits_for(self, model: str) -> ModelLimits | None:
         try:
             return self._resolved[model]
