@@ -21,10 +21,12 @@ from array import array
 from dataclasses import dataclass
 from typing import Any
 
+import tiktoken
 from batchline.domain.model_limits import ModelKind, ModelLimits
 from batchline.domain.tokens import max_output_tokens, token_counter
 
 from .errors import InvalidRequest
+from .structured import OutputFormat, chat_format, json_answer, responses_format
 
 # Generated answers are at most this many tokens long, so fast runs stay fast.
 MAX_GENERATED_TOKENS = 40
@@ -127,6 +129,25 @@ class _Context:
             tokens = self.counter.text(text)
         return text, tokens, "length" if cap < natural_length else "stop"
 
+    def answer(self, fmt: OutputFormat | None, *salt: object) -> tuple[str, int, str]:
+        """The answer in the format asked for: plain text, or JSON cut at the request's cap as OpenAI cuts it."""
+        if fmt is None:
+            return self.generate(*salt)
+        text = json_answer(fmt, self.seed("json", *salt))
+        tokens = self.counter.text(text)
+        cap = max_output_tokens(self.url, self.body, sys.maxsize)
+        if tokens <= cap:
+            return text, tokens, "stop"
+        encoding = tiktoken.get_encoding(self.encoding)
+        kept = encoding.encode_ordinary(text)[:cap]
+        while kept:
+            text = encoding.decode(kept)
+            tokens = self.counter.text(text)
+            if tokens <= cap:
+                return text, tokens, "length"
+            kept.pop()
+        return "", 0, "length"
+
 
 def _require(body: dict[str, Any], field: str) -> Any:
     value = body.get(field)
@@ -143,10 +164,11 @@ def _chat_completion(body: dict[str, Any], model: str, ctx: _Context) -> Executi
     messages = _require(body, "messages")
     if not isinstance(messages, list):
         raise InvalidRequest("'messages' must be an array.", param="messages", code="invalid_type")
+    fmt = chat_format(body)
     choice_count = body.get("n") if isinstance(body.get("n"), int) and body.get("n") > 0 else 1
     choices, completion_tokens = [], 0
     for index in range(choice_count):
-        text, tokens, finish_reason = ctx.generate(index)
+        text, tokens, finish_reason = ctx.answer(fmt, index)
         completion_tokens += tokens
         choices.append(
             {
@@ -307,7 +329,8 @@ def _responses(body: dict[str, Any], model: str, ctx: _Context) -> Execution:
     input_value = _require(body, "input")
     if not isinstance(input_value, str | list):
         raise InvalidRequest("'input' must be a string or an array.", param="input", code="invalid_type")
-    text, output_tokens, finish_reason = ctx.generate()
+    fmt = responses_format(body)
+    text, output_tokens, finish_reason = ctx.answer(fmt)
     input_tokens = ctx.prompt_tokens()
     incomplete = finish_reason == "length"
     return Execution(
@@ -337,7 +360,7 @@ def _responses(body: dict[str, Any], model: str, ctx: _Context) -> Execution:
             "previous_response_id": body.get("previous_response_id"),
             "reasoning": {"effort": None, "summary": None},
             "temperature": body.get("temperature", 1.0),
-            "text": {"format": {"type": "text"}},
+            "text": {"format": fmt.echo if fmt is not None else {"type": "text"}},
             "tool_choice": "auto",
             "tools": [],
             "top_p": body.get("top_p", 1.0),
