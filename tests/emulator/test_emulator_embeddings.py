@@ -12,6 +12,10 @@ import pytest
 from .helpers import tiktoken_text_tokens
 
 
+def float32(vector: list[float]) -> list[float]:
+    return list(struct.unpack(f"<{len(vector)}f", struct.pack(f"<{len(vector)}f", *vector)))
+
+
 def norm(vector: list[float]) -> float:
     return math.sqrt(math.fsum(x * x for x in vector))
 
@@ -35,11 +39,13 @@ def test_embeddings_are_deterministic_unit_vectors_in_float_and_base64(client: o
     raw = client.embeddings.create(model="text-embedding-3-small", input=inputs, encoding_format="base64")
 
     assert [d.index for d in default.data] == [0, 1]
-    vectors = [d.embedding for d in as_floats.data]
+    # the numbers written in decimal read back as exactly the float32 numbers base64 carries
+    vectors = [float32(d.embedding) for d in as_floats.data]
     assert [d.embedding for d in default.data] == vectors
     decoded = [list(struct.unpack("<1536f", base64.b64decode(d.embedding))) for d in raw.data]
     assert decoded == vectors
     assert vectors[0] != vectors[1]
+    assert max(len(repr(x)) for x in as_floats.data[0].embedding) <= len("-0.000123456789")
     expected = sum(tiktoken_text_tokens(text, "cl100k_base") for text in inputs)
     assert (default.usage.prompt_tokens, default.usage.total_tokens) == (expected, expected)
 
