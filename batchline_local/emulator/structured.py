@@ -11,8 +11,9 @@ needs the word "json" somewhere in the messages. The emulator refuses the same.
 An accepted schema gets a value that validates against it (objects, arrays with minItems and
 maxItems, enum and const, the scalar types with their bounds, formats and patterns, anyOf,
 allOf, $defs/$ref, recursion), drawn from the request's seed, so the same request gets the same
-JSON. No library on the registry does this deterministically without a global random state, so
-the writer is here.
+JSON. The writer is here because the registry's generators do not fit a threaded server that must
+answer a request the same way each time: jsf draws from the process-wide random module and Faker,
+hypothesis-jsonschema needs Hypothesis's search engine at run time.
 """
 
 from __future__ import annotations
@@ -284,7 +285,7 @@ def _resolve(root: dict[str, Any], ref: Any) -> Any:
 def json_answer(fmt: OutputFormat, seed: int) -> str:
     """The answer's text: compact JSON, as OpenAI's structured outputs are, fixed by ``seed``."""
     rng = random.Random(seed)
-    if fmt.schema is None:
+    if not fmt.schema:  # json_object, or a json_schema that gives no schema: any JSON object
         value: Any = {_words(rng, 1, 1).replace(" ", "_"): _words(rng, 1, 4) for _ in range(rng.randint(1, 3))}
     else:
         value = _Writer(fmt.schema, rng).value(fmt.schema, 0)
