@@ -311,10 +311,17 @@ def estimate(
         typer.Option(
             min=0,
             metavar="N",
-            help="send N randomly chosen requests realtime (OPENAI_BASE_URL, else the built-in emulator) and "
+            help="send N randomly chosen requests realtime (with OPENAI_API_KEY, to OPENAI_BASE_URL or OpenAI) and "
             "extrapolate output tokens from their real lengths",
         ),
     ] = 0,
+    sample_emulator: Annotated[
+        bool,
+        typer.Option(
+            "--sample-emulator",
+            help="send the --sample to the built-in emulator instead: its answers are synthetic, so are the figures",
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option(help="seed of the --sample choice: the same seed picks the same requests")] = 0,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object instead of tables")] = False,
     cdk_json: Annotated[Path, SETTINGS_FILE] = DEFAULT_CDK_JSON,
@@ -335,29 +342,28 @@ def estimate(
         raise typer.Exit(2)
     from batchline_local import estimate as estimating
 
-    def openai_endpoint():
-        from batchline_local.local_run import openai_endpoint  # moto comes with it: import only to sample
-
-        return openai_endpoint(settings)
-
-    try:
-        result, report = estimating.run_estimate(
-            input_path,
-            settings,
-            models=models,
-            sample=sample,
-            seed=seed,
-            console=console,
-            openai_endpoint=openai_endpoint,
-        )
-    except SystemExit as exc:  # openai_endpoint's own refusal (OPENAI_BASE_URL without a key)
-        console.print(str(exc.code), style="red", markup=False)
-        raise typer.Exit(2) from None
+    endpoint = None
+    if sample_emulator and not sample:
+        console.print("--sample-emulator goes with --sample N", style="red", markup=False)
+        raise typer.Exit(2)
+    if sample:
+        try:
+            endpoint = estimating.SampleEndpoint.from_environment(os.environ, emulator=sample_emulator)
+        except estimating.SampleEndpointMissing as missing:
+            console.print(str(missing), style="red", markup=False)
+            raise typer.Exit(2) from None
+    result, report = estimating.run_estimate(
+        input_path, settings, models=models, sample=sample, seed=seed, console=console, endpoint=endpoint
+    )
     if report is not None and report.sent and not report.measurements:
         _, first = report.failures[0]
+        check = (
+            "check BATCHLINE_EMULATOR_FAULTS and the emulator's faults setting"
+            if report.emulator
+            else "check OPENAI_BASE_URL and OPENAI_API_KEY"
+        )
         console.print(
-            f"--sample: none of the {report.sent} sampled requests was answered (first: {first}); "
-            "check OPENAI_BASE_URL and OPENAI_API_KEY, or unset both to use the built-in emulator",
+            f"--sample: none of the {report.sent} sampled requests was answered (first: {first}); {check}",
             style="red",
             markup=False,
         )

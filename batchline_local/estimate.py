@@ -3,16 +3,18 @@
 Both run the pipeline's own Planner (planner_for, with the settings the stack deploys with) over
 the file, through CountingPlanOutputs, so what they report is what the Plan step would find.
 `--sample` sends a few requests on the realtime path with the official openai SDK (the pipeline's
-own realtime adapter) to measure real output lengths.
+own realtime adapter) to measure real output lengths. Only a real endpoint can measure them, so
+without OPENAI_API_KEY it is refused, unless `--sample-emulator` asks for the built-in emulator,
+whose synthetic answers the output then names as such.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -51,6 +53,8 @@ TOKEN_THREADS = max(1, min(4, (os.cpu_count() or 2) - 1))
 PROGRESS_AFTER_SECONDS = 1.0
 SAMPLE_CONCURRENCY = 8
 SAMPLE_ATTEMPTS = 4
+OPENAI_API_URL = "https://api.openai.com/v1"  # where the SDK sends requests when OPENAI_BASE_URL is not set
+EMULATOR_API_KEY = "local-emulator-key"
 
 
 class DelayedProgress(AbstractContextManager):
@@ -128,6 +132,52 @@ def plan_file(path: Path, settings: Settings, console: Console, **outputs_option
 # ----- sampling ------------------------------------------------------------------------------------
 
 
+class SampleEndpointMissing(Exception):
+    """`--sample` with no real endpoint to measure: the message says what to set."""
+
+
+@dataclass(frozen=True)
+class SampleEndpoint:
+    """Where `--sample` sends its requests: an OpenAI-compatible endpoint, or the built-in emulator."""
+
+    base_url: str
+    api_key: str | None  # None: the built-in emulator, started for the sample
+
+    @property
+    def emulator(self) -> bool:
+        return self.api_key is None
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str], *, emulator: bool) -> SampleEndpoint:
+        """OPENAI_API_KEY (with OPENAI_BASE_URL, else OpenAI's own API), or the emulator when asked for.
+
+        Raise SampleEndpointMissing rather than fall back to the emulator: figures measured on its
+        synthetic answers would pass for the model's."""
+        if emulator:
+            return cls(base_url="", api_key=None)
+        base_url, api_key = environ.get("OPENAI_BASE_URL"), environ.get("OPENAI_API_KEY")
+        if api_key:
+            return cls(base_url=base_url or OPENAI_API_URL, api_key=api_key)
+        if base_url:
+            raise SampleEndpointMissing("--sample: OPENAI_BASE_URL is set but OPENAI_API_KEY is not: set both")
+        raise SampleEndpointMissing(
+            "--sample measures real output lengths, so it needs a real endpoint: set OPENAI_API_KEY "
+            "(and OPENAI_BASE_URL for a server other than OpenAI's), or pass --sample-emulator to measure "
+            "the built-in emulator's synthetic answers instead"
+        )
+
+    @contextmanager
+    def connect(self, settings: Settings) -> Iterator[tuple[str, str]]:
+        """(base_url, api_key) while the sample is sent; the emulator runs only that long."""
+        if not self.emulator:
+            yield self.base_url, self.api_key
+            return
+        from batchline_local.emulator import EmulatorServer
+
+        with EmulatorServer(settings=settings) as server:
+            yield server.base_url, EMULATOR_API_KEY
+
+
 @dataclass(frozen=True)
 class SampleReport:
     requested: int
@@ -138,6 +188,7 @@ class SampleReport:
     input_tokens: int
     cost_usd_realtime: float
     base_url: str
+    emulator: bool = False  # answered by the built-in emulator: synthetic lengths, nothing billed
 
 
 def _retryable(response: ProviderResponse) -> bool:
@@ -178,6 +229,7 @@ def measure_sample(
     api_key: str,
     settings: Settings,
     console: Console,
+    emulator: bool = False,
 ) -> SampleReport:
     """Send each sampled request once (retrying 429/5xx a few times) and read its real output tokens."""
     from batchline.adapters.openai_realtime import OpenAIRealtime
@@ -202,7 +254,7 @@ def measure_sample(
             cost += prices.realtime_cost(request.model, prompt, output)
             measurements.append(Measurement(request.url, request.model, request.max_output_tokens, output))
     return SampleReport(
-        requested, len(sample), [r.line for r in sample], measurements, failures, input_tokens, cost, base_url
+        requested, len(sample), [r.line for r in sample], measurements, failures, input_tokens, cost, base_url, emulator
     )
 
 
@@ -217,11 +269,11 @@ def run_estimate(
     sample: int,
     seed: int,
     console: Console,
-    openai_endpoint: Callable[[], AbstractContextManager[tuple[str, str]]],
+    endpoint: SampleEndpoint | None = None,
 ) -> tuple[Estimate, SampleReport | None]:
     """Plan, measure a sample when asked, and price: the whole of `batchline estimate`.
 
-    `openai_endpoint` gives (base_url, api_key) for the sample; it is entered only when one is sent.
+    `endpoint` is where the sample goes (required with `sample`); it is connected only when one is sent.
     """
     prices = settings.price_book()
     encodings = [prices.price_for(model).encoding for model in models]
@@ -232,9 +284,15 @@ def run_estimate(
         if not chosen:
             console.print("--sample: no valid request of this file produces output tokens; nothing sent")
         else:
-            with openai_endpoint() as (base_url, api_key):
+            with endpoint.connect(settings) as (base_url, api_key):
                 report = measure_sample(
-                    chosen, requested=sample, base_url=base_url, api_key=api_key, settings=settings, console=console
+                    chosen,
+                    requested=sample,
+                    base_url=base_url,
+                    api_key=api_key,
+                    settings=settings,
+                    console=console,
+                    emulator=endpoint.emulator,
                 )
     estimate = build_estimate(
         planned.summary,
@@ -269,8 +327,9 @@ def output_source_note(estimate: Estimate, report: SampleReport | None, assumed_
         per_group = ", ".join(
             f"{g.sampled} {g.endpoint.removeprefix('/v1/')} {g.model}" for g in estimate.groups if g.sampled
         )
+        answered_by = " answered by the built-in emulator, not the model" if report.emulator else ""
         return (
-            f"output tokens: extrapolated from {measured} sampled request{'s' if measured != 1 else ''} "
+            f"output tokens: extrapolated from {measured} sampled request{'s' if measured != 1 else ''}{answered_by} "
             f"({per_group}): each group's assumed output x its sample's real/assumed ratio "
             f"({sum(m.output_tokens for m in report.measurements):,} real of "
             f"{sum(m.assumed_output_tokens for m in report.measurements):,} assumed in all); "
@@ -296,6 +355,7 @@ def estimate_json(estimate: Estimate, report: SampleReport | None, *, path: Path
             "input_tokens": report.input_tokens,
             "cost_usd_realtime": report.cost_usd_realtime,
             "base_url": report.base_url,
+            "emulator": report.emulator,
         }
     return {
         "input": str(path),
@@ -363,11 +423,20 @@ def print_estimate(
         "input tokens: exact (tiktoken, chat messages with their per-message overhead)",
         output_source_note(estimate, report, settings.assumed_output_tokens),
     ]
-    if report is not None:
+    if report is not None and report.emulator:
+        lines += [
+            f"sample: {report.sent} requests sent realtime to the built-in emulator ({report.base_url}), "
+            f"{len(report.measurements)} answered, {len(report.failures)} failed; at realtime prices they would "
+            f"cost {usd(report.cost_usd_realtime)}, the emulator charges nothing",
+            "the sampled output lengths are the emulator's synthetic answers, not the model's: set OPENAI_API_KEY "
+            "(and OPENAI_BASE_URL for another server) and drop --sample-emulator to measure the model",
+        ]
+    elif report is not None:
         lines.append(
             f"sample: {report.sent} requests sent realtime to {report.base_url}, {len(report.measurements)} answered, "
             f"{len(report.failures)} failed; it cost {usd(report.cost_usd_realtime)}"
         )
+    if report is not None:
         lines += [f"  line {r.line} ({r.custom_id}) failed: {message}" for r, message in report.failures[:5]]
     for line in lines:
         console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -63,6 +63,8 @@ FAULT_SEED = 1234
 INJECTED_RETRY_AFTER_SECONDS = 1
 ENQUEUED_TOKEN_LIMIT = "90,000"
 REQUEST_ERROR_MESSAGE = "The server had an error while processing your request."
+# `created` of every model in /v1/models: the emulator knows no release dates, so one fixed time.
+MODELS_CREATED_AT = 1_700_000_000
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,7 @@ class OpenAIEmulator:
         self.max_requests_per_file = max_requests_per_file
         self._clock = clock
         self._price_book = settings.price_book()
+        self._model_table = settings.model_table()
         self._lock = threading.RLock()
         self._files: dict[str, StoredFile] = {}
         self._batches: dict[str, BatchRecord] = {}
@@ -229,8 +232,29 @@ class OpenAIEmulator:
 
     def _execute(self, url: str, body: dict[str, Any], now: float) -> Execution:
         model = body.get("model") if isinstance(body, dict) else None
-        encoding = self.encoding_for(model) if isinstance(model, str) else FALLBACK_ENCODING
-        return respond(url, body, encoding=encoding, now=now)
+        if not isinstance(model, str):
+            return respond(url, body, encoding=FALLBACK_ENCODING, now=now)
+        limits = self._model_table.limits_for(model)
+        return respond(url, body, encoding=self.encoding_for(model), now=now, limits=limits)
+
+    # ----- models -------------------------------------------------------------------------------
+
+    def list_models(self) -> dict[str, Any]:
+        """The models batchline prices or knows the limits of (settings included), as ``GET /v1/models``.
+
+        The endpoints answer any model name; these are the ones whose answers are shaped by a table."""
+        names = sorted({*self._price_book.known_models(), *self._model_table.known_models()})
+        return {"object": "list", "data": [_model_object(name) for name in names]}
+
+    def retrieve_model(self, model_id: str) -> dict[str, Any]:
+        """One model, also a dated snapshot or fine-tune of a listed one; 404 model_not_found otherwise."""
+        if self._price_book.price_for(model_id) is None and self._model_table.limits_for(model_id) is None:
+            raise NotFound(
+                f"The model '{model_id}' does not exist or you do not have access to it.",
+                param="model",
+                code="model_not_found",
+            )
+        return _model_object(model_id)
 
     # ----- files --------------------------------------------------------------------------------
 
@@ -488,6 +512,10 @@ class OpenAIEmulator:
             for batch in self._batches.values():
                 self._advance(batch)
             return [entry.to_dict() for entry in self._ledger]
+
+
+def _model_object(model_id: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": MODELS_CREATED_AT, "owned_by": "system"}
 
 
 def _refused(custom_id: str, request_id: str, status_code: int, body: dict[str, Any]) -> RequestOutcome:

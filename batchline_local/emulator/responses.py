@@ -15,18 +15,23 @@ import json
 import math
 import random
 import struct
+import sys
 import uuid
+from array import array
 from dataclasses import dataclass
 from typing import Any
 
+import tiktoken
+from batchline.domain.model_limits import ModelKind, ModelLimits
 from batchline.domain.tokens import max_output_tokens, token_counter
 
 from .errors import InvalidRequest
+from .structured import OutputFormat, chat_format, json_answer, responses_format
 
 # Generated answers are at most this many tokens long, so fast runs stay fast.
 MAX_GENERATED_TOKENS = 40
-EMBEDDING_DIMENSIONS = 8
-MAX_EMBEDDING_DIMENSIONS = 3072
+# The length of a vector from an embedding model the model table does not know (ada-002's and 3-small's).
+DEFAULT_EMBEDDING_DIMENSIONS = 1536
 DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
 
 # Every word is a single token under both o200k_base and cl100k_base, so an answer of n words
@@ -64,8 +69,13 @@ class Execution:
     completion_tokens: int
 
 
-def respond(url: str, body: dict[str, Any], *, encoding: str, now: float) -> Execution:
-    """Execute one request to ``url``; raise InvalidRequest where the real endpoint answers 400."""
+def respond(
+    url: str, body: dict[str, Any], *, encoding: str, now: float, limits: ModelLimits | None = None
+) -> Execution:
+    """Execute one request to ``url``; raise InvalidRequest where the real endpoint answers 400.
+
+    ``limits`` are the model's entry in the model table (None for a model it does not know): an
+    embedding model's vector length and whether it takes ``dimensions`` come from there."""
     if url not in _BUILDERS:
         raise InvalidRequest(f"Invalid URL (POST {url})", param="url", code="invalid_url")
     if not isinstance(body, dict):
@@ -80,7 +90,7 @@ def respond(url: str, body: dict[str, Any], *, encoding: str, now: float) -> Exe
     if not isinstance(model, str) or not model:
         raise InvalidRequest("you must provide a model parameter", param="model", code="missing_required_parameter")
     builder = _BUILDERS[url]
-    return builder(body, model, _Context(url=url, body=body, encoding=encoding, created=int(now)))
+    return builder(body, model, _Context(url=url, body=body, encoding=encoding, created=int(now), limits=limits))
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,7 @@ class _Context:
     body: dict[str, Any]
     encoding: str
     created: int
+    limits: ModelLimits | None = None
 
     @property
     def counter(self):
@@ -118,6 +129,25 @@ class _Context:
             tokens = self.counter.text(text)
         return text, tokens, "length" if cap < natural_length else "stop"
 
+    def answer(self, fmt: OutputFormat | None, *salt: object) -> tuple[str, int, str]:
+        """The answer in the format asked for: plain text, or JSON cut at the request's cap as OpenAI cuts it."""
+        if fmt is None:
+            return self.generate(*salt)
+        text = json_answer(fmt, self.seed("json", *salt))
+        tokens = self.counter.text(text)
+        cap = max_output_tokens(self.url, self.body, sys.maxsize)
+        if tokens <= cap:
+            return text, tokens, "stop"
+        encoding = tiktoken.get_encoding(self.encoding)
+        kept = encoding.encode_ordinary(text)[:cap]
+        while kept:
+            text = encoding.decode(kept)
+            tokens = self.counter.text(text)
+            if tokens <= cap:
+                return text, tokens, "length"
+            kept.pop()
+        return "", 0, "length"
+
 
 def _require(body: dict[str, Any], field: str) -> Any:
     value = body.get(field)
@@ -134,10 +164,11 @@ def _chat_completion(body: dict[str, Any], model: str, ctx: _Context) -> Executi
     messages = _require(body, "messages")
     if not isinstance(messages, list):
         raise InvalidRequest("'messages' must be an array.", param="messages", code="invalid_type")
+    fmt = chat_format(body)
     choice_count = body.get("n") if isinstance(body.get("n"), int) and body.get("n") > 0 else 1
     choices, completion_tokens = [], 0
     for index in range(choice_count):
-        text, tokens, finish_reason = ctx.generate(index)
+        text, tokens, finish_reason = ctx.answer(fmt, index)
         completion_tokens += tokens
         choices.append(
             {
@@ -214,30 +245,77 @@ def _embedding_inputs(value: Any) -> list[Any]:
     )
 
 
-def _vector(model: str, item: Any, dimensions: int) -> list[float]:
-    """A unit vector fixed by the model and the input, so equal inputs embed equally."""
-    seed_text = json.dumps([model, item], separators=(",", ":"))
-    rng = random.Random(int.from_bytes(hashlib.sha256(seed_text.encode()).digest()[:8], "big"))
-    raw = [rng.uniform(-1.0, 1.0) for _ in range(dimensions)]
-    norm = math.sqrt(sum(v * v for v in raw)) or 1.0
-    # Round-trip through float32 so the float and base64 encodings carry the same numbers.
-    return [struct.unpack("<f", struct.pack("<f", v / norm))[0] for v in raw]
+def _vector(model: str, item: Any, native: int, dimensions: int) -> array:
+    """A unit vector fixed by the model and the input, so equal inputs embed equally, in float32.
+
+    A shortened embedding is the model's full vector cut to ``dimensions`` and scaled back to unit
+    length, as OpenAI documents for the v3 models' ``dimensions``."""
+    seed = hashlib.sha256(json.dumps([model, item], separators=(",", ":")).encode()).digest()
+    draws = struct.unpack(f"<{native}I", hashlib.shake_256(seed).digest(4 * native))[:dimensions]
+    raw = [draw / 2**31 - 1.0 for draw in draws]
+    norm = math.sqrt(math.fsum(v * v for v in raw)) or 1.0
+    # float32, as the API sends them: the float and base64 encodings then carry the same numbers.
+    return array("f", [v / norm for v in raw])
+
+
+def _dimensions(body: dict[str, Any], model: str, limits: ModelLimits | None) -> tuple[int, int]:
+    """(the model's own vector length, the length asked for); a 400 where OpenAI refuses ``dimensions``."""
+    known = limits if limits is not None and limits.kind is ModelKind.EMBEDDING and limits.dimensions else None
+    native = known.dimensions if known else DEFAULT_EMBEDDING_DIMENSIONS
+    most = known.max_dimensions if known else native
+    requested = body.get("dimensions")
+    if requested is None:
+        return native, native
+    if type(requested) is not int:
+        raise InvalidRequest(
+            f"Invalid type for 'dimensions': expected an integer, but got {type(requested).__name__} instead.",
+            param="dimensions",
+            code="invalid_type",
+        )
+    if not most:
+        raise InvalidRequest(
+            f"This model does not support specifying dimensions ({model} always returns {native}).",
+            param="dimensions",
+            code="unsupported_parameter",
+        )
+    if requested < 1:
+        raise InvalidRequest(
+            f"Invalid 'dimensions': integer below minimum value. Expected a value >= 1, but got {requested} instead.",
+            param="dimensions",
+            code="integer_below_min_value",
+        )
+    if requested > most:
+        raise InvalidRequest(
+            f"Invalid 'dimensions': integer above maximum value. Expected a value <= {most} for {model}, "
+            f"but got {requested} instead.",
+            param="dimensions",
+            code="integer_above_max_value",
+        )
+    return native, requested
+
+
+def _base64(vector: array) -> str:
+    """The vector as the API's base64: little-endian float32."""
+    if sys.byteorder != "little":
+        vector = array("f", vector)
+        vector.byteswap()
+    return base64.b64encode(vector.tobytes()).decode()
+
+
+def _decimals(vector: array) -> list[float]:
+    """The float32 numbers in 9 significant digits, as the API writes them: each reads back as the same
+    float32, and a vector of 1,536 takes about 20 KB of JSON instead of 30."""
+    return [float(f"{value:.9g}") for value in vector.tolist()]
 
 
 def _embeddings(body: dict[str, Any], model: str, ctx: _Context) -> Execution:
     items = _embedding_inputs(_require(body, "input"))
-    dimensions = body.get("dimensions", EMBEDDING_DIMENSIONS)
-    if not isinstance(dimensions, int) or not 1 <= dimensions <= MAX_EMBEDDING_DIMENSIONS:
-        raise InvalidRequest(
-            f"'dimensions' must be an integer between 1 and {MAX_EMBEDDING_DIMENSIONS}.",
-            param="dimensions",
-            code="invalid_value",
-        )
+    native, dimensions = _dimensions(body, model, ctx.limits)
     as_base64 = body.get("encoding_format") == "base64"
     data = []
     for index, item in enumerate(items):
-        vector = _vector(model, item, dimensions)
-        encoded: Any = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode() if as_base64 else vector
+        vector = _vector(model, item, native, dimensions)
+        encoded: Any = _base64(vector) if as_base64 else _decimals(vector)
         data.append({"object": "embedding", "index": index, "embedding": encoded})
     prompt_tokens = ctx.prompt_tokens()
     return Execution(
@@ -257,7 +335,8 @@ def _responses(body: dict[str, Any], model: str, ctx: _Context) -> Execution:
     input_value = _require(body, "input")
     if not isinstance(input_value, str | list):
         raise InvalidRequest("'input' must be a string or an array.", param="input", code="invalid_type")
-    text, output_tokens, finish_reason = ctx.generate()
+    fmt = responses_format(body)
+    text, output_tokens, finish_reason = ctx.answer(fmt)
     input_tokens = ctx.prompt_tokens()
     incomplete = finish_reason == "length"
     return Execution(
@@ -287,7 +366,7 @@ def _responses(body: dict[str, Any], model: str, ctx: _Context) -> Execution:
             "previous_response_id": body.get("previous_response_id"),
             "reasoning": {"effort": None, "summary": None},
             "temperature": body.get("temperature", 1.0),
-            "text": {"format": {"type": "text"}},
+            "text": {"format": fmt.echo if fmt is not None else {"type": "text"}},
             "tool_choice": "auto",
             "tools": [],
             "top_p": body.get("top_p", 1.0),

@@ -42,6 +42,8 @@ def _routes() -> Map:
         Rule("/v1/batches", methods=["GET"], endpoint="list_batches"),
         Rule("/v1/batches/<batch_id>", methods=["GET"], endpoint="retrieve_batch"),
         Rule("/v1/batches/<batch_id>/cancel", methods=["POST"], endpoint="cancel_batch"),
+        Rule("/v1/models", methods=["GET"], endpoint="list_models"),
+        Rule("/v1/models/<path:model_id>", methods=["GET"], endpoint="retrieve_model"),
         Rule("/_emulator/ledger", methods=["GET"], endpoint="ledger"),
         Rule("/_emulator/stats", methods=["GET"], endpoint="stats"),
         Rule("/_emulator/health", methods=["GET"], endpoint="health"),
@@ -172,6 +174,14 @@ class EmulatorApp:
 
     def _cancel_batch(self, request: Request, batch_id: str) -> Response:
         return self._json(self.emulator.cancel_batch(batch_id))
+
+    # ----- models -------------------------------------------------------------------------------
+
+    def _list_models(self, request: Request) -> Response:
+        return self._json(self.emulator.list_models())
+
+    def _retrieve_model(self, request: Request, model_id: str) -> Response:
+        return self._json(self.emulator.retrieve_model(model_id))
 
     # ----- realtime and emulator-only routes ----------------------------------------------------
 

@@ -108,7 +108,7 @@ def test_embeddings_batch_returns_vectors_and_input_token_usage(client: openai.O
     assert set(results) == set(texts)
     for custom_id, body in results.items():
         assert body["object"] == "list"
-        assert len(body["data"][0]["embedding"]) == 8
+        assert len(body["data"][0]["embedding"]) == 1536
         expected = tiktoken_text_tokens(texts[custom_id], "cl100k_base")
         assert body["usage"] == {"prompt_tokens": expected, "total_tokens": expected}
     assert batch.usage.output_tokens == 0

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import struct
-
 import openai
 import pytest
 from batchline.adapters.openai_realtime import OpenAIRealtime
@@ -75,30 +72,6 @@ def test_same_request_gets_the_same_answer(client: openai.OpenAI) -> None:
     assert first.choices[0].message.content == again.choices[0].message.content
     assert first.id != again.id
     assert other.choices[0].message.content != first.choices[0].message.content
-
-
-def test_embeddings_are_deterministic_unit_vectors_in_float_and_base64(client: openai.OpenAI) -> None:
-    inputs = ["first sentence", "a second, longer sentence"]
-
-    default = client.embeddings.create(model="text-embedding-3-small", input=inputs)  # SDK asks for base64
-    as_floats = client.embeddings.create(model="text-embedding-3-small", input=inputs, encoding_format="float")
-    raw = client.embeddings.create(model="text-embedding-3-small", input=inputs, encoding_format="base64")
-
-    assert [d.index for d in default.data] == [0, 1]
-    vectors = [d.embedding for d in as_floats.data]
-    assert [d.embedding for d in default.data] == vectors
-    decoded = [list(struct.unpack("<8f", base64.b64decode(d.embedding))) for d in raw.data]
-    assert decoded == vectors
-    assert all(len(v) == 8 and abs(sum(x * x for x in v) - 1) < 1e-5 for v in vectors)
-    assert vectors[0] != vectors[1]
-    expected = sum(tiktoken_text_tokens(text, "cl100k_base") for text in inputs)
-    assert (default.usage.prompt_tokens, default.usage.total_tokens) == (expected, expected)
-
-
-def test_embeddings_honour_dimensions(client: openai.OpenAI) -> None:
-    result = client.embeddings.create(model="text-embedding-3-large", input="hi", dimensions=32)
-
-    assert len(result.data[0].embedding) == 32
 
 
 def test_responses_api_usage_matches_tiktoken(client: openai.OpenAI) -> None:

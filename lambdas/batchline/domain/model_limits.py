@@ -52,6 +52,7 @@ class ModelLimits(BaseModel):
     )
     max_output_tokens: int | None = Field(None, ge=1, description="the largest output cap a request may set")
     max_dimensions: int = Field(0, ge=0, description="embeddings: the largest `dimensions`; 0: not accepted")
+    dimensions: int = Field(0, ge=0, description="embeddings: the vector's length when a request sets no `dimensions`")
 
     @property
     def endpoints(self) -> frozenset[str]:
@@ -60,6 +61,16 @@ class ModelLimits(BaseModel):
 
 def _chat(context: int, output: int, kind: ModelKind = ModelKind.CHAT) -> ModelLimits:
     return ModelLimits(kind=kind, context_window=context, max_output_tokens=output)
+
+
+def _embedding(dimensions: int, *, shortens: bool) -> ModelLimits:
+    """An embedding model of `dimensions`; one that `shortens` takes a smaller `dimensions` (the v3 models)."""
+    return ModelLimits(
+        kind=ModelKind.EMBEDDING,
+        context_window=8_192,
+        max_dimensions=dimensions if shortens else 0,
+        dimensions=dimensions,
+    )
 
 
 DEFAULT_LIMITS: dict[str, ModelLimits] = {
@@ -90,9 +101,9 @@ DEFAULT_LIMITS: dict[str, ModelLimits] = {
     "gpt-3.5-turbo-instruct": _chat(4_096, 4_096, ModelKind.COMPLETION),
     "davinci-002": _chat(16_384, 16_384, ModelKind.COMPLETION),
     "babbage-002": _chat(16_384, 16_384, ModelKind.COMPLETION),
-    "text-embedding-3-small": ModelLimits(kind=ModelKind.EMBEDDING, context_window=8_192, max_dimensions=1_536),
-    "text-embedding-3-large": ModelLimits(kind=ModelKind.EMBEDDING, context_window=8_192, max_dimensions=3_072),
-    "text-embedding-ada-002": ModelLimits(kind=ModelKind.EMBEDDING, context_window=8_192),
+    "text-embedding-3-small": _embedding(1_536, shortens=True),
+    "text-embedding-3-large": _embedding(3_072, shortens=True),
+    "text-embedding-ada-002": _embedding(1_536, shortens=False),
     "omni-moderation-latest": ModelLimits(kind=ModelKind.MODERATION),
     "text-moderation-latest": ModelLimits(kind=ModelKind.MODERATION),
     "text-moderation-stable": ModelLimits(kind=ModelKind.MODERATION),
@@ -105,6 +116,9 @@ class ModelTable:
     def __init__(self, limits: dict[str, ModelLimits]) -> None:
         self._limits = limits
         self._resolved: dict[str, ModelLimits | None] = {}
+
+    def known_models(self) -> list[str]:
+        return sorted(self._limits)
 
     def limits_for(self, model: str) -> ModelLimits | None:
         try:
