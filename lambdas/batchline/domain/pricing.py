@@ -103,37 +103,49 @@ class PriceBook:
         self._prices = prices
         self._batch_discount = batch_discount
         self._table = table
-        self._resolved: dict[str, ModelPrice | None] = {}
+        self._resolved: dict[str, tuple[ModelPrice | None, str | None]] = {}
 
     def price_for(self, model: str) -> ModelPrice | None:
+        return self._lookup(model)[0]
+
+    def source_of(self, model: str) -> str | None:
+        """Where `model`'s price comes from, as a user would look it up; None: it has none."""
+        return self._lookup(model)[1]
+
+    def _lookup(self, model: str) -> tuple[ModelPrice | None, str | None]:
         try:
             return self._resolved[model]
         except KeyError:
-            price = self._resolved[model] = self._find(model)
-            return price
+            found = self._resolved[model] = self._find(model)
+            return found
 
-    def _find(self, model: str) -> ModelPrice | None:
+    def _find(self, model: str) -> tuple[ModelPrice | None, str | None]:
         for key in _setting_keys(model):
             if key in self._prices:
-                return self._prices[key]
+                return self._prices[key], f"the 'pricing' setting ({key})"
         if self._table is None:
-            return None
+            return None, None
         price = self._table.price_for(model)
         if price is None and not model.startswith("ft:") and (base := base_model(model)) != model:
             price = self._table.price_for(base)
-        return price
+        return price, self._table.source if price is not None else None
+
+    def batch_rates(self, model: str, input_tokens: int = 0) -> tuple[float, float]:
+        """(input, output) USD per million tokens at the Batch API, the discount applied where no rate is given."""
+        rates = self._rates(model, input_tokens)
+        discount = self._batch_discount
+        input_rate, output_rate = rates.batch_input_per_million, rates.batch_output_per_million
+        return (
+            rates.input_per_million * discount if input_rate is None else input_rate,
+            rates.output_per_million * discount if output_rate is None else output_rate,
+        )
 
     def realtime_cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
         rates = self._rates(model, input_tokens)
         return (input_tokens * rates.input_per_million + output_tokens * rates.output_per_million) / 1e6
 
     def batch_cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
-        rates = self._rates(model, input_tokens)
-        discount = self._batch_discount
-        input_rate = rates.batch_input_per_million
-        output_rate = rates.batch_output_per_million
-        input_rate = rates.input_per_million * discount if input_rate is None else input_rate
-        output_rate = rates.output_per_million * discount if output_rate is None else output_rate
+        input_rate, output_rate = self.batch_rates(model, input_tokens)
         return (input_tokens * input_rate + output_tokens * output_rate) / 1e6
 
     def _rates(self, model: str, input_tokens: int) -> _Rates:
