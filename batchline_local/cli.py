@@ -333,12 +333,8 @@ def estimate(
     prices = settings.price_book()
     unknown = [name for name in models if prices.price_for(name) is None]
     if unknown:
-        console.print(
-            f"--model: no price for {', '.join(map(repr, unknown))}. Known models: {', '.join(prices.known_models())}; "
-            "add others to the 'pricing' setting in cdk.json",
-            style="red",
-            markup=False,
-        )
+        for name in unknown:
+            console.print(f"--model: {prices.unpriced_message(name)}", style="red", markup=False)
         raise typer.Exit(2)
     from batchline_local import estimate as estimating
 
@@ -523,11 +519,7 @@ def submit(
         raise _fail(f"--mode must be one of {', '.join(MODES)}, not {mode!r}", 2)
     prices = settings.price_book()
     if model is not None and prices.price_for(model) is None:
-        raise _fail(
-            f"--model: no price for {model!r}. Known models: {', '.join(prices.known_models())}; "
-            "add others to the 'pricing' setting in cdk.json",
-            2,
-        )
+        raise _fail(f"--model: {prices.unpriced_message(model)}", 2)
     client = _jobs_client(stack, local, state_file, region, cdk_json)
     key = input_path.name
     size = input_path.stat().st_size

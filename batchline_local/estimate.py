@@ -341,6 +341,42 @@ def output_source_note(estimate: Estimate, report: SampleReport | None, assumed_
     )
 
 
+def _priced_models(estimate: Estimate) -> list[str]:
+    return list(dict.fromkeys([*(g.model for g in estimate.groups), *(c.model for c in estimate.comparisons)]))
+
+
+def model_prices(estimate: Estimate, settings: Settings) -> dict[str, dict]:
+    """Each model's rates as priced here (USD per million tokens) and where they come from."""
+    prices = settings.price_book()
+    quoted = {}
+    for model in _priced_models(estimate):
+        price = prices.price_for(model)
+        batch_input, batch_output = prices.batch_rates(model)
+        quoted[model] = {
+            "source": prices.source_of(model),
+            "input_per_million": price.input_per_million,
+            "output_per_million": price.output_per_million,
+            "batch_input_per_million": batch_input,
+            "batch_output_per_million": batch_output,
+            "long_context": price.long_context.model_dump() if price.long_context is not None else None,
+        }
+    return quoted
+
+
+def price_lines(estimate: Estimate, settings: Settings) -> list[str]:
+    lines = []
+    for model, quoted in model_prices(estimate, settings).items():
+        long = quoted["long_context"]
+        lines.append(
+            f"price of {model}: ${quoted['input_per_million']:g} in, ${quoted['output_per_million']:g} out per "
+            f"million tokens realtime; ${quoted['batch_input_per_million']:g} in, "
+            f"${quoted['batch_output_per_million']:g} out batch"
+            + (f"; dearer above {long['above_prompt_tokens']:,} prompt tokens" if long else "")
+            + f" (from {quoted['source']})"
+        )
+    return lines
+
+
 def estimate_json(estimate: Estimate, report: SampleReport | None, *, path: Path, settings: Settings) -> dict:
     sample = None
     if report is not None:
@@ -374,6 +410,7 @@ def estimate_json(estimate: Estimate, report: SampleReport | None, *, path: Path
         "assumed_output_tokens_per_request": settings.assumed_output_tokens,
         "groups": [asdict(group) for group in estimate.groups],
         "models": [asdict(comparison) for comparison in estimate.comparisons],
+        "prices": model_prices(estimate, settings),
         "sample": sample,
     }
 
@@ -422,6 +459,7 @@ def print_estimate(
         "≤ the model's enqueued-token limit)",
         "input tokens: exact (tiktoken, chat messages with their per-message overhead)",
         output_source_note(estimate, report, settings.assumed_output_tokens),
+        *price_lines(estimate, settings),
     ]
     if report is not None and report.emulator:
         lines += [

@@ -20,7 +20,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from batchline.domain.model_limits import DEFAULT_LIMITS, ModelLimits, ModelTable
-from batchline.domain.pricing import DEFAULT_PRICES, ModelPrice, PriceBook
+from batchline.domain.pricing import ModelPrice, PriceBook
+from batchline.price_table import maintained_table
 
 # Hard limits of the OpenAI Batch API (see shared/reference/openai-batch-api.md).
 OPENAI_MAX_REQUESTS_PER_FILE = 50_000
@@ -337,8 +338,14 @@ class Settings(_Frozen):
     assumed_output_tokens: int = Field(
         256, ge=0, description="output tokens assumed for a request that sets no max_tokens"
     )
-    batch_discount: float = Field(0.5, gt=0, le=1)
-    pricing: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    batch_discount: float = Field(
+        0.5, gt=0, le=1, description="batch price / realtime price where a price gives no batch rate (OpenAI: 0.5)"
+    )
+    pricing: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="USD per million tokens of models the maintained table (genai-prices) lacks, or overriding "
+        "it; a key prices that model, its dated snapshots, and for 'ft:<base>' that base's fine-tunes",
+    )
     model_limits: dict[str, ModelLimits] = Field(
         default_factory=dict,
         description="models' kinds, context windows and output caps, added to or replacing the built-in table's "
@@ -388,7 +395,7 @@ class Settings(_Frozen):
         return self
 
     def price_book(self) -> PriceBook:
-        return PriceBook(self.pricing, self.batch_discount)
+        return PriceBook(self.pricing, self.batch_discount, maintained_table())
 
     def model_table(self) -> ModelTable:
         return ModelTable({**DEFAULT_LIMITS, **self.model_limits})

@@ -179,14 +179,25 @@ def test_another_model_is_priced_on_the_same_requests_counted_with_its_own_encod
         assert compared["cost_usd_batch"] == pytest.approx(realtime * 0.5)
 
 
-def test_an_unknown_model_is_refused_with_exit_2_and_what_to_do(tmp_path):
+def test_an_unknown_model_is_refused_with_exit_2_and_the_setting_that_prices_it(tmp_path):
     path = write(tmp_path, [chat("c1")])
 
     result = CliRunner().invoke(app, ["estimate", str(path), "--model", "gpt-9-ultra"])
 
     assert result.exit_code == 2
     said = " ".join(result.output.split())
-    assert "no price for 'gpt-9-ultra'" in said and "'pricing' setting" in said and "gpt-4o-mini" in said
+    assert "model 'gpt-9-ultra' has no price" in said and "genai-prices" in said
+    example = '"pricing": {"gpt-9-ultra": {"input_per_million": 1.0, "output_per_million": 4.0}}'
+    assert example in said
+
+    # Doing what it says prices the model.
+    cdk_json = settings_file(tmp_path, json.loads("{" + example + "}"))
+    estimated = estimate(str(path), "--model", "gpt-9-ultra", "--cdk-json", str(cdk_json))
+
+    (compared,) = estimated["models"]
+    expected = (compared["input_tokens"] * 1.0 + compared["output_tokens"] * 4.0) / 1e6
+    assert compared["cost_usd_realtime"] == pytest.approx(expected)
+    assert compared["cost_usd_batch"] == pytest.approx(expected * 0.5)
 
 
 def test_json_holds_the_totals_the_groups_the_comparisons_and_the_invalid_lines(tmp_path):

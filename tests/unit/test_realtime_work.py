@@ -9,12 +9,14 @@ from collections.abc import Iterable, Sequence
 import orjson
 import pytest
 from batchline.domain.budget import BudgetPolicy, ScopeUsage, realtime_ceiling_nano
-from batchline.domain.pricing import DEFAULT_PRICES, PriceBook
+from batchline.domain.pricing import ModelPrice, PriceBook
 from batchline.domain.rate_bucket import BucketShape, BucketState, Grant, Limits, paused, relearned, take
 from batchline.domain.realtime import JobState, ProviderResponse, RealtimeRequest, SendingMark
 from batchline.workflow.realtime_work import Delivery, RealtimeWork, WorkSettings
 
 MODEL = "gpt-4o-mini"
+# A hand-made price book: the worker prices what it is given, not what a table says today.
+PRICES = {MODEL: ModelPrice(input_per_million=0.15, output_per_million=0.60)}
 PROVIDER_LIMITS = Limits(6_000, 480_000)
 OK_HEADERS = {"x-ratelimit-limit-requests": "6000", "x-ratelimit-limit-tokens": "480000"}
 
@@ -208,7 +210,7 @@ def work(parts, items, **overrides) -> RealtimeWork:
         settings = type(settings)(**{**settings.__dict__, name: value})
     use_case = RealtimeWork(
         budget_policy=BudgetPolicy(fallback_threshold=0.8, stop_threshold=1.0, fallback_models={}),
-        prices=PriceBook(dict(DEFAULT_PRICES), 0.5),
+        prices=PriceBook(PRICES, 0.5),
         settings=settings,
         seconds_left=lambda: 900.0,
         now=lambda: "2026-12-02T18:00:00.000+00:00",
@@ -397,7 +399,7 @@ def test_a_batch_stops_at_the_stop_threshold_as_if_its_requests_came_one_by_one(
     budgets = parts["budgets"] = FakeBudgets(cap_nano=10**6)  # $0.001
     policy_cap = budgets.cap
     report = work(parts, deliveries(40, token_cost=100))
-    price = DEFAULT_PRICES[MODEL]
+    price = PRICES[MODEL]
     worst_case = realtime_ceiling_nano(price.input_per_million, price.output_per_million, 100)
     sent = len(parts["provider"].calls)
     # As many worst cases as fit under the cap (the stop threshold is the cap itself here), and no more.
@@ -440,7 +442,7 @@ def test_with_too_little_time_left_no_call_starts_and_every_request_goes_back_to
     )
     use_case = RealtimeWork(
         budget_policy=BudgetPolicy(fallback_threshold=0.8, stop_threshold=1.0, fallback_models={}),
-        prices=PriceBook(dict(DEFAULT_PRICES), 0.5),
+        prices=PriceBook(PRICES, 0.5),
         settings=settings,
         seconds_left=lambda: 1.5,  # the invocation is about to end (its timeout, or a local run stopping)
         now=lambda: "2026-12-02T18:00:00.000+00:00",

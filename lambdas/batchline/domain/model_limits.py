@@ -5,11 +5,12 @@ not supported in the v1/completions endpoint"), whose output cap is above the mo
 prompt and output cap together do not fit the context window. Checking these here costs nothing
 and keeps such a line out of a batch, where it would come back as an error after the wait.
 
-Limits are kept apart from prices (`pricing.py`): prices change monthly and will come from a
-maintained price table, limits change with model releases. `Settings.model_limits` overrides or
-extends this table the way `Settings.pricing` does for prices. A model is looked up by its name,
-then by its base name (`pricing.base_model`: dated snapshots and fine-tunes share their base's
-limits), so a snapshot whose limits differ from its base (gpt-4o-2024-05-13) has its own entry.
+Limits are kept apart from prices (`pricing.py`): prices change monthly and come from a
+maintained price table (genai-prices, `batchline.price_table`), limits change with model
+releases. `Settings.model_limits` overrides or extends this table the way `Settings.pricing`
+does for prices. A model is looked up by its name, then by its base name (`pricing.base_model`:
+dated snapshots and fine-tunes share their base's limits), so a snapshot whose limits differ from
+its base (gpt-4o-2024-05-13) has its own entry.
 
 A priced model with no entry here is not refused: its parameters are checked for type and range,
 but nothing depends on the model (no output cap, no context window, any endpoint). The genai-prices

@@ -224,7 +224,7 @@ class RequestValidator:
                 line,
                 custom_id,
                 "unknown_model",
-                f"model {model!r} has no entry in the pricing table; add it to the 'pricing' setting",
+                self._prices.unpriced_message(model),
             )
         counter, limits = known
         if limits is not None and url not in limits.endpoints:

@@ -290,7 +290,7 @@ class RealtimeWork:
                 request = replace(request, model=model, body={**request.body, "model": model})
                 delivery = replace(delivery, request=request)
             price = self._prices.price_for(request.model)
-            ceiling = realtime_ceiling_nano(price.input_per_million, price.output_per_million, request.token_cost)
+            ceiling = realtime_ceiling_nano(*price.ceiling_rates(), request.token_cost)
             pending.append(_Pending(delivery, reserved_nano=ceiling))
         sendable = self._policy.sendable((job_scope, month_scope), [p.reserved_nano for p in pending])
         if sendable < len(pending):
