@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 
 import boto3
 import openai
 import pytest
 from batchline.domain.errors import InputNotFoundError
+from batchline.domain.layout import JobLayout
 from batchline.handlers import check, dependencies, finalize, plan, submit
 from batchline.settings import SettingsError, load_settings, runtime_environment_variables
 from batchline.topology import job_table_definition
@@ -313,3 +315,39 @@ def test_after_max_polls_the_loop_hands_the_job_over_and_the_new_plan_only_reads
     assert (taken["job_id"], taken["route"], taken["resumed"]) == (job_id, "batch", True)
     job = store.get_job(job_id)
     assert job["cancel_requested"] and job["handovers"] == 1 and int(job.get("resumes", 0)) == 0
+
+
+def test_a_batch_the_user_cancelled_between_two_reads_of_the_check_is_collected_not_failed(aws, monkeypatch):
+    # In a slow batch, one request runs and is billed; then `batchline cancel` cancels the batch in
+    # the moment between the check reading it (in progress) and the check cancelling it itself.
+    slow = load_settings({**SETTINGS.model_dump(), "emulator": {"in_progress_seconds": 4, "finalizing_seconds": 0}})
+    aws["emulator"].emulator.settings = slow  # the pace of batches created from now on
+    planned = plan.handler(put_input(aws["s3"], [chat(f"c{i}") for i in range(4)]), CONTEXT)
+    job_id, shard = planned["job_id"], planned["shards"][0]
+    assert submit_round(shard, "req-1")["action"] == "wait_batch"
+    store = dependencies.job_store()
+    gateway = dependencies.openai_batches()
+    real_retrieve = gateway.retrieve_batch
+    reads = []
+
+    def retrieve_then_the_user_cancels(batch: str) -> dict:
+        seen = real_retrieve(batch)
+        reads.append(seen["status"])
+        if len(reads) == 1:
+            store.request_cancel(job_id, reason="cancelled by the user")
+            aws["emulator"].emulator.cancel_batch(batch)
+        return seen
+
+    monkeypatch.setattr(gateway, "retrieve_batch", retrieve_then_the_user_cancels)
+    time.sleep(1.2)  # the first of the four requests has run
+    answers = run_poll_loop(job_id)
+
+    record = store.get_shard(job_id, shard["shard_id"])
+    assert reads[0] == "in_progress" and "failure" not in record, "the check's own cancel, refused, failed nothing"
+    assert record["status"] == "cancelled" and answers[-1]["finished"]
+    billed = [row["custom_id"] for row in aws["emulator"].emulator.ledger()]
+    finalize.handler({"plan": {"job_id": job_id}}, CONTEXT)
+    key = JobLayout(job_id, SETTINGS.output_prefix).results
+    results = aws["s3"].get_object(Bucket="output-files", Key=key)["Body"].read()
+    answered = [json.loads(line)["custom_id"] for line in results.splitlines()]
+    assert billed and answered == billed, "what the batch ran before the cancel is kept, and nothing else"

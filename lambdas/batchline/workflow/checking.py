@@ -16,6 +16,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from batchline.adapters.openai_batches import batch_is_terminal
+from batchline.domain.errors import ProviderError
 from batchline.domain.recovery import failed_for_token_limit, is_stuck, next_poll_seconds, seconds_in_status
 from batchline.handlers.dependencies import (
     admission_ledger,
@@ -70,7 +71,7 @@ def check_batch(shard: dict[str, Any], batch_id: str, poll_floor: int) -> dict[s
         if job.get("cancel_requested"):
             # A batch created just as the user cancelled: cancel it too; what it finished is kept.
             logger.warning("job cancelled by the user; cancelling its batch")
-            gateway.cancel_batch(batch_id)
+            _cancel_unless_ended(gateway, batch_id)
             return {"batch_id": batch_id, "status": "cancelling", "next": "wait", "wait_seconds": 1}
     stuck_after = environment().settings.recovery.stuck_after_seconds
     if is_stuck(batch, now, stuck_after):
@@ -80,9 +81,20 @@ def check_batch(shard: dict[str, Any], batch_id: str, poll_floor: int) -> dict[s
             store.add_to_job(job_id, stuck_batches=1)
             metrics.add_metric(name=BATCHES_STUCK_METRIC, unit=MetricUnit.Count, value=1)
             logger.error("batch stuck; cancelling it", extra={"status": status, "limit_seconds": stuck_after})
-            gateway.cancel_batch(batch_id)
+            _cancel_unless_ended(gateway, batch_id)
     wait = next_poll_seconds(
         batch, now, floor=poll_floor, ceiling=max(poll_floor, environment().settings.max_poll_seconds)
     )
     logger.info("batch not done yet", extra={"status": status, "wait_seconds": wait})
     return {"batch_id": batch_id, "status": status, "next": "wait", "wait_seconds": wait}
+
+
+def _cancel_unless_ended(gateway: Any, batch_id: str) -> None:
+    """Cancel the batch; a refusal because it is cancelled or ended already (`batchline cancel`, or
+    the batch finishing, got there first) is no failure: the next check collects it as it ended."""
+    try:
+        gateway.cancel_batch(batch_id)
+    except ProviderError:
+        now = gateway.retrieve_batch(batch_id)
+        if now.get("status") != "cancelling" and not batch_is_terminal(now):
+            raise
