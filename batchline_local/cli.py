@@ -6,7 +6,9 @@ import contextlib
 import json
 import os
 import shlex
+import shutil
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -19,24 +21,71 @@ from rich.console import Console
 if TYPE_CHECKING:
     from batchline_local.emulator.faults import Faults
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CDK_JSON = REPO_ROOT / "cdk.json"
+SETTINGS_NAME = "cdk.json"  # read from the current directory, as `cdk` reads it
 DEFAULT_STATE_DIR = Path(".batchline") / "state"
 
+# Plain help, -h as well as --help, on every command: rich's help panels showed a <bool> for each flag.
+HELP_SETTINGS = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
-    no_args_is_help=True, help="Push very large numbers of LLM requests through a provider at the lowest cost."
+    no_args_is_help=True,
+    help="Push very large numbers of LLM requests through a provider at the lowest cost.",
+    context_settings=HELP_SETTINGS,
+    rich_markup_mode=None,
 )
-local_app = typer.Typer(no_args_is_help=True, help="Run batchline on this machine, with no AWS account.")
+local_app = typer.Typer(
+    no_args_is_help=True,
+    help="Run batchline on this machine, with no AWS account.",
+    context_settings=HELP_SETTINGS,
+    rich_markup_mode=None,
+)
 app.add_typer(local_app, name="local")
 console = Console(stderr=True)
+Mode = Enum("Mode", {name: name for name in MODES}, type=str)  # --mode's choices, as the help lists them
 
 
-def _settings(cdk_json: Path):
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        typer.echo(f"batchline {version('batchline')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_print_version, help="print the version and exit")
+    ] = False,
+) -> None:
+    """Push very large numbers of LLM requests through a provider at the lowest cost.
+
+    Exit codes: 0 done (every line answered), 1 done with failed or invalid lines (or a job that
+    failed), 2 bad usage or input, 130 interrupted.
+    """
+
+
+def _settings(cdk_json: Path | None) -> Settings:
+    """The settings of --cdk-json; without it, of ./cdk.json when there is one, else the defaults."""
+    if cdk_json is None:
+        cdk_json = Path(SETTINGS_NAME)
+        if not cdk_json.is_file():
+            return load_settings({})
     try:
         return settings_from_cdk_json(cdk_json)
     except SettingsError as exc:
         console.print(f"[red]{exc}[/] (in {cdk_json})")
         raise typer.Exit(2) from None
+
+
+INPUT_FILE = typer.Argument(
+    metavar="INPUT", exists=True, dir_okay=False, readable=True, help="JSONL file of OpenAI batch requests"
+)
+SETTINGS_FILE = typer.Option(
+    "--cdk-json",
+    exists=True,
+    dir_okay=False,
+    help="settings file (the batchline key of its context) [default: ./cdk.json if there is one, else the defaults]",
+)
 
 
 FAULTS_HELP = (
@@ -61,21 +110,23 @@ def _faults(spec: str | None, settings: Settings) -> Faults | None:
 
 
 def _use_bundled_encodings() -> None:
-    """tiktoken must never reach for the internet: point it at the encodings `make` installed."""
-    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(REPO_ROOT / ".cache" / "tiktoken"))
+    """tiktoken must never reach for the internet: point it at the packaged encodings."""
+    from batchline_local.encodings import ensure_encodings
+
+    ensure_encodings()
 
 
 @local_app.command("run")
 def local_run(
-    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="JSONL file of OpenAI batch requests")],
+    input_path: Annotated[Path, INPUT_FILE],
     out: Annotated[
         Path, typer.Option("--out", help="directory that receives results.jsonl, errors.jsonl, summary.json")
     ] = Path("out"),
-    cdk_json: Annotated[Path, typer.Option(help="settings file (the batchline key of its context)")] = DEFAULT_CDK_JSON,
+    cdk_json: Annotated[Path | None, SETTINGS_FILE] = None,
     mode: Annotated[
-        str | None,
+        Mode | None,
         typer.Option(
-            help="batch, realtime or auto (sent as the object's batchline-mode metadata); default from settings"
+            help="the route (sent as the object's batchline-mode metadata) [default: the settings' default_mode]",
         ),
     ] = None,
     faults: Annotated[str | None, typer.Option("--faults", metavar="SPEC", help=FAULTS_HELP)] = None,
@@ -136,9 +187,7 @@ def local_run(
             update={"realtime": settings.realtime.model_copy(update={"resend_in_doubt": True})}
         )
     injected = _faults(faults, settings)
-    if mode is not None and mode not in MODES:
-        console.print(f"[red]--mode must be one of {', '.join(MODES)}, not {mode!r}[/]")
-        raise typer.Exit(2)
+    route = mode.value if mode is not None else None
     from batchline_local.local_run import NothingToResume, print_summary, run_local_job
 
     if injected is not None:
@@ -150,7 +199,7 @@ def local_run(
             out,
             settings,
             console=console,
-            mode=mode,
+            mode=route,
             faults=injected,
             state_dir=kept,
             cancel_on_interrupt=cancel_on_interrupt,
@@ -176,8 +225,8 @@ def local_run(
             )
         _say_how_to_resume(kept)
         raise typer.Exit(INTERRUPTED_EXIT)
-    if result.execution_status != "SUCCEEDED":
-        raise typer.Exit(1)
+    if result.execution_status != "SUCCEEDED" or result.summary.get("status") != "succeeded":
+        raise typer.Exit(1)  # done, but not every line answered: errors.jsonl says which and why
 
 
 INTERRUPTED_EXIT = 130  # as a shell reports a command stopped by SIGINT
@@ -207,11 +256,11 @@ EMULATOR_OPTIONS = {
 
 
 def _emulator_settings(cdk_json: Path | None, given: dict[str, object]) -> Settings:
-    """The settings file's (the repository's cdk.json when none is named and it exists, else the
+    """The settings file's (./cdk.json when none is named and it exists, else the
     defaults) with the options given on the command line over its emulator settings. A wrong value
     exits with 2 and names the option."""
     if cdk_json is None:
-        settings = _settings(DEFAULT_CDK_JSON) if DEFAULT_CDK_JSON.is_file() else load_settings({})
+        settings = _settings(None)
     elif not cdk_json.is_file():
         console.print(f"--cdk-json: no such file: {cdk_json}", style="red", markup=False)
         raise typer.Exit(2)
@@ -291,14 +340,6 @@ def emulator(
     serve_forever(host, port, settings, faults=injected)
 
 
-INPUT_FILE = typer.Argument(
-    metavar="INPUT", exists=True, dir_okay=False, readable=True, help="JSONL file of OpenAI batch requests"
-)
-SETTINGS_FILE = typer.Option(
-    "--cdk-json", exists=True, dir_okay=False, help="settings file (the batchline key of its context)"
-)
-
-
 @app.command("estimate")
 def estimate(
     input_path: Annotated[Path, INPUT_FILE],
@@ -324,7 +365,7 @@ def estimate(
     ] = False,
     seed: Annotated[int, typer.Option(help="seed of the --sample choice: the same seed picks the same requests")] = 0,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object instead of tables")] = False,
-    cdk_json: Annotated[Path, SETTINGS_FILE] = DEFAULT_CDK_JSON,
+    cdk_json: Annotated[Path | None, SETTINGS_FILE] = None,
 ) -> None:
     """What a file costs before it is sent: tokens, shards and price per endpoint and model, as planned."""
     _use_bundled_encodings()
@@ -374,7 +415,7 @@ def estimate(
 def validate(
     input_path: Annotated[Path, INPUT_FILE],
     json_output: Annotated[bool, typer.Option("--json", help="print the bad lines as one JSON list")] = False,
-    cdk_json: Annotated[Path, SETTINGS_FILE] = DEFAULT_CDK_JSON,
+    cdk_json: Annotated[Path | None, SETTINGS_FILE] = None,
 ) -> None:
     """The pipeline's own checks of every line; exit status 0 only when every non-blank line is valid."""
     _use_bundled_encodings()
@@ -484,8 +525,10 @@ def _bytes_progress(description: str, total: int):
 def submit(
     input_path: Annotated[Path, INPUT_FILE],
     mode: Annotated[
-        str | None,
-        typer.Option(help="batch, realtime or auto (the object's batchline-mode metadata) [default: the settings']"),
+        Mode | None,
+        typer.Option(
+            help="the route (the object's batchline-mode metadata) [default: the settings' default_mode]",
+        ),
     ] = None,
     budget_usd: Annotated[
         float | None,
@@ -506,7 +549,7 @@ def submit(
     local: Annotated[bool, LOCAL_OPTION] = False,
     state_file: Annotated[Path | None, STATE_FILE_OPTION] = None,
     region: Annotated[str | None, REGION_OPTION] = None,
-    cdk_json: Annotated[Path, SETTINGS_FILE] = DEFAULT_CDK_JSON,
+    cdk_json: Annotated[Path | None, SETTINGS_FILE] = None,
 ) -> None:
     """Upload INPUT to the stack's input bucket, which starts the job, and print the job's id."""
     import tempfile
@@ -515,8 +558,7 @@ def submit(
     from batchline_local.model_override import MixedEndpointsError, rewrite_model
 
     settings = _settings(cdk_json)
-    if mode is not None and mode not in MODES:
-        raise _fail(f"--mode must be one of {', '.join(MODES)}, not {mode!r}", 2)
+    route = mode.value if mode is not None else None
     prices = settings.price_book()
     if model is not None and prices.price_for(model) is None:
         raise _fail(f"--model: {prices.unpriced_message(model)}", 2)
@@ -550,13 +592,13 @@ def submit(
             )
         try:
             with _bytes_progress(f"uploading to {client.target.input_bucket}", size) as advance:
-                client.upload(upload_path, key=key, mode=mode, budget_usd=budget_usd, on_bytes=advance)
+                client.upload(upload_path, key=key, mode=route, budget_usd=budget_usd, on_bytes=advance)
         except Exception as exc:  # noqa: BLE001 - boto3's many errors: say what failed and where
             raise _fail(f"uploading {input_path} to {client.target.label} failed: {exc}") from None
     options = ", ".join(
         part
         for part in (
-            f"mode {mode}" if mode else "",
+            f"mode {route}" if route else "",
             f"budget ${budget_usd:g}" if budget_usd is not None else "",
             f"model {model}" if model else "",
         )
@@ -582,7 +624,7 @@ def status(
     local: Annotated[bool, LOCAL_OPTION] = False,
     state_file: Annotated[Path | None, STATE_FILE_OPTION] = None,
     region: Annotated[str | None, REGION_OPTION] = None,
-    cdk_json: Annotated[Path, SETTINGS_FILE] = DEFAULT_CDK_JSON,
+    cdk_json: Annotated[Path | None, SETTINGS_FILE] = None,
 ) -> None:
     """The recent jobs; or one job's progress per route and per shard (each batch's state), and its spend."""
     from batchline_local import status_view
@@ -652,14 +694,25 @@ def _watch_job(client, job_id: str, view, out: Console, interval: float, json_ou
 @_aws_errors
 def results(
     job_id: Annotated[str, JOB_ARGUMENT],
-    out: Annotated[Path, typer.Option("--out", file_okay=False, help="directory that receives the job's outputs")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            file_okay=False,
+            help="directory that receives the job's outputs [default: none: results.jsonl is printed to stdout]",
+        ),
+    ] = None,
     stack: Annotated[str | None, STACK_OPTION] = None,
     local: Annotated[bool, LOCAL_OPTION] = False,
     state_file: Annotated[Path | None, STATE_FILE_OPTION] = None,
     region: Annotated[str | None, REGION_OPTION] = None,
-    cdk_json: Annotated[Path, SETTINGS_FILE] = DEFAULT_CDK_JSON,
+    cdk_json: Annotated[Path | None, SETTINGS_FILE] = None,
 ) -> None:
-    """Download a finished job's results.jsonl, errors.jsonl, summary.json and report.html into --out."""
+    """A finished job's results.jsonl, errors.jsonl, summary.json and report.html, into --out; without
+    --out, results.jsonl on stdout (to pipe it on) and the job's account on stderr. Exits 1 when some
+    lines have no result (errors.jsonl says why)."""
+    import tempfile
+
     from batchline_local.jobs_client import JobNotFinishedError, JobNotFoundError
 
     client = _jobs_client(stack, local, state_file, region, cdk_json)
@@ -668,20 +721,32 @@ def results(
             found = client.outputs(job_id)
     except (JobNotFoundError, JobNotFinishedError) as exc:
         raise _fail(str(exc)) from None
-    saved = []
-    with _bytes_progress(f"downloading {len(found)} files", sum(size for _, size in found)) as advance:
-        for key, _ in found:
-            path = out / key.rsplit("/", 1)[-1]
-            client.download(key, path, advance)
-            saved.append(path)
-    summary = json.loads((out / "summary.json").read_text())
+    with tempfile.TemporaryDirectory(prefix="batchline-results-") as scratch:
+        into = out if out is not None else Path(scratch)
+        wanted = (
+            found if out is not None else [(k, n) for k, n in found if k.endswith(("/results.jsonl", "/summary.json"))]
+        )
+        saved = []
+        with _bytes_progress(f"downloading {len(wanted)} files", sum(size for _, size in wanted)) as advance:
+            for key, _ in wanted:
+                path = into / key.rsplit("/", 1)[-1]
+                client.download(key, path, advance)
+                saved.append(path)
+        summary = json.loads((into / "summary.json").read_text())
+        if out is None:
+            with (into / "results.jsonl").open("rb") as handle:
+                shutil.copyfileobj(handle, sys.stdout.buffer)
+            sys.stdout.flush()
+        else:
+            typer.echo("\n".join(str(path) for path in saved))
     said = (
         f"job {job_id}: {summary['status']}, {summary['succeeded']:,} succeeded, {summary['failed']:,} failed, "
         f"{summary['invalid']:,} invalid, cost ${summary['cost_usd']:.4f}"
     )
-    typer.echo("\n".join(str(path) for path in saved))
     _say(said)
     _say(summary.get("message", ""))
+    if summary["status"] != "succeeded":
+        raise typer.Exit(1)
 
 
 CANCEL_HELP = (
@@ -708,7 +773,7 @@ def cancel(
     local: Annotated[bool, LOCAL_OPTION] = False,
     state_file: Annotated[Path | None, STATE_FILE_OPTION] = None,
     region: Annotated[str | None, REGION_OPTION] = None,
-    cdk_json: Annotated[Path, SETTINGS_FILE] = DEFAULT_CDK_JSON,
+    cdk_json: Annotated[Path | None, SETTINGS_FILE] = None,
 ) -> None:
     from batchline_local.jobs_client import CancelError, JobNotFoundError
 
@@ -755,7 +820,7 @@ def local_up(
     port: Annotated[int | None, typer.Option(help="moto's port [default: a free one]")] = None,
     emulator_port: Annotated[int | None, typer.Option(help="the OpenAI emulator's port [default: a free one]")] = None,
     state_file: Annotated[Path | None, STATE_FILE_OPTION] = None,
-    cdk_json: Annotated[Path, typer.Option(help="settings file (the batchline key of its context)")] = DEFAULT_CDK_JSON,
+    cdk_json: Annotated[Path | None, SETTINGS_FILE] = None,
     faults: Annotated[str | None, typer.Option("--faults", metavar="SPEC", help=FAULTS_HELP)] = None,
 ) -> None:
     """Run the stack on this machine until Ctrl-C, for submit, status, results and cancel.

@@ -27,7 +27,7 @@ PYTHON_VERSION = "3.12"
 # quietly falls back to an openai release built on pydantic 1.
 PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_28_x86_64")
 UV_EXPORT = (
-    "export", "--frozen", "--no-default-groups", "--no-emit-project",
+    "export", "--frozen", "--only-group", "lambda", "--no-emit-project",
     "--no-hashes", "--no-annotate", "--no-header", "--format", "requirements.txt",
 )  # fmt: skip
 PIP_INSTALL = (

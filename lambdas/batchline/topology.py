@@ -11,7 +11,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-STATE_MACHINE_ASL = Path(__file__).resolve().parents[2] / "statemachine" / "job.asl.json"
+# The ASL lives under statemachine/ in the checkout; an installed wheel carries it beside this module.
+_CHECKOUT_ASL = Path(__file__).resolve().parents[2] / "statemachine" / "job.asl.json"
+_PACKAGED_ASL = Path(__file__).resolve().parent / "statemachine" / "job.asl.json"
+STATE_MACHINE_ASL = _CHECKOUT_ASL if _CHECKOUT_ASL.is_file() else _PACKAGED_ASL
 
 SERVICE_NAME = "batchline"  # Powertools' service: the "service" dimension of every metric, and the logs' service
 METRICS_NAMESPACE = "Batchline"  # CloudWatch namespace of the functions' metrics and the dashboard's

@@ -51,13 +51,17 @@ def test_a_submitted_file_is_watched_to_its_end_and_its_outputs_downloaded(fast_
     assert {(job["job_id"], job["status"], job["done"]) for job in listed} >= {(job_id, "completed_with_errors", 10)}
 
     out = tmp_path / "out"
-    downloaded = fast_stack.run("results", job_id, "--out", str(out))
+    downloaded = fast_stack.run("results", job_id, "--out", str(out), code=1)  # 1: an invalid line
     names = [Path(line).name for line in downloaded.stdout.split()]
     assert names[:3] == ["results.jsonl", "errors.jsonl", "summary.json"]
     results, errors = assert_every_line_accounted_for(path, out)  # and the files match the summary
     assert (len(results), [(e["line"], e["code"]) for e in errors]) == (10, [(10, "invalid_json")])
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["job_id"], summary["status"], summary["budget"]["job_cap_usd"]) == (job_id, view["status"], 2.0)
+
+    printed = fast_stack.run("results", job_id, code=1)  # no --out: results.jsonl on stdout, to pipe on
+    assert printed.stdout.encode() == (out / "results.jsonl").read_bytes()
+    assert f"job {job_id}: completed_with_errors, 10 succeeded" in printed.stderr
 
 
 def test_model_override_sends_every_request_to_that_model_and_keeps_line_numbers(fast_stack, tmp_path):

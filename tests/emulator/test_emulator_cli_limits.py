@@ -9,8 +9,6 @@ import pytest
 from batchline.settings import EmulatorSettings
 from typer.testing import CliRunner
 
-import batchline_local.cli
-import batchline_local.emulator
 from batchline_local.cli import app
 
 
@@ -58,7 +56,7 @@ def test_without_options_the_settings_file_decides_and_fixed_window_can_be_chose
 
 
 def test_no_settings_file_is_needed(served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(batchline_local.cli, "DEFAULT_CDK_JSON", tmp_path / "absent.json")
+    monkeypatch.chdir(tmp_path)  # a directory with no cdk.json
 
     result = _invoke("--tpm", "60000")
 

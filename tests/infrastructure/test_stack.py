@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from collections.abc import Iterator
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -56,6 +57,7 @@ from cdk_nag import AwsSolutionsChecks
 
 from app import build_app
 from infra.constants import (
+    PYPROJECT,
     REALTIME_BODIES,
     REALTIME_MERGED,
     REALTIME_OUTCOMES,
@@ -1060,8 +1062,15 @@ def test_layer_requirements_are_the_runtime_dependencies_only():
     for runtime in ("aws-lambda-powertools", "boto3", "openai", "orjson", "pydantic", "tiktoken"):
         assert runtime in names
     for never_shipped in ("batchline", "moto", "aws-cdk-lib", "cdk-nag", "cfn-lint", "pytest", "ruff", "typer",
-                          "bpe-openai"):  # fmt: skip
+                          "rich", "werkzeug", "bpe-openai"):  # fmt: skip
         assert never_shipped not in names
+
+
+def test_the_functions_dependencies_are_pinned_as_the_command_line_pins_them():
+    # The layer holds the `lambda` group; the installed `batchline` the project's dependencies:
+    # one pin each, so that the functions run in AWS what the local run runs here.
+    project = tomllib.loads(PYPROJECT.read_text())
+    assert set(project["dependency-groups"]["lambda"]) <= set(project["project"]["dependencies"])
 
 
 def test_layer_build_stops_with_the_fix_when_encodings_are_missing(tmp_path):

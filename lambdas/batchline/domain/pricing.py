@@ -108,6 +108,11 @@ class PriceBook:
     def price_for(self, model: str) -> ModelPrice | None:
         return self._lookup(model)[0]
 
+    def known_models(self) -> list[str]:
+        """Every model with a price: the `pricing` setting's, then the table's."""
+        table = list(self._table.model_names()) if self._table is not None else []
+        return list(dict.fromkeys([*self._prices, *table]))
+
     def source_of(self, model: str) -> str | None:
         """Where `model`'s price comes from, as a user would look it up; None: it has none."""
         return self._lookup(model)[1]
