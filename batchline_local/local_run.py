@@ -256,10 +256,10 @@ def _cancel(aws: LocalAws, job_id: str, console: Console) -> tuple[str, ...]:
 
 
 def _write_interim_outputs(aws: LocalAws, layout: JobLayout, out_dir: Path, reason: str) -> dict:
-    """The job's outputs so far, into `out_dir` (see finalize.write_interim_outputs)."""
-    from batchline.handlers.finalize import write_interim_outputs
+    """The job's outputs so far, into `out_dir` (see Finalization.interim)."""
+    from batchline.handlers.dependencies import finalization
 
-    summary = write_interim_outputs(layout.job_id, reason)
+    summary = finalization().interim(layout.job_id, reason)
     out_dir.mkdir(parents=True, exist_ok=True)
     for key, name in zip(
         (summary["outputs"][name] for name in ("results", "errors", "summary")), OUTPUT_FILES, strict=True

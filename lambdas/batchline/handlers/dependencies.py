@@ -15,13 +15,14 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 from batchline.adapters.admission import DynamoAdmissionLedger
-from batchline.adapters.aws_meter import metering, waited_seconds, waited_so_far
+from batchline.adapters.aws_meter import current_usage, metering, waited_seconds, waited_so_far
 from batchline.adapters.budgets import DynamoBudgets
 from batchline.adapters.dynamo_limits import DynamoCircuitBreaker, DynamoTokenBucket, key_scope
 from batchline.adapters.job_store import JobStore, dynamodb_resource, now_iso
 from batchline.adapters.openai_batches import OpenAIBatches
 from batchline.adapters.openai_credentials import openai_api_key
 from batchline.adapters.openai_realtime import OpenAIRealtime
+from batchline.adapters.outcome_index import OutcomeIndex
 from batchline.adapters.realtime_outcomes import S3OutcomeSpool
 from batchline.adapters.s3_objects import S3Objects, s3_client
 from batchline.adapters.sqs_queue import RequestQueue, sqs_client
@@ -29,6 +30,7 @@ from batchline.domain.budget import BudgetPolicy, to_nano
 from batchline.domain.run_cost import AwsUsage
 from batchline.settings import RuntimeEnvironment, SettingsError, runtime_environment
 from batchline.topology import METRICS_NAMESPACE, SERVICE_NAME, state_transitions
+from batchline.workflow.finalizing import Finalization
 from batchline.workflow.realtime_work import RealtimeWork, WorkSettings
 
 
@@ -195,6 +197,22 @@ def budget_policy() -> BudgetPolicy:
 @cache
 def admission_ledger() -> DynamoAdmissionLedger:
     return DynamoAdmissionLedger(dynamodb_resource().Table(environment().table_name))
+
+
+def finalization() -> Finalization:
+    """The Finalize use case with this function's adapters (also a local run's, for its outputs so far)."""
+    settings = environment().settings
+    return Finalization(
+        jobs=job_store(),
+        storage=output_objects(),
+        outcomes=outcome_spool(),
+        outcome_index=OutcomeIndex,
+        budgets=budgets(),
+        output_prefix=settings.output_prefix,
+        output_bucket=environment().output_bucket,
+        now=now_iso,
+        usage_so_far=current_usage,
+    )
 
 
 def seconds_left(context: Any) -> Callable[[], float]:

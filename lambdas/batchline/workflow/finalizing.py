@@ -1,0 +1,433 @@
+"""Finalize: merge every shard's outcomes into the job's three outputs, in input order.
+
+Runs after success and after failure alike (the state machine's Catch leads here), so a job
+always ends with a summary and every input line accounted for: requests of shards that never
+finished become errors that say why. Beside the summary it writes report.html, the page a person
+opens to see how the job went. The same merge, on a job still running, gives a local run that
+stops watching (Ctrl-C) its outputs so far (`Finalization.interim`).
+
+Everything outside is a port (workflow/ports.py) handed to `Finalization`; handlers/finalize.py
+builds them and calls it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from batchline.domain.accounting import JobAccount, merge_by_line
+from batchline.domain.budget import STAGE_BUDGET, month_of, to_usd
+from batchline.domain.layout import JobLayout
+from batchline.domain.outcomes import STAGE_PROVIDER, error_record
+from batchline.domain.planning import decode_manifest_entry
+from batchline.domain.report import ROUTE_REALTIME, Progress, render_report, report_key
+from batchline.domain.run_cost import AwsUsage, aws_cost
+from batchline.topology import state_transitions
+from batchline.workflow.ports import (
+    BudgetAccounts,
+    JobRecords,
+    LineSource,
+    ObjectStore,
+    OutcomeOrdering,
+    OutcomeRecords,
+)
+
+logger = logging.getLogger("batchline.finalize")
+
+
+def _numbered(storage: LineSource, key: str) -> Iterator[tuple[int, bytes]]:
+    for raw in storage.lines(key):
+        if raw:
+            yield orjson.loads(raw)["line"], raw + b"\n"
+
+
+def _unfinished_entries(storage: LineSource, layout: JobLayout, shard: dict) -> Iterator[tuple[int, str]]:
+    """(line, custom_id) of every request of a shard's pending round (never collected) and of the
+    halves of refused rounds it held back (see domain/recovery), in line order."""
+    manifests = [layout.round_manifest(shard["shard_id"], int(shard.get("round", 0)))]
+    manifests += [layout.round_held(shard["shard_id"], int(held)) for held in shard.get("held_rounds") or ()]
+    return merge_by_line(
+        (decode_manifest_entry(entry) for entry in storage.lines(manifest) if entry) for manifest in manifests
+    )
+
+
+def _unfinished(
+    storage: LineSource, layout: JobLayout, shard: dict, *, stage: str, code: str, reason: str
+) -> Iterator[tuple[int, bytes]]:
+    """Every request of a shard's that was never answered, as an error saying why, in line order."""
+    for line, custom_id in _unfinished_entries(storage, layout, shard):
+        record = error_record(custom_id=custom_id, line=line, stage=stage, code=code, message=reason)
+        yield line, orjson.dumps(record) + b"\n"
+
+
+@dataclass(frozen=True)
+class _Targets:
+    """Where one account of the job is written: the final outputs, or a running job's outputs so far."""
+
+    results: str
+    errors: str
+    summary: str
+    realtime_results: str
+    realtime_errors: str
+
+    @classmethod
+    def final(cls, layout: JobLayout) -> _Targets:
+        return cls(layout.results, layout.errors, layout.summary, layout.realtime_results, layout.realtime_errors)
+
+    @classmethod
+    def interim(cls, layout: JobLayout) -> _Targets:
+        names = ("results.jsonl", "errors.jsonl", "summary.json", "realtime-results.jsonl", "realtime-errors.jsonl")
+        return cls(*(layout.interim(name) for name in names))
+
+
+def _stage_realtime_outcomes(
+    storage: ObjectStore,
+    index: OutcomeOrdering,
+    outcomes: Iterable[bytes],
+    layout: JobLayout,
+    targets: _Targets,
+    parts: list[tuple[dict, int]],
+    reason: str | None,
+) -> tuple[Counter[str], int]:
+    """Realtime outcomes, joined to every request sent that way, into a results and an errors file.
+
+    `parts` are (shard, round) whose requests went to the realtime queue. The workers' records are
+    first put in line order (`index`, on disk); with the manifests, also in line order, one
+    pass finds each request's outcome, or reports it as never answered (with `reason`; None counts
+    it as pending instead, for a job still running). Returns how many outcomes were recorded in
+    each second (for the report), counted on the way, and how many requests are pending.
+    """
+    manifests = merge_by_line(
+        (
+            decode_manifest_entry(entry)
+            for entry in storage.lines(layout.round_manifest(shard["shard_id"], round_number))
+            if entry
+        )
+        for shard, round_number in parts
+    )
+    per_second: Counter[str] = Counter()
+    pending_requests = 0
+    with index:
+        index.add_all(outcomes)
+        outcomes = index.in_line_order()
+        pending = next(outcomes, None)
+        with storage.writer(targets.realtime_results) as results, storage.writer(targets.realtime_errors) as errors:
+            for line, custom_id in manifests:
+                while pending is not None and pending[0] < line:  # not one of these parts' lines
+                    pending = next(outcomes, None)
+                if pending is not None and pending[0] == line:
+                    _, succeeded, at, raw = pending
+                    if at:
+                        per_second[at[:19]] += 1  # ISO 8601 up to the second
+                    (results if succeeded else errors).write(_public(raw) + b"\n")
+                    pending = next(outcomes, None)
+                elif reason is None:
+                    pending_requests += 1
+                else:
+                    record = error_record(
+                        custom_id=custom_id, line=line, stage=STAGE_PROVIDER, code="not_completed", message=reason
+                    )
+                    errors.write(orjson.dumps(record) + b"\n")
+    return per_second, pending_requests
+
+
+def _public(raw: bytes) -> bytes:
+    """A worker's record as the user reads it: without the fields only the join needs."""
+    record = orjson.loads(raw)
+    record.pop("unsent", None)
+    record.pop("answered_at", None)
+    return orjson.dumps(record)
+
+
+def _merge(
+    storage: ObjectStore,
+    index: OutcomeOrdering,
+    outcomes: Callable[[], Iterable[bytes]],
+    layout: JobLayout,
+    targets: _Targets,
+    job: dict,
+    shards: list[dict],
+    account: JobAccount,
+    *,
+    interim: bool,
+) -> Counter[str]:
+    """Write every outcome so far into the targets' results and errors, in input order, counting them
+    on the account. A finished job's requests without an outcome become errors that say why; an
+    interim account (the job still runs) counts them as pending. Returns the realtime outcomes per
+    second, for the report.
+    """
+    refused = job.get("refused")
+    result_streams, error_streams = [], []
+    if "input_lines" in job and storage.exists(layout.invalid_lines):
+        error_streams.append(_numbered(storage, layout.invalid_lines))
+    # Requests sent on the realtime path: the whole job on the realtime route, or the few left of
+    # a batch round when settings sent them that way (shards in status "realtime").
+    realtime_parts = [
+        (shard, int(shard.get("round", 0)))
+        for shard in shards
+        if not refused and (job.get("route") == "realtime" or shard.get("status") in ("realtime", "realtime_requeue"))
+    ]
+    realtime_per_second: Counter[str] = Counter()
+    if realtime_parts:
+        reason = (
+            None
+            if interim
+            else account.failure
+            or job.get("halted")
+            or "no outcome before the job stopped waiting (see the dead-letter queue)"
+        )
+        staged = _stage_realtime_outcomes(storage, index, outcomes(), layout, targets, realtime_parts, reason)
+        realtime_per_second, account.pending = staged
+        result_streams.append(_numbered(storage, targets.realtime_results))
+        error_streams.append(_numbered(storage, targets.realtime_errors))
+        account.input_tokens += job.get("realtime_input_tokens", 0)
+        account.output_tokens += job.get("realtime_output_tokens", 0)
+        account.cost_usd += to_usd(job.get("realtime_cost_nano_usd", 0))
+        account.cost_usd_if_realtime += to_usd(job.get("realtime_cost_nano_usd", 0))
+    on_realtime = {id(shard) for shard, _ in realtime_parts}
+    for shard in shards:
+        shard_id = shard["shard_id"]
+        for round_number in range(int(shard.get("rounds_collected", 0))):
+            result_streams.append(_numbered(storage, layout.round_results(shard_id, round_number)))
+            error_streams.append(_numbered(storage, layout.round_errors(shard_id, round_number)))
+        account.input_tokens += shard.get("input_tokens", 0)
+        account.output_tokens += shard.get("output_tokens", 0)
+        account.cost_usd += to_usd(shard.get("cost_nano_usd", 0))
+        account.cost_usd_if_realtime += to_usd(shard.get("cost_if_realtime_nano_usd", 0))
+        if shard.get("status") == "collected" or id(shard) in on_realtime:
+            continue
+        if interim:  # still to be answered: the job goes on with it
+            account.pending += sum(1 for _ in _unfinished_entries(storage, layout, shard))
+            continue
+        if refused:
+            pending = _unfinished(storage, layout, shard, stage=STAGE_BUDGET, code="budget_refused", reason=refused)
+        elif shard.get("status") == "budget_stopped":
+            reason = shard.get("stop_reason") or "not sent: the budget ran out"
+            pending = _unfinished(storage, layout, shard, stage=STAGE_BUDGET, code="budget_exhausted", reason=reason)
+        elif shard.get("status") == "cancelled":
+            pending = _unfinished(
+                storage,
+                layout,
+                shard,
+                stage=STAGE_PROVIDER,
+                code="cancelled",
+                reason="cancelled by the user before it ran: the same file uploaded again sends it",
+            )
+        else:
+            reason = shard.get("failure") or account.failure or f"the shard stopped in status {shard.get('status')!r}"
+            pending = _unfinished(
+                storage, layout, shard, stage=STAGE_PROVIDER, code="shard_not_completed", reason=reason
+            )
+        error_streams.append(pending)
+
+    with storage.writer(targets.results) as writer:
+        for _, raw in merge_by_line(result_streams):
+            writer.write(raw)
+            account.succeeded += 1
+    with storage.writer(targets.errors) as writer:
+        for _, raw in merge_by_line(error_streams):
+            writer.write(raw)
+            record = orjson.loads(raw)
+            if record["stage"] == "validation":
+                account.invalid += 1
+            else:
+                account.failed += 1
+                if record["stage"] == STAGE_BUDGET and not refused:
+                    account.stopped_by_budget += 1
+            account.error_codes[record["code"]] = account.error_codes.get(record["code"], 0) + 1
+
+    return realtime_per_second
+
+
+@dataclass
+class Finalization:
+    """The Finalize use case, with its ports.
+
+    `usage_so_far` is what this invocation has used in AWS so far (None outside a metered one);
+    `now` gives the ISO 8601 time; `output_bucket` names the bucket in the summary's s3:// URLs.
+    """
+
+    jobs: JobRecords
+    storage: ObjectStore
+    outcomes: OutcomeRecords
+    outcome_index: Callable[[], OutcomeOrdering]
+    budgets: BudgetAccounts
+    output_prefix: str
+    output_bucket: str
+    now: Callable[[], str]
+    usage_so_far: Callable[[], AwsUsage | None] = lambda: None
+
+    def finalize(self, job_id: str, *, failure: str | None = None) -> dict[str, Any]:
+        """Write the job's outputs and summary; the summary, as written. `failure`: why the run failed."""
+        layout = JobLayout(job_id, self.output_prefix)
+        job = self.jobs.get_job(job_id) or {}
+        shards = sorted(self.jobs.list_shards(job_id), key=lambda shard: shard["shard_id"])
+        account = self._account(job_id, job, shards)
+        account.failure = failure
+        account.cancelled = job.get("halted") if job.get("cancel_requested") else None
+        if "input_lines" not in job:
+            account.failure = failure or "the input could not be planned"
+
+        refused = job.get("refused")
+        realtime_per_second = self._merge(layout, _Targets.final(layout), job, shards, account, interim=False)
+
+        if refused and not account.failure:
+            account.failure = f"refused by the budget: {refused}"
+        month = job.get("budget_month") or month_of()
+        self.budgets.release_hold(job_id, month)  # give back what the job held for work it will not do
+        refreshed = self.jobs.get_job(job_id) or job  # the budget, recovery and AWS counters as they end
+        account.details = {**self._budget_details(refreshed, month), "aws": self._aws_cost(refreshed, account.cost_usd)}
+        report = report_key(layout)
+        summary = account.summary(
+            outputs={
+                name: f"s3://{self.output_bucket}/{key}"
+                for name, key in (
+                    ("results", layout.results),
+                    ("errors", layout.errors),
+                    ("summary", layout.summary),
+                    ("report", report),
+                )
+            },
+            started_at=job.get("started_at"),
+            finished_at=self.now(),
+        )
+        if account.unaccounted():
+            # Never expected; said loudly so that a lost request cannot pass unnoticed.
+            summary["unaccounted_lines"] = account.unaccounted()
+            logger.error("lines unaccounted for", extra={"unaccounted": account.unaccounted()})
+        if not self._write_report(report, summary, shards, realtime_per_second):
+            del summary["outputs"]["report"]
+        self.storage.put(layout.summary, _json(summary), "application/json")
+        self.jobs.update_job(job_id, **{name: value for name, value in summary.items() if name != "job_id"})
+        return summary
+
+    def interim(self, job_id: str, reason: str) -> dict[str, Any]:
+        """The outputs so far of a job that is still running, for a local run that stops watching it.
+
+        Results and errors already known are merged in input order as `finalize` merges them, and
+        each request with no outcome yet is counted as pending; the summary says ``interrupted``
+        and why. They are written beside the job's working files (``JobLayout.interim``), never
+        over its final outputs, and nothing of the job changes: not its status, its budget hold or
+        its counters, so the same file run again resumes it as if the run had never stopped.
+        Returns the summary, with the keys written under ``outputs``.
+        """
+        layout = JobLayout(job_id, self.output_prefix)
+        targets = _Targets.interim(layout)
+        job = self.jobs.get_job(job_id) or {}
+        shards = sorted(self.jobs.list_shards(job_id), key=lambda shard: shard["shard_id"])
+        account = self._account(job_id, job, shards)
+        account.interrupted = reason
+        if "input_lines" not in job:  # still planning: every line is pending, and how many is not known yet
+            account.interrupted = f"{reason} while the input was being planned"
+        self._merge(layout, targets, job, shards, account, interim=True)
+        account.details = self._budget_details(job, job.get("budget_month") or month_of())
+        summary = account.summary(
+            outputs={"results": targets.results, "errors": targets.errors, "summary": targets.summary},
+            started_at=job.get("started_at"),
+            finished_at=self.now(),
+        )
+        if account.unaccounted():
+            summary["unaccounted_lines"] = account.unaccounted()
+        self.storage.put(targets.summary, _json(summary), "application/json")
+        return summary
+
+    # -- the parts ------------------------------------------------------------------------------
+    @staticmethod
+    def _account(job_id: str, job: dict[str, Any], shards: list[dict[str, Any]]) -> JobAccount:
+        return JobAccount(
+            job_id=job_id,
+            input_lines=job.get("input_lines", 0),
+            shards=len(shards),
+            estimated_cost_usd=job.get("estimated_cost_usd", 0.0),
+            estimated_cost_usd_if_realtime=job.get("estimated_cost_usd_if_realtime", 0.0),
+            route=job.get("route"),
+        )
+
+    def _merge(
+        self,
+        layout: JobLayout,
+        targets: _Targets,
+        job: dict[str, Any],
+        shards: list[dict[str, Any]],
+        account: JobAccount,
+        *,
+        interim: bool,
+    ) -> Counter[str]:
+        return _merge(
+            self.storage,
+            self.outcome_index(),
+            lambda: self.outcomes.records(layout.job_id),
+            layout,
+            targets,
+            job,
+            shards,
+            account,
+            interim=interim,
+        )
+
+    def _progress(self, job_id: str, realtime_per_second: Counter[str]) -> list[Progress]:
+        """Every moment requests got their outcome: the collected batch rounds, the realtime seconds."""
+        points = [Progress.from_item(item) for item in self.jobs.progress(job_id)]
+        points += [
+            Progress(at=f"{second}+00:00", route=ROUTE_REALTIME, done=count)
+            for second, count in sorted(realtime_per_second.items())
+        ]
+        return points
+
+    def _write_report(
+        self, key: str, summary: dict[str, Any], shards: list[dict[str, Any]], realtime_per_second: Counter[str]
+    ) -> bool:
+        """Write report.html; False when it could not be drawn.
+
+        The page is for reading, the three outputs are the job's account: a report that fails to
+        draw is logged and left out, and never stops the job's outputs from being written.
+        """
+        try:
+            page = render_report(summary, shards, self._progress(summary["job_id"], realtime_per_second))
+        except Exception:
+            logger.exception("report.html could not be drawn; the job's outputs are written without it")
+            return False
+        self.storage.put(key, page.encode(), "text/html; charset=utf-8")
+        return True
+
+    def _aws_cost(self, job: dict[str, Any], llm_cost_usd: float) -> dict[str, Any]:
+        """What the run cost in AWS: every earlier invocation's counts (on the job), and this one's so far."""
+        usage = AwsUsage.from_counters(job)
+        own = self.usage_so_far()
+        if own is not None:
+            usage.add(own)
+            usage.lambda_requests += 1
+            usage.state_transitions += state_transitions("finalize", None)
+        cost = aws_cost(usage)
+        cost["share_of_llm_cost"] = round(cost["cost_usd"] / llm_cost_usd, 6) if llm_cost_usd else None
+        return cost
+
+    def _budget_details(self, refreshed: dict[str, Any], month: str) -> dict[str, Any]:
+        """What the job spent against its budgets, read after its unused hold was given back."""
+        job_cap, month_cap = refreshed.get("budget_cap_nano"), self.budgets.month_cap_nano
+        return {
+            "budget": {
+                "job_cap_usd": None if job_cap is None else to_usd(int(job_cap)),
+                "job_spent_usd": to_usd(int(refreshed.get("spent_nano", 0))),
+                "month": month,
+                "monthly_cap_usd": None if month_cap is None else to_usd(month_cap),
+                "monthly_spent_usd": to_usd(self.budgets.month_spent_nano(month)),
+                "fallback_model_used": refreshed.get("fallback_model_used"),
+                "paused": refreshed.get("budget_paused"),
+            },
+            "recovery": {
+                "resumes": int(refreshed.get("resumes", 0)),
+                "handovers": int(refreshed.get("handovers", 0)),
+                "batches_resubmitted": int(refreshed.get("batches_resubmitted", 0)),
+                "stuck_batches": int(refreshed.get("stuck_batches", 0)),
+            },
+        }
+
+
+def _json(summary: dict[str, Any]) -> bytes:
+    return orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n"
