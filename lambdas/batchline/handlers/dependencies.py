@@ -23,14 +23,19 @@ from batchline.adapters.openai_batches import OpenAIBatches
 from batchline.adapters.openai_credentials import openai_api_key
 from batchline.adapters.openai_realtime import OpenAIRealtime
 from batchline.adapters.outcome_index import OutcomeIndex
+from batchline.adapters.plan_outputs import S3PlanOutputs
 from batchline.adapters.realtime_outcomes import S3OutcomeSpool
 from batchline.adapters.s3_objects import S3Objects, s3_client
 from batchline.adapters.sqs_queue import RequestQueue, sqs_client
-from batchline.domain.budget import BudgetPolicy, to_nano
+from batchline.domain.budget import BudgetPolicy, month_of, to_nano
+from batchline.domain.layout import JobLayout
+from batchline.domain.planning import PlanSummary, planner_for
 from batchline.domain.run_cost import AwsUsage
+from batchline.domain.tokens import ParallelTokenCounter
 from batchline.settings import RuntimeEnvironment, SettingsError, runtime_environment
 from batchline.topology import METRICS_NAMESPACE, SERVICE_NAME, state_transitions
 from batchline.workflow.finalizing import Finalization
+from batchline.workflow.planning_job import JobPlanning, PlanDefaults
 from batchline.workflow.realtime_work import RealtimeWork, WorkSettings
 
 
@@ -212,6 +217,46 @@ def finalization() -> Finalization:
         output_bucket=environment().output_bucket,
         now=now_iso,
         usage_so_far=current_usage,
+    )
+
+
+# Threads counting tokens beside the planner (a Lambda's two vCPUs at the memory Plan is given).
+PLAN_TOKEN_THREADS = 2
+
+
+def plan_lines(job_id: str, lines: Iterable[bytes]) -> PlanSummary:
+    """Validate, count and cut `lines` into the job's shard files in the output bucket."""
+    settings = environment().settings
+    outputs = S3PlanOutputs(output_objects(), JobLayout(job_id, settings.output_prefix))
+    counter = ParallelTokenCounter(PLAN_TOKEN_THREADS)
+    try:
+        summary = planner_for(settings, outputs=outputs, token_counter=counter).run(lines)
+        outputs.close()
+    except BaseException:
+        outputs.abort()
+        raise
+    finally:
+        counter.close()
+    return summary
+
+
+def job_planning() -> JobPlanning:
+    """The Plan use case with this function's adapters."""
+    settings = environment().settings
+    return JobPlanning(
+        jobs=job_store(),
+        source=objects,
+        plan_lines=plan_lines,
+        budgets=budgets(),
+        defaults=PlanDefaults(
+            job_budget_usd=settings.budget.job_usd,
+            default_mode=settings.default_mode,
+            auto_realtime_max_requests=settings.auto_realtime_max_requests,
+        ),
+        count=lambda name, value: publish_metric(name, value, MetricUnit.Count),
+        now=now_iso,
+        month=month_of,
+        on_job=lambda job_id: logger.append_keys(job_id=job_id),
     )
 
 
