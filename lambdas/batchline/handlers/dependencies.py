@@ -224,7 +224,7 @@ def finalization() -> Finalization:
 PLAN_TOKEN_THREADS = 2
 
 
-def plan_lines(job_id: str, lines: Iterable[bytes]) -> PlanSummary:
+def plan_lines(job_id: str, lines: Iterable[tuple[int, bytes]]) -> PlanSummary:
     """Validate, count and cut `lines` into the job's shard files in the output bucket."""
     settings = environment().settings
     outputs = S3PlanOutputs(output_objects(), JobLayout(job_id, settings.output_prefix))

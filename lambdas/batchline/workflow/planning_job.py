@@ -78,7 +78,7 @@ class JobPlanning:
 
     jobs: PlanRecords
     source: Callable[[str], InputSource]
-    plan_lines: Callable[[str, Iterable[bytes]], PlanSummary]
+    plan_lines: Callable[[str, Iterable[tuple[int, bytes]]], PlanSummary]
     budgets: BudgetHolds
     defaults: PlanDefaults
     count: Callable[[str, int], None]
