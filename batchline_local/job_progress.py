@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from batchline.domain.budget import to_usd
-from batchline.domain.recovery import ENDED_SHARD_STATUSES
+from batchline.domain.statuses import ENDED_SHARD_STATUSES
 
 FINAL_STATUSES = frozenset({"succeeded", "completed_with_errors", "paused", "cancelled", "failed"})
 TERMINAL_BATCH_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})

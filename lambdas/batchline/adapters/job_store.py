@@ -20,6 +20,7 @@ from boto3.dynamodb.conditions import Key
 from batchline.adapters.aws_meter import default_session
 from batchline.domain.budget import month_of
 from batchline.domain.realtime import JobState, SendingMark
+from batchline.domain.statuses import ShardStatus
 from batchline.topology import (
     JOB_LIST_ATTRIBUTE,
     JOB_LIST_VALUE,
@@ -168,10 +169,10 @@ class JobStore:
                 ConditionExpression="#status <> :collected",
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={
-                    ":failed": "failed",
+                    ":failed": ShardStatus.FAILED,
                     ":reason": reason,
                     ":now": now_iso(),
-                    ":collected": "collected",
+                    ":collected": ShardStatus.COLLECTED,
                 },
             )
         except client.exceptions.ConditionalCheckFailedException:

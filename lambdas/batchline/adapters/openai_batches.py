@@ -14,6 +14,7 @@ from typing import Any
 import openai
 
 from batchline.domain.errors import ProviderError, TransientProviderError
+from batchline.domain.statuses import BATCH_ENDED
 from batchline.domain.streams import split_lines
 
 _TRANSIENT = (
@@ -101,4 +102,4 @@ class OpenAIBatches:
 
 
 def batch_is_terminal(batch: dict[str, Any]) -> bool:
-    return batch.get("status") in ("completed", "failed", "expired", "cancelled")
+    return batch.get("status") in BATCH_ENDED

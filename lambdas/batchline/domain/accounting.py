@@ -11,14 +11,16 @@ import heapq
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-STATUS_SUCCEEDED = "succeeded"
-STATUS_COMPLETED_WITH_ERRORS = "completed_with_errors"
-STATUS_FAILED = "failed"
-STATUS_PAUSED = "paused"  # the budget stopped it; uploading the same file again resumes it
-STATUS_CANCELLED = "cancelled"  # the user cancelled it; what finished is kept, uploading it again resumes it
+from batchline.domain.statuses import JobStatus
+
+STATUS_SUCCEEDED = JobStatus.SUCCEEDED
+STATUS_COMPLETED_WITH_ERRORS = JobStatus.COMPLETED_WITH_ERRORS
+STATUS_FAILED = JobStatus.FAILED
+STATUS_PAUSED = JobStatus.PAUSED  # the budget stopped it; uploading the same file again resumes it
+STATUS_CANCELLED = JobStatus.CANCELLED  # the user cancelled it; what finished is kept, uploading it again resumes it
 # A local run stopped watching (Ctrl-C, --timeout) while the job was still running: its outputs so far,
 # with the requests that have no outcome yet counted as pending; the same run again resumes the job.
-STATUS_INTERRUPTED = "interrupted"
+STATUS_INTERRUPTED = JobStatus.INTERRUPTED
 
 
 def merge_by_line(streams: Iterable[Iterable[tuple[int, bytes]]]) -> Iterator[tuple[int, bytes]]:

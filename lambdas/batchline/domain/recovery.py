@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # A shard in one of these statuses needs nothing more from the poll loop (a resumed job reopens some).
-ENDED_SHARD_STATUSES = frozenset({"collected", "failed", "cancelled", "budget_stopped", "realtime"})
 
 RETRIABLE_CODES = frozenset(
     {"batch_expired", "batch_cancelled", "rate_limit_exceeded", "server_error", "internal_error", "timeout"}

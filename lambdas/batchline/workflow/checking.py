@@ -18,6 +18,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from batchline.adapters.openai_batches import batch_is_terminal
 from batchline.domain.errors import ProviderError
 from batchline.domain.recovery import failed_for_token_limit, is_stuck, next_poll_seconds, seconds_in_status
+from batchline.domain.statuses import BATCH_RUNNING, BatchStatus, ShardStatus
 from batchline.handlers.dependencies import (
     admission_ledger,
     environment,
@@ -57,7 +58,7 @@ def check_batch(shard: dict[str, Any], batch_id: str, poll_floor: int) -> dict[s
         admission_ledger().release(record.get("round_model") or shard["model"], ticket)
         # The uploaded file stays valid: the next attempt creates a batch from it again.
         store.update_shard(
-            job_id, shard_id, status="waiting_admission", remove=("batch_id", "batch_status", "submit_claim")
+            job_id, shard_id, status=ShardStatus.WAITING_ADMISSION, remove=("batch_id", "batch_status", "submit_claim")
         )
         store.add_to_job(job_id, batches_resubmitted=1)
         metrics.add_metric(name=BATCHES_RESUBMITTED_METRIC, unit=MetricUnit.Count, value=1)
@@ -66,13 +67,13 @@ def check_batch(shard: dict[str, Any], batch_id: str, poll_floor: int) -> dict[s
     if batch_is_terminal(batch):
         return {"batch_id": batch_id, "status": status, "next": "collect"}
 
-    if status in ("validating", "in_progress", "finalizing"):
+    if status in BATCH_RUNNING:
         job = store.get_job(job_id) or {}
         if job.get("cancel_requested"):
             # A batch created just as the user cancelled: cancel it too; what it finished is kept.
             logger.warning("job cancelled by the user; cancelling its batch")
             _cancel_unless_ended(gateway, batch_id)
-            return {"batch_id": batch_id, "status": "cancelling", "next": "wait", "wait_seconds": 1}
+            return {"batch_id": batch_id, "status": BatchStatus.CANCELLING, "next": "wait", "wait_seconds": 1}
     stuck_after = environment().settings.recovery.stuck_after_seconds
     if is_stuck(batch, now, stuck_after):
         record = store.get_shard(job_id, shard_id) or {}
@@ -96,5 +97,5 @@ def _cancel_unless_ended(gateway: Any, batch_id: str) -> None:
         gateway.cancel_batch(batch_id)
     except ProviderError:
         now = gateway.retrieve_batch(batch_id)
-        if now.get("status") != "cancelling" and not batch_is_terminal(now):
+        if now.get("status") != BatchStatus.CANCELLING and not batch_is_terminal(now):
             raise

@@ -30,6 +30,7 @@ from batchline.domain.recovery import (
     validation_refusal,
 )
 from batchline.domain.shard_lines import provider_line_spans
+from batchline.domain.statuses import ShardStatus
 from batchline.handlers.dependencies import (
     admission_ledger,
     budgets,
@@ -95,7 +96,7 @@ def collect_batch(shard: dict[str, Any], batch_id: str) -> dict[str, Any]:
     record = store.get_shard(job_id, shard_id) or {}
     if record.get("collected_batch_id") == batch_id:
         logger.info("already collected")
-        return {"shard_id": shard_id, "retry": record.get("status") != "collected"}
+        return {"shard_id": shard_id, "retry": record.get("status") != ShardStatus.COLLECTED}
     round_number = int(record.get("round", 0))
     model = record.get("round_model") or shard["model"]
     job = store.get_job(job_id) or {}
@@ -204,25 +205,25 @@ def collect_batch(shard: dict[str, Any], batch_id: str) -> dict[str, Any]:
         # Not sent on: the round waits, as a shard cancelled before it was submitted does.
         _, prompt_tokens, _ = round_figures(record)
         fields |= {
-            "status": "cancelled",
+            "status": ShardStatus.CANCELLED,
             "round": round_number + 1,
             "round_requests": next_requests,
             "round_prompt_tokens": round(prompt_tokens * next_requests / max(1, len(manifest))),
         }
     elif to_realtime:
         # Too few left to be worth a batch (and a day's wait): the realtime workers take them.
-        fields |= {"status": "realtime", "round": round_number + 1, "round_requests": next_requests}
+        fields |= {"status": ShardStatus.REALTIME, "round": round_number + 1, "round_requests": next_requests}
     elif sources:
         _, prompt_tokens, share = round_figures(record)
         fields |= {
-            "status": "retrying",
+            "status": ShardStatus.RETRYING,
             "round": round_number + 1,
             "round_requests": next_requests,
             "round_prompt_tokens": round(prompt_tokens * next_requests / max(1, len(manifest))),
         }
         metrics.add_metric(name=BATCHES_RESUBMITTED_METRIC, unit=MetricUnit.Count, value=1)
     else:
-        fields["status"] = "collected"
+        fields["status"] = ShardStatus.COLLECTED
     counted = store.collect_round(
         job_id,
         shard_id,
@@ -249,7 +250,7 @@ def collect_batch(shard: dict[str, Any], batch_id: str) -> dict[str, Any]:
         store.add_to_job(job_id, realtime_expected=next_requests)
         enqueue_round(job_id, shard_id, round_number + 1)
     logger.info(
-        "collected",
+        "round collected",
         extra={
             "round": round_number,
             "succeeded": tally.succeeded,

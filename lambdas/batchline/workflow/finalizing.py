@@ -27,6 +27,7 @@ from batchline.domain.outcomes import STAGE_PROVIDER, error_record
 from batchline.domain.planning import decode_manifest_entry
 from batchline.domain.report import ROUTE_REALTIME, Progress, render_report, report_key
 from batchline.domain.run_cost import AwsUsage, aws_cost
+from batchline.domain.statuses import ShardStatus
 from batchline.topology import state_transitions
 from batchline.workflow.ports import (
     BudgetAccounts,
@@ -170,7 +171,11 @@ def _merge(
     realtime_parts = [
         (shard, int(shard.get("round", 0)))
         for shard in shards
-        if not refused and (job.get("route") == "realtime" or shard.get("status") in ("realtime", "realtime_requeue"))
+        if not refused
+        and (
+            job.get("route") == "realtime"
+            or shard.get("status") in (ShardStatus.REALTIME, ShardStatus.REALTIME_REQUEUE)
+        )
     ]
     realtime_per_second: Counter[str] = Counter()
     if realtime_parts:
@@ -199,17 +204,17 @@ def _merge(
         account.output_tokens += shard.get("output_tokens", 0)
         account.cost_usd += to_usd(shard.get("cost_nano_usd", 0))
         account.cost_usd_if_realtime += to_usd(shard.get("cost_if_realtime_nano_usd", 0))
-        if shard.get("status") == "collected" or id(shard) in on_realtime:
+        if shard.get("status") == ShardStatus.COLLECTED or id(shard) in on_realtime:
             continue
         if interim:  # still to be answered: the job goes on with it
             account.pending += sum(1 for _ in _unfinished_entries(storage, layout, shard))
             continue
         if refused:
             pending = _unfinished(storage, layout, shard, stage=STAGE_BUDGET, code="budget_refused", reason=refused)
-        elif shard.get("status") == "budget_stopped":
+        elif shard.get("status") == ShardStatus.BUDGET_STOPPED:
             reason = shard.get("stop_reason") or "not sent: the budget ran out"
             pending = _unfinished(storage, layout, shard, stage=STAGE_BUDGET, code="budget_exhausted", reason=reason)
-        elif shard.get("status") == "cancelled":
+        elif shard.get("status") == ShardStatus.CANCELLED:
             pending = _unfinished(
                 storage,
                 layout,

@@ -21,11 +21,12 @@ from batchline.domain.layout import content_hash, make_job_id
 from batchline.domain.planning import PlanSummary
 from batchline.domain.request_line import iter_physical_lines
 from batchline.domain.routing import Mode, requested_mode, route_for
+from batchline.domain.statuses import REOPENED_ON_RESUME, JobStatus, ShardStatus
 from batchline.topology import JOBS_REFUSED_METRIC, JOBS_RESUMED_METRIC
 
 logger = logging.getLogger("batchline.plan")
 
-ROUTE_REFUSED = "refused"  # the budget cannot take the job: nothing is sent, Finalize says why per line
+ROUTE_REFUSED = JobStatus.REFUSED  # the budget cannot take the job: nothing is sent, Finalize says why per line
 
 
 class InputSource(Protocol):
@@ -106,7 +107,7 @@ class JobPlanning:
         mode = requested_mode(key=key, metadata=metadata, default=self.defaults.default_mode)
         month = self.month()
         fields = dict(
-            status="planning", bucket=bucket, key=key, mode=mode, started_at=self.now(), content_sha256=digest
+            status=JobStatus.PLANNING, bucket=bucket, key=key, mode=mode, started_at=self.now(), content_sha256=digest
         )
         if job is None:
             store.put_job(job_id, budget_month=month, **fields, **cap_fields)
@@ -116,7 +117,7 @@ class JobPlanning:
 
         summary = self.plan_lines(job_id, iter_physical_lines(source.chunks(key)))
 
-        shards = [{**plan.as_dict(), "status": "planned", "round": 0} for plan in summary.shards]
+        shards = [{**plan.as_dict(), "status": ShardStatus.PLANNED, "round": 0} for plan in summary.shards]
         route = route_for(
             mode, valid_requests=summary.valid, auto_realtime_max_requests=self.defaults.auto_realtime_max_requests
         )
@@ -124,7 +125,7 @@ class JobPlanning:
         refused = self._hold_budget(job_id, month, route, shards) if shards else None
         store.update_job(
             job_id,
-            status=ROUTE_REFUSED if refused else ("running" if shards else "finalizing"),
+            status=ROUTE_REFUSED if refused else (JobStatus.RUNNING if shards else JobStatus.FINALIZING),
             planned=True,
             route=route,
             input_lines=summary.input_lines,
@@ -180,7 +181,7 @@ class JobPlanning:
             "valid": job["valid"],
             "invalid": job["invalid"],
             "shard_count": len(shards),
-            "shards": _map_items(job_id, [shard for shard in shards if shard.get("status") != "collected"]),
+            "shards": _map_items(job_id, [shard for shard in shards if shard.get("status") != ShardStatus.COLLECTED]),
         }
 
     def resume(self, job: dict[str, Any], cap_fields: dict[str, Any]) -> dict[str, Any]:
@@ -199,7 +200,7 @@ class JobPlanning:
         )
         for shard in shards:
             # What stopped short runs again: the poll loop passes over shards that ended.
-            reopened = _REOPENED_ON_RESUME.get(shard.get("status"))
+            reopened = REOPENED_ON_RESUME.get(shard.get("status"))
             if reopened:
                 store.update_shard(job_id, shard["shard_id"], status=reopened, remove=("failure", "step_errors"))
                 shard["status"] = reopened
@@ -207,12 +208,12 @@ class JobPlanning:
         resumes = int(job.get("resumes", 0)) + 1
         store.update_job(
             job_id,
-            status=ROUTE_REFUSED if refused else "running",
+            status=ROUTE_REFUSED if refused else JobStatus.RUNNING,
             resumes=resumes,
             resumed_at=self.now(),
             **({"refused": refused} if refused else {"refused": None}),
         )
-        unfinished = [shard for shard in shards if shard.get("status") != "collected"]
+        unfinished = [shard for shard in shards if shard.get("status") != ShardStatus.COLLECTED]
         self.count(JOBS_RESUMED_METRIC, 1)
         logger.info("resumed", extra={"resumes": resumes, "shards": len(shards), "unfinished": len(unfinished)})
         return {
@@ -248,15 +249,4 @@ def _map_items(job_id: str, shards: list[dict]) -> list[dict]:
 def _estimate_nano(route: str, shards: list[dict]) -> int:
     """What the unfinished shards may cost, at the price of the route they take."""
     field = "estimated_cost_usd_if_realtime" if route == "realtime" else "estimated_cost_usd"
-    return sum(to_nano(shard.get(field, 0.0)) for shard in shards if shard.get("status") != "collected")
-
-
-# A shard's status when the same file is uploaded again: cancelled, stopped by the budget or failed,
-# it is planned again from its current round; one whose last requests went realtime has them queued
-# again (a worker skips any that already has an outcome).
-_REOPENED_ON_RESUME = {
-    "cancelled": "planned",
-    "budget_stopped": "planned",
-    "failed": "planned",
-    "realtime": "realtime_requeue",
-}
+    return sum(to_nano(shard.get(field, 0.0)) for shard in shards if shard.get("status") != ShardStatus.COLLECTED)

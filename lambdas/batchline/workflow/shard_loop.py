@@ -20,7 +20,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from batchline.domain.budget import month_of
 from batchline.domain.errors import TransientProviderError
-from batchline.domain.recovery import ENDED_SHARD_STATUSES
+from batchline.domain.statuses import ENDED_SHARD_STATUSES
 from batchline.handlers.dependencies import (
     admission_ledger,
     budgets,

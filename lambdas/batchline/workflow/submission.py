@@ -27,6 +27,7 @@ from batchline.domain.budget import Stance, month_of, stop_message, to_nano
 from batchline.domain.errors import ShardStateError
 from batchline.domain.layout import JobLayout
 from batchline.domain.shard_lines import canonical_line
+from batchline.domain.statuses import ShardStatus
 from batchline.handlers.dependencies import (
     admission_ledger,
     budget_policy,
@@ -71,7 +72,7 @@ def _round_estimate_nano(record: dict, model: str) -> int:
 
 def _stop(job_id: str, shard_id: str, reason: str) -> dict[str, Any]:
     store = job_store()
-    store.update_shard(job_id, shard_id, status="budget_stopped", stop_reason=reason, remove=("round_model",))
+    store.update_shard(job_id, shard_id, status=ShardStatus.BUDGET_STOPPED, stop_reason=reason, remove=("round_model",))
     store.update_job(job_id, budget_paused=reason)
     metrics.add_metric(name=BUDGET_STOP_METRIC, unit=MetricUnit.Count, value=1)
     logger.warning("budget stop", extra={"reason": reason})
@@ -131,7 +132,7 @@ def _cancelled(job_id: str, shard_id: str, record: dict, job: dict, attempt: str
     ticket = ticket_for(job_id, shard_id, int(record.get("round", 0)))
     budgets().settle(job_id, job.get("budget_month") or month_of(), ticket, 0)
     admission_ledger().release(record.get("round_model") or record["model"], ticket)
-    store.update_shard(job_id, shard_id, status="cancelled", remove=("round_model", "submit_claim"))
+    store.update_shard(job_id, shard_id, status=ShardStatus.CANCELLED, remove=("round_model", "submit_claim"))
     logger.info("not submitted: the job was cancelled", extra={"cancel_requested": job["cancel_requested"]})
     return {"action": "done", "stopped": False}
 
@@ -149,13 +150,13 @@ def submit_round(shard: dict[str, Any], attempt: str) -> dict[str, Any]:
     record = store.get_shard(job_id, shard_id)
     if record is None:
         raise ShardStateError(f"shard {shard_id} of job {job_id} has no record; was the job planned?")
-    if record.get("status") == "collected":
+    if record.get("status") == ShardStatus.COLLECTED:
         return {"action": "done", "stopped": False}
-    if record.get("status") in ("realtime", "realtime_requeue"):
+    if record.get("status") in (ShardStatus.REALTIME, ShardStatus.REALTIME_REQUEUE):
         # Its last requests went to the realtime path; queue again any that may have been lost
         # (a worker skips a request that already has an outcome).
         enqueue_round(job_id, shard_id, int(record.get("round", 0)))
-        store.update_shard(job_id, shard_id, status="realtime")
+        store.update_shard(job_id, shard_id, status=ShardStatus.REALTIME)
         return {"action": "done", "stopped": False}
     round_number = int(record.get("round", 0))
     logger.append_keys(round=round_number)
@@ -167,7 +168,9 @@ def submit_round(shard: dict[str, Any], attempt: str) -> dict[str, Any]:
     found = gateway.find_batch(metadata)
     if found is not None:
         # Created by an attempt that stopped before recording it: adopt it, never pay twice.
-        store.update_shard(job_id, shard_id, status="submitted", batch_id=found["id"], batch_status=found["status"])
+        store.update_shard(
+            job_id, shard_id, status=ShardStatus.SUBMITTED, batch_id=found["id"], batch_status=found["status"]
+        )
         logger.warning("adopted a batch created by an earlier attempt", extra={"batch_id": found["id"]})
         return {"action": "wait_batch", "batch_id": found["id"]}
 
@@ -191,7 +194,7 @@ def submit_round(shard: dict[str, Any], attempt: str) -> dict[str, Any]:
             f"of {model} ({limit:,}); planning cuts shards to fit, so the settings changed since it was planned"
         )
     if not admission_ledger().admit(model, ticket, prompt_tokens, limit):
-        store.update_shard(job_id, shard_id, status="waiting_admission")
+        store.update_shard(job_id, shard_id, status=ShardStatus.WAITING_ADMISSION)
         logger.info("waiting for room in the enqueued-token limit", extra={"model": model, "tokens": prompt_tokens})
         return {"action": "wait_admission"}
 
@@ -203,13 +206,18 @@ def submit_round(shard: dict[str, Any], attempt: str) -> dict[str, Any]:
     file_id = record.get("input_file_id")
     if not file_id:
         file_id = _upload(job_id, shard_id, round_number, model, record["model"])
-        store.update_shard(job_id, shard_id, input_file_id=file_id, status="uploaded")
-    store.update_shard(job_id, shard_id, status="submitting", submitting_at=now_iso())
+        store.update_shard(job_id, shard_id, input_file_id=file_id, status=ShardStatus.UPLOADED)
+    store.update_shard(job_id, shard_id, status=ShardStatus.SUBMITTING, submitting_at=now_iso())
     batch = gateway.create_batch(
         input_file_id=file_id, endpoint=shard["url"], completion_window=settings.completion_window, metadata=metadata
     )
     store.update_shard(
-        job_id, shard_id, status="submitted", batch_id=batch["id"], batch_status=batch["status"], submitted_at=now_iso()
+        job_id,
+        shard_id,
+        status=ShardStatus.SUBMITTED,
+        batch_id=batch["id"],
+        batch_status=batch["status"],
+        submitted_at=now_iso(),
     )
     metrics.add_metric(name=BATCHES_SUBMITTED_METRIC, unit=MetricUnit.Count, value=1)
     logger.info("submitted", extra={"batch_id": batch["id"], "model": model, "prompt_tokens": prompt_tokens})
