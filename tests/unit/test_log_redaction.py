@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-from batchline.handlers.dependencies import error_fields, logger
+from batchline.observability import error_fields, logger
 
 SECRET = "Summarise this confidential memo for the board"
 

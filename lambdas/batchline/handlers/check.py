@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchline.handlers.dependencies import environment, logger, metered, metrics, tracer
+from batchline.handlers.dependencies import environment, metered
 from batchline.handlers.submit import advance_job
+from batchline.observability import logger, metrics, tracer
 
 
 @metered("check", lambda event, result: [event["job_id"]])

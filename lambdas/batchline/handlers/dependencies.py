@@ -1,18 +1,18 @@
-"""Builds the adapters a handler needs from its environment, once per cold start."""
+"""Wiring: the adapters and use cases a function needs, built from its environment once per cold start.
+
+Logs, metrics and traces are in batchline/observability.py; `metered` (what an invocation used in
+AWS, added to its jobs) stays here, as it writes through the job store.
+"""
 
 from __future__ import annotations
 
 import functools
 import time
-import traceback
 from collections.abc import Callable, Iterable
 from functools import cache
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
-from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+from aws_lambda_powertools.metrics import MetricUnit
 
 from batchline.adapters.admission import DynamoAdmissionLedger
 from batchline.adapters.aws_meter import current_usage, metering, waited_seconds, waited_so_far
@@ -32,52 +32,12 @@ from batchline.domain.layout import JobLayout
 from batchline.domain.planning import PlanSummary, planner_for
 from batchline.domain.run_cost import AwsUsage
 from batchline.domain.tokens import ParallelTokenCounter
+from batchline.observability import logger, publish_metric
 from batchline.settings import RuntimeEnvironment, SettingsError, runtime_environment
-from batchline.topology import METRICS_NAMESPACE, SERVICE_NAME, state_transitions
+from batchline.topology import state_transitions
 from batchline.workflow.finalizing import Finalization
 from batchline.workflow.planning_job import JobPlanning, PlanDefaults
 from batchline.workflow.realtime_work import RealtimeWork, WorkSettings
-
-
-class ExceptionTextFreeFormatter(LambdaPowertoolsFormatter):
-    """Powertools' JSON lines, with a logged exception reduced to its type and the frames it came through.
-
-    An exception's message may quote what the code was handling: a line of the input (a prompt, a
-    custom_id), a provider's answer or an error echoing either. None of that belongs in a log, so no
-    ``logger.exception`` anywhere writes it; the frames (file, line, function, source line) are code.
-    """
-
-    def formatException(self, ei) -> str:  # noqa: N802 (logging.Formatter's name)
-        kind, _, tb = ei
-        frames = "".join(traceback.format_list(traceback.extract_tb(tb)))
-        return f"Traceback (most recent call last):\n{frames}{getattr(kind, '__name__', kind)}"
-
-
-def error_fields(error: BaseException) -> dict[str, str]:
-    """What a log line may say of an error: its type and where it was raised, never its message."""
-    frames = traceback.extract_tb(error.__traceback__)
-    where = f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
-    return {"error_type": type(error).__name__, "error_at": where}
-
-
-# serialize_stacktrace off: its "value" field is the exception's message.
-logger = Logger(service=SERVICE_NAME, logger_formatter=ExceptionTextFreeFormatter(serialize_stacktrace=False))
-metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)
-# X-Ray in the deployed functions (off outside Lambda). Responses are never captured: they hold
-# prompts and completions, which must stay out of traces as they stay out of logs.
-tracer = Tracer(service=SERVICE_NAME)
-
-
-def publish_metric(name: str, value: float, unit: MetricUnit, **dimensions: str) -> None:
-    """One metric in a record of its own: its dimensions (service, plus any given) apply to it alone.
-
-    The job metrics share one record per route (`metrics`); these do not belong in it.
-    """
-    if is_metrics_disabled():
-        return
-    with single_metric(name=name, unit=unit, value=value, namespace=METRICS_NAMESPACE) as metric:
-        for key, dimension in {"service": SERVICE_NAME, **dimensions}.items():
-            metric.add_dimension(name=key, value=dimension)
 
 
 def environment() -> RuntimeEnvironment:

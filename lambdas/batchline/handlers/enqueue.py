@@ -7,7 +7,8 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from batchline.adapters.job_store import now_iso
-from batchline.handlers.dependencies import job_store, logger, metered, publish_metric, tracer
+from batchline.handlers.dependencies import job_store, metered
+from batchline.observability import logger, publish_metric, tracer
 from batchline.topology import REQUESTS_ENQUEUED_METRIC
 from batchline.workflow.enqueueing import enqueue_round
 

@@ -12,7 +12,8 @@ import orjson
 from aws_lambda_powertools.metrics import MetricUnit
 
 from batchline.domain.layout import content_hash, make_job_id
-from batchline.handlers.dependencies import finalization, logger, metered, metrics, objects, publish_metric, tracer
+from batchline.handlers.dependencies import finalization, metered, objects
+from batchline.observability import logger, metrics, publish_metric, tracer
 from batchline.topology import MONTHLY_BUDGET_METRIC, MONTHLY_SPEND_METRIC
 
 

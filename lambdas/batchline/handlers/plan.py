@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchline.handlers.dependencies import job_planning, logger, metered, tracer
+from batchline.handlers.dependencies import job_planning, metered
+from batchline.observability import logger, tracer
 
 
 @metered("plan", lambda event, result: [result["job_id"]] if result else [])

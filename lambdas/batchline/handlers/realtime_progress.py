@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchline.handlers.dependencies import environment, logger, metered, tracer
+from batchline.handlers.dependencies import environment, metered
+from batchline.observability import logger, tracer
 from batchline.workflow.realtime_wait import realtime_progress
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchline.handlers.dependencies import environment, logger, metered, metrics, seconds_left, tracer
+from batchline.handlers.dependencies import environment, metered, seconds_left
+from batchline.observability import logger, metrics, tracer
 from batchline.workflow.shard_loop import advance_shards
 
 

@@ -16,16 +16,8 @@ import orjson
 from aws_lambda_powertools.metrics import MetricUnit
 
 from batchline.domain.realtime import RealtimeRequest
-from batchline.handlers.dependencies import (
-    error_fields,
-    logger,
-    metered,
-    output_objects,
-    publish_metric,
-    realtime_work,
-    seconds_left,
-    tracer,
-)
+from batchline.handlers.dependencies import metered, output_objects, realtime_work, seconds_left
+from batchline.observability import error_fields, logger, publish_metric, tracer
 from batchline.topology import PROVIDER_CALLS_METRIC, PROVIDER_RATE_LIMITED_METRIC
 from batchline.workflow.realtime_work import Delivery
 

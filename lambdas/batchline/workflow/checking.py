@@ -19,15 +19,8 @@ from batchline.adapters.openai_batches import batch_is_terminal
 from batchline.domain.errors import ProviderError
 from batchline.domain.recovery import failed_for_token_limit, is_stuck, next_poll_seconds, seconds_in_status
 from batchline.domain.statuses import BATCH_RUNNING, BatchStatus, ShardStatus
-from batchline.handlers.dependencies import (
-    admission_ledger,
-    environment,
-    job_store,
-    logger,
-    metrics,
-    openai_batches,
-    publish_metric,
-)
+from batchline.handlers.dependencies import admission_ledger, environment, job_store, openai_batches
+from batchline.observability import logger, metrics, publish_metric
 from batchline.topology import (
     BATCH_AGE_METRIC,
     BATCHES_RESUBMITTED_METRIC,

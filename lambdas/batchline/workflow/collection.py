@@ -36,11 +36,10 @@ from batchline.handlers.dependencies import (
     budgets,
     environment,
     job_store,
-    logger,
-    metrics,
     openai_batches,
     output_objects,
 )
+from batchline.observability import logger, metrics
 from batchline.topology import BATCHES_RESUBMITTED_METRIC
 from batchline.workflow.enqueueing import enqueue_round
 from batchline.workflow.submission import round_figures, ticket_for

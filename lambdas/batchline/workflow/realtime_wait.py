@@ -23,7 +23,8 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from batchline.adapters.job_store import now_iso
-from batchline.handlers.dependencies import environment, job_store, logger, publish_metric
+from batchline.handlers.dependencies import environment, job_store
+from batchline.observability import logger, publish_metric
 from batchline.topology import REALTIME_BACKLOG_METRIC
 
 

@@ -21,15 +21,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from batchline.domain.budget import month_of
 from batchline.domain.errors import TransientProviderError
 from batchline.domain.statuses import ENDED_SHARD_STATUSES
-from batchline.handlers.dependencies import (
-    admission_ledger,
-    budgets,
-    environment,
-    error_fields,
-    job_store,
-    logger,
-    publish_metric,
-)
+from batchline.handlers.dependencies import admission_ledger, budgets, environment, job_store
+from batchline.observability import error_fields, logger, publish_metric
 from batchline.topology import SHARDS_FAILED_METRIC
 from batchline.workflow.checking import check_batch
 from batchline.workflow.collection import collect_batch

@@ -34,11 +34,10 @@ from batchline.handlers.dependencies import (
     budgets,
     environment,
     job_store,
-    logger,
-    metrics,
     openai_batches,
     output_objects,
 )
+from batchline.observability import logger, metrics
 from batchline.topology import BATCHES_SUBMITTED_METRIC, BUDGET_FALLBACK_METRIC, BUDGET_STOP_METRIC
 from batchline.workflow.enqueueing import enqueue_round
 

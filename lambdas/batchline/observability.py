@@ -1,0 +1,58 @@
+"""What the functions say about themselves: structured logs, metrics and traces, with no prompt in them.
+
+Logs carry an error's type and place, never its message (it may quote a request or an answer);
+traces never capture a response. The use cases log through the standard logging module under
+"batchline", which these handlers format.
+"""
+
+from __future__ import annotations
+
+import traceback
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+
+from batchline.topology import METRICS_NAMESPACE, SERVICE_NAME
+
+
+class ExceptionTextFreeFormatter(LambdaPowertoolsFormatter):
+    """Powertools' JSON lines, with a logged exception reduced to its type and the frames it came through.
+
+    An exception's message may quote what the code was handling: a line of the input (a prompt, a
+    custom_id), a provider's answer or an error echoing either. None of that belongs in a log, so no
+    ``logger.exception`` anywhere writes it; the frames (file, line, function, source line) are code.
+    """
+
+    def formatException(self, ei) -> str:  # noqa: N802 (logging.Formatter's name)
+        kind, _, tb = ei
+        frames = "".join(traceback.format_list(traceback.extract_tb(tb)))
+        return f"Traceback (most recent call last):\n{frames}{getattr(kind, '__name__', kind)}"
+
+
+def error_fields(error: BaseException) -> dict[str, str]:
+    """What a log line may say of an error: its type and where it was raised, never its message."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
+    return {"error_type": type(error).__name__, "error_at": where}
+
+
+# serialize_stacktrace off: its "value" field is the exception's message.
+logger = Logger(service=SERVICE_NAME, logger_formatter=ExceptionTextFreeFormatter(serialize_stacktrace=False))
+metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)
+# X-Ray in the deployed functions (off outside Lambda). Responses are never captured: they hold
+# prompts and completions, which must stay out of traces as they stay out of logs.
+tracer = Tracer(service=SERVICE_NAME)
+
+
+def publish_metric(name: str, value: float, unit: MetricUnit, **dimensions: str) -> None:
+    """One metric in a record of its own: its dimensions (service, plus any given) apply to it alone.
+
+    The job metrics share one record per route (`metrics`); these do not belong in it.
+    """
+    if is_metrics_disabled():
+        return
+    with single_metric(name=name, unit=unit, value=value, namespace=METRICS_NAMESPACE) as metric:
+        for key, dimension in {"service": SERVICE_NAME, **dimensions}.items():
+            metric.add_dimension(name=key, value=dimension)
