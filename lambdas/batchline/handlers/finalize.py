@@ -8,9 +8,10 @@ opens to see how the job went.
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -25,7 +26,14 @@ from batchline.domain.budget import STAGE_BUDGET, month_of, to_usd
 from batchline.domain.layout import JobLayout, content_hash, make_job_id
 from batchline.domain.outcomes import STAGE_PROVIDER, error_record
 from batchline.domain.planning import decode_manifest_entry
-from batchline.domain.report import ROUTE_REALTIME, Progress, render_report, report_key
+from batchline.domain.report import (
+    ROUTE_REALTIME,
+    SLOWEST_LIMIT,
+    Progress,
+    SlowRequest,
+    render_report,
+    report_key,
+)
 from batchline.domain.run_cost import AwsUsage, aws_cost
 from batchline.handlers.dependencies import (
     budgets,
@@ -88,20 +96,53 @@ class _Targets:
         return cls(*(layout.interim(name) for name in names))
 
 
+@dataclass
+class _RealtimeTiming:
+    """When the realtime outcomes came (per second) and the slowest calls: what the report draws."""
+
+    per_second: Counter[str] = field(default_factory=Counter)
+    slowest: list[tuple[float, int, SlowRequest]] = field(default_factory=list)  # a heap, the fastest on top
+
+    def add(self, record: dict) -> None:
+        at = record.get("answered_at")
+        if at:
+            self.per_second[at[:19]] += 1  # ISO 8601 up to the second
+        seconds = record.get("latency_seconds")
+        if seconds is None:
+            return
+        request = SlowRequest(
+            line=int(record["line"]),
+            custom_id=str(record.get("custom_id") or ""),
+            model=record.get("model"),
+            seconds=float(seconds),
+            answered_at=at,
+            outcome="succeeded" if "response" in record else str(record.get("code") or "failed"),
+        )
+        entry = (request.seconds, -request.line, request)
+        if len(self.slowest) < SLOWEST_LIMIT:
+            heapq.heappush(self.slowest, entry)
+        elif entry[:2] > self.slowest[0][:2]:
+            heapq.heapreplace(self.slowest, entry)
+
+    def slow_requests(self) -> list[SlowRequest]:
+        return [request for _, _, request in self.slowest]
+
+
 def _stage_realtime_outcomes(
     storage: S3Objects,
     layout: JobLayout,
     targets: _Targets,
     parts: list[tuple[dict, int]],
     reason: str | None,
-) -> tuple[Counter[str], int]:
+) -> tuple[_RealtimeTiming, int]:
     """Realtime outcomes, joined to every request sent that way, into a results and an errors file.
 
     `parts` are (shard, round) whose requests went to the realtime queue. The workers' records are
     first put in line order on disk (OutcomeIndex); with the manifests, also in line order, one
     pass finds each request's outcome, or reports it as never answered (with `reason`; None counts
     it as pending instead, for a job still running). Returns how many outcomes were recorded in
-    each second (for the report), counted on the way, and how many requests are pending.
+    each second and the slowest calls (for the report), found on the way, and how many requests
+    are pending.
     """
     manifests = merge_by_line(
         (
@@ -111,7 +152,7 @@ def _stage_realtime_outcomes(
         )
         for shard, round_number in parts
     )
-    per_second: Counter[str] = Counter()
+    timing = _RealtimeTiming()
     pending_requests = 0
     with OutcomeIndex() as index:
         index.add_all(outcome_spool().records(layout.job_id))
@@ -122,10 +163,10 @@ def _stage_realtime_outcomes(
                 while pending is not None and pending[0] < line:  # not one of these parts' lines
                     pending = next(outcomes, None)
                 if pending is not None and pending[0] == line:
-                    _, succeeded, at, raw = pending
-                    if at:
-                        per_second[at[:19]] += 1  # ISO 8601 up to the second
-                    (results if succeeded else errors).write(_public(raw) + b"\n")
+                    _, succeeded, _, raw = pending
+                    record = orjson.loads(raw)
+                    timing.add(record)
+                    (results if succeeded else errors).write(_public(record) + b"\n")
                     pending = next(outcomes, None)
                 elif reason is None:
                     pending_requests += 1
@@ -134,15 +175,15 @@ def _stage_realtime_outcomes(
                         custom_id=custom_id, line=line, stage=STAGE_PROVIDER, code="not_completed", message=reason
                     )
                     errors.write(orjson.dumps(record) + b"\n")
-    return per_second, pending_requests
+    return timing, pending_requests
 
 
-def _public(raw: bytes) -> bytes:
-    """A worker's record as the user reads it: without the fields only the join needs."""
-    record = orjson.loads(raw)
-    record.pop("unsent", None)
-    record.pop("answered_at", None)
-    return orjson.dumps(record)
+_INTERNAL_FIELDS = ("unsent", "answered_at", "latency_seconds")  # for the join and the report only
+
+
+def _public(record: dict) -> bytes:
+    """A worker's record as the user reads it: without the fields only the join and the report need."""
+    return orjson.dumps({name: value for name, value in record.items() if name not in _INTERNAL_FIELDS})
 
 
 def _progress(job_id: str, realtime_per_second: Counter[str]) -> list[Progress]:
@@ -155,16 +196,15 @@ def _progress(job_id: str, realtime_per_second: Counter[str]) -> list[Progress]:
     return points
 
 
-def _write_report(
-    storage: S3Objects, key: str, summary: dict, shards: list[dict], realtime_per_second: Counter[str]
-) -> bool:
+def _write_report(storage: S3Objects, key: str, summary: dict, shards: list[dict], timing: _RealtimeTiming) -> bool:
     """Write report.html; False when it could not be drawn.
 
     The page is for reading, the three outputs are the job's account: a report that fails to
     draw is logged and left out, and never stops the job's outputs from being written.
     """
     try:
-        page = render_report(summary, shards, _progress(summary["job_id"], realtime_per_second))
+        progress = _progress(summary["job_id"], timing.per_second)
+        page = render_report(summary, shards, progress, timing.slow_requests())
     except Exception:
         logger.exception("report.html could not be drawn; the job's outputs are written without it")
         return False
@@ -266,11 +306,11 @@ def _merge(
     account: JobAccount,
     *,
     interim: bool,
-) -> Counter[str]:
+) -> _RealtimeTiming:
     """Write every outcome so far into the targets' results and errors, in input order, counting them
     on the account. A finished job's requests without an outcome become errors that say why; an
-    interim account (the job still runs) counts them as pending. Returns the realtime outcomes per
-    second, for the report.
+    interim account (the job still runs) counts them as pending. Returns when the realtime outcomes
+    came and the slowest calls, for the report.
     """
     refused = job.get("refused")
     result_streams, error_streams = [], []
@@ -283,7 +323,7 @@ def _merge(
         for shard in shards
         if not refused and (job.get("route") == "realtime" or shard.get("status") in ("realtime", "realtime_requeue"))
     ]
-    realtime_per_second: Counter[str] = Counter()
+    timing = _RealtimeTiming()
     if realtime_parts:
         reason = (
             None
@@ -293,7 +333,7 @@ def _merge(
             or "no outcome before the job stopped waiting (see the dead-letter queue)"
         )
         staged = _stage_realtime_outcomes(storage, layout, targets, realtime_parts, reason)
-        realtime_per_second, account.pending = staged
+        timing, account.pending = staged
         result_streams.append(_numbered(storage, targets.realtime_results))
         error_streams.append(_numbered(storage, targets.realtime_errors))
         account.input_tokens += job.get("realtime_input_tokens", 0)
@@ -352,7 +392,7 @@ def _merge(
                     account.stopped_by_budget += 1
             account.error_codes[record["code"]] = account.error_codes.get(record["code"], 0) + 1
 
-    return realtime_per_second
+    return timing
 
 
 @metered("finalize", lambda event, result: [result["job_id"]] if result else [])
@@ -385,7 +425,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         account.failure = failure or "the input could not be planned"
 
     refused = job.get("refused")
-    realtime_per_second = _merge(storage, layout, _Targets.final(layout), job, shards, account, interim=False)
+    timing = _merge(storage, layout, _Targets.final(layout), job, shards, account, interim=False)
 
     if refused and not account.failure:
         account.failure = f"refused by the budget: {refused}"
@@ -412,7 +452,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         # Never expected; said loudly so that a lost request cannot pass unnoticed.
         summary["unaccounted_lines"] = account.unaccounted()
         logger.error("lines unaccounted for", extra={"unaccounted": account.unaccounted()})
-    if not _write_report(storage, report, summary, shards, realtime_per_second):
+    if not _write_report(storage, report, summary, shards, timing):
         del summary["outputs"]["report"]
     storage.put(layout.summary, orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n", "application/json")
     store.update_job(job_id, **{name: value for name, value in summary.items() if name != "job_id"})
