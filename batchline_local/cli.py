@@ -674,10 +674,16 @@ def results(
             path = out / key.rsplit("/", 1)[-1]
             client.download(key, path, advance)
             saved.append(path)
+    if client.target.is_local:  # the local stack's bucket is no place to go: the report lists the copies
+        from batchline_local.local_outputs import point_report_at_copies
+
+        point_report_at_copies(out)
     summary = json.loads((out / "summary.json").read_text())
+    from batchline.domain.numbers import count, usd
+
     said = (
-        f"job {job_id}: {summary['status']}, {summary['succeeded']:,} succeeded, {summary['failed']:,} failed, "
-        f"{summary['invalid']:,} invalid, cost ${summary['cost_usd']:.4f}"
+        f"job {job_id}: {summary['status']}, {count(summary['succeeded'])} succeeded, {count(summary['failed'])} "
+        f"failed, {count(summary['invalid'])} invalid, cost {usd(summary['cost_usd'])}"
     )
     typer.echo("\n".join(str(path) for path in saved))
     _say(said)
