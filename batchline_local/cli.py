@@ -600,11 +600,12 @@ def status(
             out.print(status_view.jobs_table(jobs, title=f"recent jobs in {client.target.label}"))
         return
     view = _job_progress(client, job_id, wait=watch)
-    if watch and not view.finished:
+    watched = watch and not view.finished  # the live display leaves its last frame: not printed twice
+    if watched:
         view = _watch_job(client, job_id, view, out, interval, json_output)
     if json_output:
         typer.echo(json.dumps(view.as_json(), indent=2))
-    elif not watch or view.finished:
+    elif not watched:
         out.print(status_view.job_view(view, width=out.width))
 
 
@@ -627,25 +628,16 @@ def _job_progress(client, job_id: str, *, wait: bool, appear_seconds: float = 60
 
 def _watch_job(client, job_id: str, view, out: Console, interval: float, json_output: bool):
     """Redraw the job's bars every `interval` seconds until it ends (Ctrl-C stops watching, not the job)."""
-    import time
-
-    from rich.live import Live
-
     from batchline_local import status_view
 
     screen = console if json_output else out  # with --json, stdout holds the JSON alone
     try:
-        with Live(
-            status_view.job_view(view, width=screen.width), console=screen, refresh_per_second=4, transient=json_output
-        ) as live:
-            while not view.finished:
-                time.sleep(interval)
-                view = client.progress(job_id)
-                live.update(status_view.job_view(view, width=screen.width))
+        return status_view.watch(
+            view, lambda: client.progress(job_id), screen, interval=interval, transient=json_output
+        )
     except KeyboardInterrupt:
         _say(f"stopped watching; job {job_id} goes on")
         raise typer.Exit(130) from None
-    return view
 
 
 @app.command("results", epilog=TARGET_HELP)

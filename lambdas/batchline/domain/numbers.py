@@ -5,6 +5,9 @@
   so small that four decimals would show nothing keeps two significant digits (``$0.000026``,
   an AWS cost of a few requests), so a cost is never shown as zero when it is not; zero is ``$0``;
 - percentages: one decimal (``62.5%``), and ``<0.1%`` for a share too small to show but not zero.
+
+Prices per million tokens are rates, not amounts: they are written as the price table gives them
+(``$0.075 in``), not rounded to this rule.
 """
 
 from __future__ import annotations
