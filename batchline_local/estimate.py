@@ -416,8 +416,9 @@ def print_estimate(
     estimate: Estimate, report: SampleReport | None, *, path: Path, settings: Settings, console: Console
 ) -> None:
     table = _table(f"estimate of {path.name}")
-    table.add_column("endpoint", overflow="fold", min_width=10)
-    table.add_column("model", overflow="fold", min_width=11)
+    # The names fold to make room: the counts and the dollars are never cut.
+    table.add_column("endpoint", overflow="fold", min_width=6)
+    table.add_column("model", overflow="fold", min_width=8)
     for name in ("requests", "shards", "input\ntokens", "output\ntokens", "batch", "realtime"):
         table.add_column(name, justify="right", no_wrap=True)
     for g in estimate.groups:
@@ -481,8 +482,8 @@ def print_estimate(
 
 def _print_comparisons(estimate: Estimate, console: Console) -> None:
     table = _table("the same requests with another model")
-    table.add_column("model", overflow="fold", min_width=11)
-    table.add_column("encoding", overflow="fold", min_width=11)
+    table.add_column("model", overflow="fold", min_width=8)
+    table.add_column("encoding", overflow="fold", min_width=6)
     for name in ("input\ntokens", "output\ntokens", "batch", "realtime", "vs file"):
         table.add_column(name, justify="right", no_wrap=True)
     for c in estimate.comparisons:

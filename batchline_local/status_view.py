@@ -67,47 +67,52 @@ _GAP = 2  # what a column boundary takes in these tables (padding collapsed)
 
 
 def jobs_table(jobs: list[JobProgress], *, title: str) -> RenderableType:
-    """A row per job that fits the terminal: narrow, the start time goes on two lines and the job id
-    folds onto as many as it needs, whole; the counts and the dollars are never cut."""
+    """A row per job that fits the terminal: when the columns do not, the status, route and start go
+    under the job id, which keeps a line of its own; the counts and the dollars are never cut."""
     return _JobsTable(jobs, title)
 
 
 def _fitted_jobs_table(jobs: list[JobProgress], title: str, width: int) -> Table:
     rows = [
         (
-            job.job_id,
-            _status(job.status),
-            Text(job.route or "-"),
+            job,
             f"{count(job.done)}/{count(job.valid)}",
             usd(job.cost_usd),
             _when(job.started_at),
         )
         for job in jobs
     ]
-    widest = [max([len(header)] + [len(str(row[index])) for row in rows]) for index, header in enumerate(JOB_HEADERS)]
-    gaps = _GAP * (len(JOB_HEADERS) - 1)
-    narrow = sum(widest) + gaps > width
-    started_width = len("2026-11-23") if narrow else widest[5]
-    job_width = max(12, min(widest[0], width - gaps - sum(widest[1:5]) - started_width)) if narrow else widest[0]
+    widest = [max([len(JOB_HEADERS[0])] + [len(job.job_id) for job, *_ in rows])]
+    widest += [max([len(JOB_HEADERS[1])] + [len(job.status) for job, *_ in rows])]
+    widest += [max([len(JOB_HEADERS[2])] + [len(job.route or "-") for job, *_ in rows])]
+    widest += [max([len(header)] + [len(row[i]) for row in rows]) for i, header in ((1, JOB_HEADERS[3]), (2, "cost"))]
+    widest += [len(JOB_HEADERS[5])]
     table = Table(
         title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True
     )
-    table.add_column(JOB_HEADERS[0], overflow="fold", min_width=job_width)
-    table.add_column(JOB_HEADERS[1], overflow="fold")
-    table.add_column(JOB_HEADERS[2], overflow="fold")
-    table.add_column(JOB_HEADERS[3], justify="right", no_wrap=True)
-    table.add_column(JOB_HEADERS[4], justify="right", no_wrap=True)
-    table.add_column("started\n(UTC)" if narrow else JOB_HEADERS[5], max_width=started_width)
-    for row in rows:
-        table.add_row(*row)
+    if sum(widest) + _GAP * (len(widest) - 1) <= width:
+        for name in JOB_HEADERS:
+            numbers = name in ("requests done", "cost")
+            table.add_column(name, justify="right" if numbers else "left", no_wrap=True)
+        for job, done, cost, started in rows:
+            table.add_row(job.job_id, _status(job.status), job.route or "-", done, cost, started)
+        return table
+    table.add_column("job: status, route, started (UTC)", overflow="fold")
+    table.add_column("requests done", justify="right", no_wrap=True)
+    table.add_column("cost", justify="right", no_wrap=True)
+    for job, done, cost, started in rows:
+        said = Text(job.job_id + "\n", style="bold")
+        said.append_text(_status(job.status))
+        said.append(f" · {job.route or '-'} · {started}", style="dim")
+        table.add_row(said, done, cost)
     return table
 
 
 def _shard_row(shard: ShardProgress, *, with_batch_id: bool, bar_width: int) -> tuple:
     if shard.batch_id:
         batch = Text(shard.batch_status or "?", style="cyan")  # its done count is in the shard's bar
-        if shard.batch_failed:
-            batch.append(f" ({count(shard.batch_failed)} failed)", style="yellow")
+        if shard.batch_failed:  # narrow: on a line of its own, not split across two
+            batch.append(f"{' ' if with_batch_id else chr(10)}({count(shard.batch_failed)} failed)", style="yellow")
         if not with_batch_id:  # no column of its own: under its state, folded, whole
             batch.append(f"\n{shard.batch_id}", style="dim")
     elif shard.sent_realtime:

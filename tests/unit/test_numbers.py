@@ -19,8 +19,8 @@ def test_counts_and_tokens_have_thousands_separators(value, shown):
         (0.99996, "$1.00"),  # what would read $1.0000 is a dollar
         (0.010766, "$0.0108"),  # under $1: four decimals
         (0.00107698, "$0.0011"),
-        (0.00002588, "$0.000026"),  # four decimals would say $0.0000: two significant digits instead
-        (0.00000012, "$0.00000012"),
+        (0.00002588, "<$0.0001"),  # four decimals would say $0.0000: it is not nothing
+        (0.00000012, "<$0.0001"),
         (0, "$0"),
         (-0.25, "-$0.2500"),
         (None, "—"),

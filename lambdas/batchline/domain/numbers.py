@@ -2,8 +2,9 @@
 
 - counts and token counts: whole, with thousands separators (``12,345``);
 - dollars: ``$`` and two decimals from $1 up (``$1,234.50``), four below (``$0.0108``); an amount
-  so small that four decimals would show nothing keeps two significant digits (``$0.000026``,
-  an AWS cost of a few requests), so a cost is never shown as zero when it is not; zero is ``$0``;
+  so small that four decimals would show nothing is ``<$0.0001`` (an AWS cost of a few requests),
+  so a cost is never shown as zero when it is not, and a column of dollars keeps its width;
+  zero is ``$0``;
 - percentages: one decimal (``62.5%``), and ``<0.1%`` for a share too small to show but not zero.
 
 Prices per million tokens are rates, not amounts: they are written as the price table gives them
@@ -11,8 +12,6 @@ Prices per million tokens are rates, not amounts: they are written as the price 
 """
 
 from __future__ import annotations
-
-import math
 
 NOTHING = "—"  # a figure that is not known
 
@@ -23,7 +22,7 @@ def count(value: object) -> str:
 
 
 def usd(value: float | None) -> str:
-    """US dollars: $1,234.50, $0.0108, $0.000026, $0."""
+    """US dollars: $1,234.50, $0.0108, <$0.0001, $0."""
     if value is None:
         return NOTHING
     amount = float(value)
@@ -34,8 +33,7 @@ def usd(value: float | None) -> str:
         return f"{sign}${amount:,.2f}"
     if amount >= 0.00005:  # four decimals show it
         return f"{sign}${amount:.4f}"
-    decimals = 1 - math.floor(math.log10(amount))  # two significant digits
-    return f"{sign}${amount:.{decimals}f}"
+    return f"{sign}<$0.0001"
 
 
 def percent(fraction: float | None) -> str:
