@@ -642,11 +642,12 @@ def status(
             out.print(status_view.jobs_table(jobs, title=f"recent jobs in {client.target.label}"))
         return
     view = _job_progress(client, job_id, wait=watch)
-    if watch and not view.finished:
+    watched = watch and not view.finished  # the live display leaves its last frame: not printed twice
+    if watched:
         view = _watch_job(client, job_id, view, out, interval, json_output)
     if json_output:
         typer.echo(json.dumps(view.as_json(), indent=2))
-    elif not watch or view.finished:
+    elif not watched:
         out.print(status_view.job_view(view, width=out.width))
 
 
@@ -669,25 +670,16 @@ def _job_progress(client, job_id: str, *, wait: bool, appear_seconds: float = 60
 
 def _watch_job(client, job_id: str, view, out: Console, interval: float, json_output: bool):
     """Redraw the job's bars every `interval` seconds until it ends (Ctrl-C stops watching, not the job)."""
-    import time
-
-    from rich.live import Live
-
     from batchline_local import status_view
 
     screen = console if json_output else out  # with --json, stdout holds the JSON alone
     try:
-        with Live(
-            status_view.job_view(view, width=screen.width), console=screen, refresh_per_second=4, transient=json_output
-        ) as live:
-            while not view.finished:
-                time.sleep(interval)
-                view = client.progress(job_id)
-                live.update(status_view.job_view(view, width=screen.width))
+        return status_view.watch(
+            view, lambda: client.progress(job_id), screen, interval=interval, transient=json_output
+        )
     except KeyboardInterrupt:
         _say(f"stopped watching; job {job_id} goes on")
         raise typer.Exit(130) from None
-    return view
 
 
 @app.command("results", epilog=TARGET_HELP)
@@ -733,15 +725,22 @@ def results(
                 client.download(key, path, advance)
                 saved.append(path)
         summary = json.loads((into / "summary.json").read_text())
+        if out is not None and client.target.is_local:
+            # the local stack's bucket is no place to go: the report lists the copies
+            from batchline_local.local_outputs import point_report_at_copies
+
+            point_report_at_copies(out)
         if out is None:
             with (into / "results.jsonl").open("rb") as handle:
                 shutil.copyfileobj(handle, sys.stdout.buffer)
             sys.stdout.flush()
         else:
             typer.echo("\n".join(str(path) for path in saved))
+    from batchline.domain.numbers import count, usd
+
     said = (
-        f"job {job_id}: {summary['status']}, {summary['succeeded']:,} succeeded, {summary['failed']:,} failed, "
-        f"{summary['invalid']:,} invalid, cost ${summary['cost_usd']:.4f}"
+        f"job {job_id}: {summary['status']}, {count(summary['succeeded'])} succeeded, {count(summary['failed'])} "
+        f"failed, {count(summary['invalid'])} invalid, cost {usd(summary['cost_usd'])}"
     )
     _say(said)
     _say(summary.get("message", ""))

@@ -28,6 +28,7 @@ from batchline.domain.estimate import (
     build_estimate,
     compare_models,
 )
+from batchline.domain.numbers import count, usd
 from batchline.domain.outcomes import usage_tokens
 from batchline.domain.planning import PlanSummary, planner_for
 from batchline.domain.realtime import ProviderResponse
@@ -317,10 +318,6 @@ def _table(title: str) -> Table:
     return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
 
 
-def usd(value: float) -> str:
-    return f"${value:,.2f}" if value >= 100 else f"${value:,.4f}"
-
-
 def output_source_note(estimate: Estimate, report: SampleReport | None, assumed_output_tokens: int) -> str:
     if estimate.output_tokens_source == OUTPUT_FROM_SAMPLE and report is not None:
         measured = len(report.measurements)
@@ -331,9 +328,9 @@ def output_source_note(estimate: Estimate, report: SampleReport | None, assumed_
         return (
             f"output tokens: extrapolated from {measured} sampled request{'s' if measured != 1 else ''}{answered_by} "
             f"({per_group}): each group's assumed output x its sample's real/assumed ratio "
-            f"({sum(m.output_tokens for m in report.measurements):,} real of "
-            f"{sum(m.assumed_output_tokens for m in report.measurements):,} assumed in all); "
-            f"{estimate.output_tokens_assumed:,} if every request used its cap"
+            f"({count(sum(m.output_tokens for m in report.measurements))} real of "
+            f"{count(sum(m.assumed_output_tokens for m in report.measurements))} assumed in all); "
+            f"{count(estimate.output_tokens_assumed)} if every request used its cap"
         )
     return (
         "output tokens: assumed from max_tokens (each request's own cap, an upper bound; "
@@ -371,7 +368,7 @@ def price_lines(estimate: Estimate, settings: Settings) -> list[str]:
             f"price of {model}: ${quoted['input_per_million']:g} in, ${quoted['output_per_million']:g} out per "
             f"million tokens realtime; ${quoted['batch_input_per_million']:g} in, "
             f"${quoted['batch_output_per_million']:g} out batch"
-            + (f"; dearer above {long['above_prompt_tokens']:,} prompt tokens" if long else "")
+            + (f"; dearer above {count(long['above_prompt_tokens'])} prompt tokens" if long else "")
             + f" (from {quoted['source']})"
         )
     return lines
@@ -419,18 +416,19 @@ def print_estimate(
     estimate: Estimate, report: SampleReport | None, *, path: Path, settings: Settings, console: Console
 ) -> None:
     table = _table(f"estimate of {path.name}")
-    table.add_column("endpoint", overflow="fold", min_width=10)
-    table.add_column("model", overflow="fold", min_width=11)
+    # The names fold to make room: the counts and the dollars are never cut.
+    table.add_column("endpoint", overflow="fold", min_width=6)
+    table.add_column("model", overflow="fold", min_width=8)
     for name in ("requests", "shards", "input\ntokens", "output\ntokens", "batch", "realtime"):
         table.add_column(name, justify="right", no_wrap=True)
     for g in estimate.groups:
         table.add_row(
             g.endpoint.removeprefix("/v1/"),
             g.model,
-            f"{g.requests:,}",
-            f"{g.shards:,}",
-            f"{g.input_tokens:,}",
-            f"{g.output_tokens:,}",
+            count(g.requests),
+            count(g.shards),
+            count(g.input_tokens),
+            count(g.output_tokens),
             usd(g.cost_usd_batch),
             usd(g.cost_usd_realtime),
             end_section=g is estimate.groups[-1],
@@ -438,24 +436,24 @@ def print_estimate(
     table.add_row(
         "total",
         "",
-        f"{estimate.valid:,}",
-        f"{estimate.shards:,}",
-        f"{estimate.input_tokens:,}",
-        f"{estimate.output_tokens:,}",
+        count(estimate.valid),
+        count(estimate.shards),
+        count(estimate.input_tokens),
+        count(estimate.output_tokens),
         usd(estimate.cost_usd_batch),
         usd(estimate.cost_usd_realtime),
         style="bold",
     )
     console.print(table)
     lines = [
-        f"{estimate.input_lines:,} lines: {estimate.valid:,} valid, {estimate.invalid:,} invalid"
+        f"{count(estimate.input_lines)} lines: {count(estimate.valid)} valid, {count(estimate.invalid)} invalid"
         + (
             " (" + ", ".join(f"{count} {code}" for code, count in estimate.invalid_by_code.items()) + ")"
             if estimate.invalid
             else ""
         ),
         f"shards: {estimate.shards} (one OpenAI batch each, cut as the pipeline will: "
-        f"≤ {settings.shard_max_requests:,} requests, ≤ {settings.shard_max_bytes:,} bytes, "
+        f"≤ {count(settings.shard_max_requests)} requests, ≤ {count(settings.shard_max_bytes)} bytes, "
         "≤ the model's enqueued-token limit)",
         "input tokens: exact (tiktoken, chat messages with their per-message overhead)",
         output_source_note(estimate, report, settings.assumed_output_tokens),
@@ -484,8 +482,8 @@ def print_estimate(
 
 def _print_comparisons(estimate: Estimate, console: Console) -> None:
     table = _table("the same requests with another model")
-    table.add_column("model", overflow="fold", min_width=11)
-    table.add_column("encoding", overflow="fold", min_width=11)
+    table.add_column("model", overflow="fold", min_width=8)
+    table.add_column("encoding", overflow="fold", min_width=6)
     for name in ("input\ntokens", "output\ntokens", "batch", "realtime", "vs file"):
         table.add_column(name, justify="right", no_wrap=True)
     for c in estimate.comparisons:
@@ -493,8 +491,8 @@ def _print_comparisons(estimate: Estimate, console: Console) -> None:
         table.add_row(
             c.model,
             c.encoding,
-            f"{c.input_tokens:,}",
-            f"{c.output_tokens:,}",
+            count(c.input_tokens),
+            count(c.output_tokens),
             usd(c.cost_usd_batch),
             usd(c.cost_usd_realtime),
             ratio,
@@ -531,8 +529,8 @@ def validate_summary(summary: PlanSummary, invalid: Sequence[InvalidLine]) -> st
     if not summary.input_lines:
         return "no request: every line of the file is blank"
     if not invalid:
-        return f"{summary.input_lines:,} non-blank lines: all valid"
+        return f"{count(summary.input_lines)} non-blank lines: all valid"
     return (
-        f"{summary.input_lines:,} non-blank lines: {summary.valid:,} valid, {len(invalid):,} invalid "
+        f"{count(summary.input_lines)} non-blank lines: {count(summary.valid)} valid, {count(len(invalid))} invalid "
         "(the pipeline would report the invalid ones in errors.jsonl and send the rest)"
     )

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from batchline.adapters.job_store import JobStore
 from batchline.domain.layout import JobLayout
-from batchline.domain.report import REPORT_FILE, report_key
+from batchline.domain.numbers import count, percent, usd
+from batchline.domain.report import REPORT_FILE, duration, report_key
 from batchline.settings import Settings
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -28,6 +29,7 @@ from rich.table import Table
 
 from batchline_local.crashes import Crash
 from batchline_local.emulator import EmulatorServer, Faults
+from batchline_local.local_outputs import point_report_at_copies
 from batchline_local.local_stack import LocalAws
 
 OUTPUT_FILES = ("results.jsonl", "errors.jsonl", "summary.json")
@@ -216,6 +218,7 @@ def _download_outputs(aws: LocalAws, layout: JobLayout, out_dir: Path) -> None:
     summary = json.loads((out_dir / "summary.json").read_text())
     if "report" in summary.get("outputs", {}):  # left out only when it could not be drawn
         aws.download_output(report_key(layout), str(out_dir / REPORT_FILE))
+        point_report_at_copies(out_dir)  # the files beside it, not the local stack's bucket
 
 
 def _stop_where_it_is(aws: LocalAws, job_id: str, console: Console) -> tuple[str, ...]:
@@ -322,35 +325,40 @@ def aws_resource(aws: LocalAws):
 
 
 def print_summary(result: LocalRunResult, console: Console) -> None:
+    """The job's account in a few rows; the outputs as the paths of the files in --out, one a line."""
     s = result.summary
-    table = Table(title=f"job {s['job_id']}: {s['status']}", show_header=False)
+    table = Table(title=f"job {s['job_id']}: {s['status']}", show_header=False, title_justify="left")
+    table.add_column("what", no_wrap=True, style="bold")
+    table.add_column("figures", overflow="fold")  # a long path folds, never cut short
     table.add_row(
         "requests",
-        f"{s['input_lines']:,} lines: {s['succeeded']:,} succeeded, {s['failed']:,} failed, {s['invalid']:,} invalid",
+        f"{count(s['input_lines'])} lines: {count(s['succeeded'])} succeeded, {count(s['failed'])} failed, "
+        f"{count(s['invalid'])} invalid",
     )
     if "pending" in s:
-        table.add_row("pending", f"{s['pending']:,} requests have no outcome yet (the job was still running)")
-    table.add_row("shards", f"{s['shards']}")
-    table.add_row("tokens", f"{s['input_tokens']:,} in, {s['output_tokens']:,} out")
+        table.add_row("pending", f"{count(s['pending'])} requests have no outcome yet (the job was still running)")
+    table.add_row("shards", count(s["shards"]))
+    table.add_row("tokens", f"{count(s['input_tokens'])} in, {count(s['output_tokens'])} out")
     if s.get("route") == "realtime":
-        table.add_row("cost", f"${s['cost_usd']:.4f} at realtime price (route: realtime)")
+        table.add_row("cost", f"{usd(s['cost_usd'])} at realtime price (route: realtime)")
     else:
         table.add_row(
-            "cost", f"${s['cost_usd']:.4f} at batch price (${s['cost_usd_if_realtime']:.4f} if sent realtime)"
+            "cost", f"{usd(s['cost_usd'])} at batch price ({usd(s['cost_usd_if_realtime'])} if sent realtime)"
         )
     aws = s.get("aws")
     if aws:
         share = aws.get("share_of_llm_cost")
-        services = ", ".join(f"{name} ${usd:.6f}" for name, usd in aws["by_service_usd"].items() if usd)
+        services = ", ".join(f"{name} {usd(amount)}" for name, amount in aws["by_service_usd"].items() if amount)
         table.add_row(
             "AWS cost",
-            f"${aws['cost_usd']:.6f}"
-            + (f" ({share:.3%} of the LLM cost)" if share is not None else "")
+            usd(aws["cost_usd"])
+            + (f" ({percent(share)} of the LLM cost)" if share is not None else "")
             + f" if run in AWS: {services}",
         )
-    table.add_row("time", f"{result.seconds:.1f} s")
-    table.add_row("outputs", ", ".join(str(result.out_dir / name) for name in OUTPUT_FILES))
-    if (result.out_dir / REPORT_FILE).is_file():
-        table.add_row("report", f"{result.out_dir / REPORT_FILE} (open it in a browser)")
+    table.add_row("time", duration(result.seconds))
+    out_dir = result.out_dir.resolve()
+    table.add_row("outputs", "\n".join(str(out_dir / name) for name in OUTPUT_FILES))
+    if (out_dir / REPORT_FILE).is_file():
+        table.add_row("report", f"{out_dir / REPORT_FILE} (open it in a browser)")
     console.print(table)
     console.print(s["message"])

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from collections.abc import Callable
 
-from rich.console import Group, RenderableType
+from batchline.domain.numbers import count, percent, usd
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
@@ -25,6 +30,7 @@ STATUS_STYLES = {
 }
 BAR_WIDTH = 28
 SHARD_BAR_WIDTH = 20
+NARROW_BAR_WIDTH = 10
 MODEL_WIDTH = 22
 WIDE = 120  # columns from which the batch ids are shown
 
@@ -38,7 +44,7 @@ def _bar(done: int, total: int, finished: bool = False, *, width: int = BAR_WIDT
 
 
 def _count(number: int, noun: str) -> str:
-    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+    return f"{count(number)} {noun}{'' if number == 1 else 's'}"
 
 
 def _when(moment: str | None) -> str:
@@ -46,36 +52,71 @@ def _when(moment: str | None) -> str:
     return (moment or "")[:19].replace("T", " ")
 
 
-def jobs_table(jobs: list[JobProgress], *, title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for name, justify in (
-        ("job", "left"),
-        ("status", "left"),
-        ("route", "left"),
-        ("requests done", "right"),
-        ("cost", "right"),
-        ("started (UTC)", "left"),
-    ):
-        table.add_column(name, justify=justify, no_wrap=name in ("job", "started (UTC)"))  # type: ignore[arg-type]
-    for job in jobs:
-        table.add_row(
-            job.job_id,
-            _status(job.status),
-            job.route or "-",
-            f"{job.done:,}/{job.valid:,}",
-            f"${job.cost_usd:,.4f}",
+class _JobsTable:
+    """The recent jobs, laid out for the width they are printed in (known only then)."""
+
+    def __init__(self, jobs: list[JobProgress], title: str) -> None:
+        self.jobs, self.title = jobs, title
+
+    def __rich_console__(self, console, options):  # noqa: ANN001, ANN204 - rich's protocol
+        yield _fitted_jobs_table(self.jobs, self.title, options.max_width)
+
+
+JOB_HEADERS = ("job", "status", "route", "requests done", "cost", "started (UTC)")
+_GAP = 2  # what a column boundary takes in these tables (padding collapsed)
+
+
+def jobs_table(jobs: list[JobProgress], *, title: str) -> RenderableType:
+    """A row per job that fits the terminal: when the columns do not, the status, route and start go
+    under the job id, which keeps a line of its own; the counts and the dollars are never cut."""
+    return _JobsTable(jobs, title)
+
+
+def _fitted_jobs_table(jobs: list[JobProgress], title: str, width: int) -> Table:
+    rows = [
+        (
+            job,
+            f"{count(job.done)}/{count(job.valid)}",
+            usd(job.cost_usd),
             _when(job.started_at),
         )
+        for job in jobs
+    ]
+    widest = [max([len(JOB_HEADERS[0])] + [len(job.job_id) for job, *_ in rows])]
+    widest += [max([len(JOB_HEADERS[1])] + [len(job.status) for job, *_ in rows])]
+    widest += [max([len(JOB_HEADERS[2])] + [len(job.route or "-") for job, *_ in rows])]
+    widest += [max([len(header)] + [len(row[i]) for row in rows]) for i, header in ((1, JOB_HEADERS[3]), (2, "cost"))]
+    widest += [len(JOB_HEADERS[5])]
+    table = Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True
+    )
+    if sum(widest) + _GAP * (len(widest) - 1) <= width:
+        for name in JOB_HEADERS:
+            numbers = name in ("requests done", "cost")
+            table.add_column(name, justify="right" if numbers else "left", no_wrap=True)
+        for job, done, cost, started in rows:
+            table.add_row(job.job_id, _status(job.status), job.route or "-", done, cost, started)
+        return table
+    table.add_column("job: status, route, started (UTC)", overflow="fold")
+    table.add_column("requests done", justify="right", no_wrap=True)
+    table.add_column("cost", justify="right", no_wrap=True)
+    for job, done, cost, started in rows:
+        said = Text(job.job_id + "\n", style="bold")
+        said.append_text(_status(job.status))
+        said.append(f" · {job.route or '-'} · {started}", style="dim")
+        table.add_row(said, done, cost)
     return table
 
 
-def _shard_row(shard: ShardProgress, *, with_batch_id: bool) -> tuple:
+def _shard_row(shard: ShardProgress, *, with_batch_id: bool, bar_width: int) -> tuple:
     if shard.batch_id:
         batch = Text(shard.batch_status or "?", style="cyan")  # its done count is in the shard's bar
-        if shard.batch_failed:
-            batch.append(f" ({shard.batch_failed:,} failed)", style="yellow")
+        if shard.batch_failed:  # narrow: on a line of its own, not split across two
+            batch.append(f"{' ' if with_batch_id else chr(10)}({count(shard.batch_failed)} failed)", style="yellow")
+        if not with_batch_id:  # no column of its own: under its state, folded, whole
+            batch.append(f"\n{shard.batch_id}", style="dim")
     elif shard.sent_realtime:
-        batch = Text(f"{shard.sent_realtime:,} sent realtime")
+        batch = Text(f"{count(shard.sent_realtime)} sent realtime")
     else:
         batch = Text("-")
     status = _status(shard.status)
@@ -85,29 +126,29 @@ def _shard_row(shard: ShardProgress, *, with_batch_id: bool) -> tuple:
         shard.shard_id,
         shard.model,
         status,
-        _bar(shard.done, shard.on_batch, shard.ended, width=SHARD_BAR_WIDTH),
-        f"{shard.done:,}/{shard.on_batch:,}",
+        _bar(shard.done, shard.on_batch, shard.ended, width=bar_width),
+        f"{count(shard.done)}/{count(shard.on_batch)}",
         batch,
     )
     return (*row, shard.batch_id or "") if with_batch_id else row
 
 
 def _shards_table(shards: list[ShardProgress], width: int) -> Table:
-    """A row per shard; the batch ids only where they fit (they are whole in --json)."""
+    """A row per shard. Wide, the batch id has a column; narrow, it goes under the batch's state,
+    and the bars are shorter. Names and ids fold onto more lines rather than being cut."""
     with_batch_id = width >= WIDE
+    bar_width = SHARD_BAR_WIDTH if with_batch_id else NARROW_BAR_WIDTH
     table = Table(box=None, pad_edge=False, show_edge=False, collapse_padding=True)
-    for name in ("shard", "model", "status", "", "requests", "batch", *(("batch id",) if with_batch_id else ())):
-        # What gives way in a narrow terminal: the model's name and the batch's state, cut short.
-        shrinks = name in ("model", "batch", "batch id")
-        table.add_column(
-            name,
-            justify="right" if name == "requests" else "left",
-            no_wrap=not shrinks,
-            max_width=MODEL_WIDTH if name == "model" else None,
-            overflow="ellipsis",
-        )
+    table.add_column("shard", no_wrap=True)
+    table.add_column("model", overflow="fold", max_width=MODEL_WIDTH, min_width=8)
+    table.add_column("status", overflow="fold", min_width=9)
+    table.add_column("", no_wrap=True, width=bar_width)
+    table.add_column("requests", justify="right", no_wrap=True)
+    table.add_column("batch", overflow="fold", min_width=12, ratio=1)
+    if with_batch_id:
+        table.add_column("batch id", overflow="fold")
     for shard in shards:
-        table.add_row(*_shard_row(shard, with_batch_id=with_batch_id))
+        table.add_row(*_shard_row(shard, with_batch_id=with_batch_id, bar_width=bar_width))
     return table
 
 
@@ -120,23 +161,26 @@ def _routes(view: JobProgress) -> Table:
         table.add_row(
             "batch",
             _bar(done, view.batch_total, view.finished),
-            f"{done:,}/{view.batch_total:,}",
+            f"{count(done)}/{count(view.batch_total)}",
             f"{_count(len(view.shards), 'shard')}: {said}" if view.shards else "not planned yet",
         )
     if view.realtime_total or view.route == "realtime":
         done = view.realtime_total if view.finished else view.realtime_done
         table.add_row(
-            "realtime", _bar(done, view.realtime_total, view.finished), f"{done:,}/{view.realtime_total:,}", ""
+            "realtime",
+            _bar(done, view.realtime_total, view.finished),
+            f"{count(done)}/{count(view.realtime_total)}",
+            "",
         )
     return table
 
 
 def spend_line(spend: Spend) -> RenderableType:
-    said = f"${spend.spent_usd:,.4f} spent"
+    said = f"{usd(spend.spent_usd)} spent"
     if spend.in_flight_usd:
-        said += f", ${spend.in_flight_usd:,.4f} reserved in flight"
+        said += f", {usd(spend.in_flight_usd)} reserved in flight"
     if spend.held_usd:
-        said += f", ${spend.held_usd:,.4f} held for planned work"
+        said += f", {usd(spend.held_usd)} held for planned work"
     if spend.cap_usd is None:
         return Text(f"spend    {said} (no job budget)")
     grid = Table.grid(padding=(0, 2))
@@ -144,7 +188,7 @@ def spend_line(spend: Spend) -> RenderableType:
     grid.add_row(
         "budget",
         ProgressBar(total=max(spend.cap_usd, 1e-9), completed=min(used, spend.cap_usd), width=BAR_WIDTH),
-        f"{said} of ${spend.cap_usd:,.4f} ({used / spend.cap_usd:.0%})",
+        f"{said} of {usd(spend.cap_usd)} ({percent(used / spend.cap_usd)})",
     )
     return grid
 
@@ -159,8 +203,8 @@ def job_view(view: JobProgress, *, width: int = WIDE, max_shards: int = 25) -> R
         (view.job_id, "bold"),
         ": ",
         _status(view.status),
-        f" (route {view.route or 'not chosen yet'}; {view.input_lines:,} lines, {view.valid:,} valid, "
-        f"{view.invalid:,} invalid; started {_when(view.started_at)}"
+        f" (route {view.route or 'not chosen yet'}; {count(view.input_lines)} lines, {count(view.valid)} valid, "
+        f"{count(view.invalid)} invalid; started {_when(view.started_at)}"
         + (f", finished {_when(view.finished_at)}" if view.finished_at else "")
         + ")",
     )
@@ -184,3 +228,30 @@ def job_view(view: JobProgress, *, width: int = WIDE, max_shards: int = 25) -> R
     if view.message:
         parts.append(Text(view.message, style=STATUS_STYLES.get(view.table_status, "")))
     return Group(*parts)
+
+
+def watch(
+    view: JobProgress,
+    refresh: Callable[[], JobProgress],
+    console: Console,
+    *,
+    interval: float,
+    transient: bool = False,
+    sleep: Callable[[float], None] = time.sleep,
+) -> JobProgress:
+    """Redraw the job every `interval` seconds until it ends; the last frame stays, on lines of its own.
+
+    rich ends a live display with a newline only on a terminal: piped or captured, the last frame
+    would run into whatever is printed next (the shell's prompt), so the newline is written here.
+    """
+    live = Live(job_view(view, width=console.width), console=console, refresh_per_second=4, transient=transient)
+    try:
+        with live:
+            while not view.finished:
+                sleep(interval)
+                view = refresh()
+                live.update(job_view(view, width=console.width))
+    finally:
+        if not transient and not console.is_terminal:
+            console.line()
+    return view

@@ -58,6 +58,10 @@ def test_a_submitted_file_is_watched_to_its_end_and_its_outputs_downloaded(fast_
     assert (len(results), [(e["line"], e["code"]) for e in errors]) == (10, [(10, "invalid_json")])
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["job_id"], summary["status"], summary["budget"]["job_cap_usd"]) == (job_id, view["status"], 2.0)
+    # The local stack's bucket is nowhere the user can go: the downloaded report lists the files beside it.
+    report = (out / "report.html").read_text()
+    listed = report[report.index('<section class="panel" id="outputs">') :].split("</section>")[0]
+    assert "s3://" not in listed and f"<code>{(out / 'results.jsonl').resolve()}</code>" in listed
 
     printed = fast_stack.run("results", job_id, code=1)  # no --out: results.jsonl on stdout, to pipe on
     assert printed.stdout.encode() == (out / "results.jsonl").read_bytes()

@@ -6,15 +6,17 @@ The upload to the input bucket starts each job through the object-created trigge
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from accounting_check import assert_every_line_accounted_for
 from batchline.settings import load_settings
 from lines import BAD_LINES, chat, embedding, response
+from rich.console import Console
 
 from batchline_local.emulator import EmulatorServer, OpenAIEmulator
-from batchline_local.local_run import run_local_job
+from batchline_local.local_run import print_summary, run_local_job
 
 pytestmark = pytest.mark.e2e
 
@@ -68,6 +70,16 @@ def test_a_mixed_file_with_every_kind_of_bad_line_accounts_for_each_line_once(tm
     report = (tmp_path / "out" / "report.html").read_text()
     assert summary["outputs"]["report"].endswith(f"/{summary['job_id']}/report.html")
     assert f'data-field="job_id">{summary["job_id"]}<' in report and report.count('<svg id="chart-') == 4
+    # A local run's outputs are the files in --out, in the report and in what it prints: no s3:// to nowhere.
+    out = (tmp_path / "out").resolve()
+    listed = re.search(r'<section class="panel" id="outputs">.*?</section>', report, flags=re.S).group(0)
+    assert "s3://" not in listed
+    for name in ("results.jsonl", "errors.jsonl", "summary.json", "report.html"):
+        assert f'<a href="{name}"><code>{out / name}</code></a>' in listed
+    printed = Console(record=True, width=300)
+    print_summary(result, printed)
+    text = printed.export_text()
+    assert str(out / "results.jsonl") in text and str(out / "report.html") in text and "s3://" not in text
 
 
 def test_a_file_with_no_valid_line_ends_failed_and_says_so(tmp_path):

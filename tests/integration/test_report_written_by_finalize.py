@@ -116,6 +116,7 @@ def test_a_realtime_job_gets_a_report_drawn_from_when_each_outcome_was_recorded(
     worker.handler(sqs_event(messages["Messages"], queue_arn="arn:aws:sqs:us-east-1:1:q", region="us-east-1"), CONTEXT)
     records = [json.loads(raw) for raw in dependencies.outcome_spool().records(planned["job_id"])]
     assert len(records) == 3 and all(record["answered_at"] for record in records)
+    assert all(record["latency_seconds"] >= 0 for record in records)  # each call timed by the worker
 
     outcome = finalize.handler({**event, "plan": planned}, CONTEXT)
 
@@ -123,4 +124,9 @@ def test_a_realtime_job_gets_a_report_drawn_from_when_each_outcome_was_recorded(
     assert outcome["status"] == "succeeded"
     assert progress_paths(page) == ["series route-realtime"]
     assert "realtime: 3" in page  # the legend's count of requests done
-    assert "No batch was created for this job." in page
+    slowest = re.search(r'<section class="panel" id="slowest-requests">.*?</section>', page, flags=re.S).group(0)
+    assert sorted(re.findall(r"<code>(c\d)</code>", slowest)) == ["c0", "c1", "c2"]  # every call, slowest first
+    assert "No batch was created" not in page and 'id="slowest-batches"' not in page
+    results = aws["s3"].get_object(Bucket="output", Key=f"jobs/{outcome['job_id']}/results.jsonl")["Body"].read()
+    for line in results.decode().splitlines():  # the timing is the report's, results.jsonl keeps its shape
+        assert not {"latency_seconds", "answered_at", "unsent"} & set(json.loads(line))

@@ -471,3 +471,24 @@ def test_a_job_cancelled_while_an_invocation_sends_gets_no_more_calls_from_it(wo
     assert len(parts["provider"].calls) == 3, "the calls after the cancel was seen were not made"
     unsent = [r for r in parts["spool"].records() if r.get("code") == "job_halted"]
     assert len(unsent) == 7 and all("cancelled by the user" in r["message"] for r in unsent)
+
+
+class TimedProvider(ScriptedProvider):
+    """Answers every request, taking `seconds[custom_id]` (default none) to do it."""
+
+    def __init__(self, seconds: dict[str, float]) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def call(self, url, body, *, client_request_id=None) -> ProviderResponse:
+        time.sleep(self.seconds.get(client_request_id, 0.0))
+        return super().call(url, body, client_request_id=client_request_id)
+
+
+def test_each_answer_records_how_long_its_call_took_so_the_report_can_show_the_slowest(world):
+    _, parts = world
+    parts["provider"] = TimedProvider({"req-2": 0.05})
+    work(parts, deliveries(3))
+    timed = {record["custom_id"]: record["latency_seconds"] for record in parts["spool"].records()}
+    assert set(timed) == {"req-1", "req-2", "req-3"}
+    assert timed["req-2"] >= 0.05 > max(timed["req-1"], timed["req-3"])

@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 
 import pytest
 from batchline.domain.layout import JobLayout
+from batchline.domain.numbers import usd
 from batchline.domain.report import (
     CHART_IDS,
     CHART_PROGRESS,
@@ -16,6 +17,7 @@ from batchline.domain.report import (
     CHART_SPEND,
     CHART_TOKENS,
     Progress,
+    SlowRequest,
     duration,
     progress_series,
     render_report,
@@ -23,7 +25,7 @@ from batchline.domain.report import (
     slowest_batches,
     time_ticks,
     tokens_by_route,
-    usd,
+    with_local_outputs,
 )
 from report_samples import HOSTILE, JOB_ID, sample_progress, sample_shards, sample_summary
 
@@ -79,9 +81,9 @@ def test_the_header_shows_the_summarys_own_figures(page):
         assert fields[name] == (f"{summary[name]:,}", str(summary[name])), name
     for name in ("cost_usd", "cost_usd_if_realtime", "estimated_cost_usd"):
         assert fields[name] == (usd(summary[name]), str(summary[name])), name
-    assert fields["aws.cost_usd"] == ("$0.00108", "0.00107698")
-    assert fields["aws.share_of_llm_cost"] == ("10.004% of the LLM cost", "0.100036")
-    assert fields["aws.step_functions"] == ("$0.000850", "0.00085")
+    assert fields["aws.cost_usd"] == ("$0.0011", "0.00107698")  # the one number format (domain/numbers)
+    assert fields["aws.share_of_llm_cost"] == ("10.0% of the LLM cost", "0.100036")
+    assert fields["aws.dynamodb"] == ("<$0.0001", "2.588e-05")  # too small for four decimals: never "$0.0000"
     assert "aws.sqs" not in fields  # services that cost nothing are left out
     budget = summary["budget"]
     for name in ("job_cap_usd", "job_spent_usd", "monthly_cap_usd", "monthly_spent_usd"):
@@ -217,22 +219,74 @@ def test_stored_progress_items_become_points_and_the_report_sits_next_to_the_sum
     assert report_key(JobLayout("j", "jobs")) == "jobs/j/report.html"
 
 
-@pytest.mark.parametrize(
-    ("amount", "shown"),
-    [(0, "$0"), (0.010766, "$0.0108"), (0.00107698, "$0.00108"), (0.00000012, "$0.000000120"), (1234.5, "$1,234.50")],
-)
-def test_dollar_amounts_keep_the_digits_a_small_amount_needs(amount, shown):
-    assert usd(amount) == shown
-
-
 def test_times_read_in_the_unit_a_reader_counts_in():
     assert [label for _, label in time_ticks(4.7)] == ["0", "1 s", "2 s", "3 s", "4 s"]
     assert [label for _, label in time_ticks(30 * 3600)] == ["0", "6 h", "12 h", "18 h", "24 h", "30 h"]
     assert time_ticks(40 * 86400)[-1] == (40 * 86400, "40 d")
-    assert [duration(s) for s in (2.13, 42, 600, 754, 3 * 3600 + 5 * 60)] == [
+    assert [duration(s) for s in (0.25, 2.13, 42, 600, 754, 3 * 3600 + 5 * 60)] == [
+        "250 ms",
         "2.1 s",
         "42 s",
         "10 min",
         "12 min 34 s",
         "3 h 05 min",
     ]
+
+
+def _bars(svg: ET.Element) -> list[tuple[float, float, str]]:
+    return [(float(r.get("x")), float(r.get("width")), r.get("fill")) for r in svg.iter(f"{SVG}rect")]
+
+
+def test_the_spend_chart_draws_the_job_and_the_month_on_one_dollar_scale(page):
+    svg = charts(page)[CHART_SPEND]
+    bars = _bars(svg)
+    job_spent = bars[0]  # "spent, at batch price" in the job's panel
+    month_job_share = next(bar for bar in bars[1:] if bar[2] == job_spent[2])  # the job's part of the month
+    assert month_job_share[1] == pytest.approx(job_spent[1])  # the same dollars, the same length
+    markers = {line.get("x1") for line in svg.iter(f"{SVG}line") if line.get("class") == "marker"}
+    job_cap_x, month_cap_x = sorted(float(x) for x in markers)
+    left = job_spent[0]
+    assert (month_cap_x - left) == pytest.approx(2.5 * (job_cap_x - left))  # $0.05 is 2.5 times $0.02
+    texts = [text.text for text in svg.iter(f"{SVG}text")]
+    assert "one dollar scale for every group: this job, this month (2026-11)" in texts
+    ticks = [text.text for text in svg.iter(f"{SVG}text") if "scale-tick" in (text.get("class") or "")]
+    assert ticks[0] == "$0" and ticks[-1] == "$0.0600"  # past the monthly cap, the largest figure
+
+
+def _realtime_requests() -> list[SlowRequest]:
+    return [
+        SlowRequest(line, f"req-{line}", "gpt-4o-mini", seconds, "2026-11-23T07:10:00+00:00", outcome)
+        for line, seconds, outcome in [(1, 0.42, "succeeded"), (2, 12.5, "succeeded"), (3, 3.2, "rate_limited")]
+        + [(10 + i, 0.1 + i / 100, "succeeded") for i in range(20)]
+    ]
+
+
+def test_a_realtime_run_shows_its_slowest_requests_instead_of_batches():
+    summary = {**sample_summary(), "route": "realtime"}
+    page = render_report(summary, [], sample_progress(), _realtime_requests())
+
+    svg = charts(page)[CHART_SLOWEST]
+    labels = [text.text for text in svg.iter(f"{SVG}text") if text.get("class") == "bar-label"]
+    assert labels[:3] == ["line 2 · req-2", "line 3 · req-3", "line 1 · req-1"] and len(labels) == 10
+    values = [text.text for text in svg.iter(f"{SVG}text") if text.get("class") == "bar-value"]
+    assert values[:3] == ["12 s", "3.2 s · rate_limited", "420 ms"]
+    table = re.search(r'<section class="panel" id="slowest-requests">.*?</section>', page, flags=re.S).group(0)
+    assert table.count("<tr>") == 11  # the heading and the ten slowest
+    assert "<code>req-2</code>" in table and "12 s" in table
+    assert 'id="slowest-batches"' not in page and "No batch was created" not in page
+
+
+def test_a_batch_run_keeps_its_slowest_batches():
+    page = render_report(sample_summary(), sample_shards(), sample_progress(), _realtime_requests())
+    assert 'id="slowest-batches"' in page and 'id="slowest-requests"' not in page
+
+
+def test_a_copy_on_disk_lists_the_local_files_beside_it_and_links_them(page):
+    files = {name: f"/home/me/out/{name}.jsonl" for name in ("results", "errors")}
+    local = with_local_outputs(page, sample_summary(), files)
+    outputs = re.search(r'<section class="panel" id="outputs">.*?</section>', local, flags=re.S).group(0)
+    assert "s3://" not in outputs
+    assert '<a href="results.jsonl"><code>/home/me/out/results.jsonl</code></a>' in outputs
+    assert local.replace(outputs, "") == page.replace(
+        re.search(r'<section class="panel" id="outputs">.*?</section>', page, flags=re.S).group(0), ""
+    )  # nothing else changed

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
 from batchline.domain.layout import JobLayout
+from batchline.domain.numbers import count, percent, usd
 
 REPORT_FILE = "report.html"
 ROUTE_BATCH, ROUTE_REALTIME = "batch", "realtime"
@@ -90,6 +91,23 @@ class BatchRun:
     requests: int | None
     status: str
     collected: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SlowRequest:
+    """One realtime request's call: how long the provider took to answer it (the worker timed it)."""
+
+    line: int
+    custom_id: str
+    model: str | None
+    seconds: float
+    answered_at: str | None
+    outcome: str  # "succeeded", or the error's code
+
+
+def slowest_requests(requests: Iterable[SlowRequest], limit: int = SLOWEST_LIMIT) -> list[SlowRequest]:
+    """The `limit` slowest calls, slowest first (the earlier line first among equals)."""
+    return sorted(requests, key=lambda request: (-request.seconds, request.line))[:limit]
 
 
 # -- the figures ---------------------------------------------------------------------------------
@@ -228,24 +246,9 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _int(value: object) -> str:
-    return f"{int(value or 0):,}"
-
-
-def usd(value: float | None) -> str:
-    """Dollars with as many decimals as a small amount needs: $0.0108, $0.00108, $12.50."""
-    if value is None:
-        return "—"
-    value = float(value)
-    if value == 0:
-        return "$0"
-    if abs(value) >= 1:
-        return f"${value:,.2f}"
-    decimals = min(10, max(4, 2 - math.floor(math.log10(abs(value)))))
-    return f"${value:.{decimals}f}"
-
-
 def duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
     if seconds < 10:
         return f"{seconds:.1f} s"
     if seconds < 60:
@@ -362,7 +365,7 @@ def progress_chart(summary: dict, progress: Sequence[Progress]) -> str:
     def y(value: float) -> float:
         return top + plot_h - plot_h * value / y_max
 
-    finals = ", ".join(f"{line.route} {line.points[-1][1]:,}" for line in series)
+    finals = ", ".join(f"{line.route} {count(line.points[-1][1])}" for line in series)
     desc = f"Cumulative requests with a final outcome over {duration(span)} since {_clock(start)}: {finals}."
     parts = [_svg_open(CHART_PROGRESS, height, title, desc)]
     for tick in y_ticks:
@@ -377,7 +380,7 @@ def progress_chart(summary: dict, progress: Sequence[Progress]) -> str:
     parts.append(_text(left + plot_w, height - 6, "time since the job started", cls="axis-label", anchor="end"))
     if valid > 0:
         parts.append(f'<line class="target" x1="{left}" x2="{left + plot_w}" y1="{y(valid):.1f}" y2="{y(valid):.1f}"/>')
-        parts.append(_text(left + 4, y(valid) - 5, f"{valid:,} valid requests", cls="note"))
+        parts.append(_text(left + 4, y(valid) - 5, f"{count(valid)} valid requests", cls="note"))
     for line in series:
         colour = _route_colour(line.route)
         css = "series estimated" if line.start_and_end_only else "series"
@@ -390,7 +393,7 @@ def progress_chart(summary: dict, progress: Sequence[Progress]) -> str:
         parts.append(f'<path class="{css} route-{route_class}" d="{shape}" stroke="{colour}" fill="none"/>')
     legend = [
         (
-            f"{line.route}: {line.points[-1][1]:,}" + (" (start and end only)" if line.start_and_end_only else ""),
+            f"{line.route}: {count(line.points[-1][1])}" + (" (start and end only)" if line.start_and_end_only else ""),
             _route_colour(line.route),
             line.start_and_end_only,
         )
@@ -418,21 +421,54 @@ class _Panel:
 _LABEL_W, _TEXT_W, _ROW_H, _BAR_H = 210, 190, 28, 16
 
 
-def _bar_chart(chart_id: str, title: str, desc: str, panels: Sequence[_Panel], legend=()) -> str:
-    """Horizontal bars; each panel on its own scale (a month's cap would flatten a job's bars)."""
+def _scale_ticks(maximum: float, count: int = 4) -> list[float]:
+    """Round steps from 0 to at least `maximum` (any size: dollars under a cent too)."""
+    if maximum <= 0:
+        return [0.0, 1.0]
+    step = _nice_step(maximum / count)
+    return [step * i for i in range(math.ceil(maximum / step - 1e-9) + 1)]
+
+
+_AXIS_H = 40
+
+
+def _bar_chart(
+    chart_id: str,
+    title: str,
+    desc: str,
+    panels: Sequence[_Panel],
+    legend=(),
+    *,
+    axis: tuple[Callable[[float], str], str] | None = None,
+) -> str:
+    """Horizontal bars, every panel on one scale so that bars compare across panels.
+
+    With `axis` = (how a value is written, what the axis says), the scale runs to a round value
+    and an axis under the last panel shows it.
+    """
     plot_w = _WIDTH - _LABEL_W - _TEXT_W
     top = 30 if legend else 8
-    height = top + sum((22 if p.heading else 0) + (18 if p.markers else 0) + _ROW_H * len(p.bars) for p in panels) + 8
+    rows_h = sum((22 if p.heading else 0) + (18 if p.markers else 0) + _ROW_H * len(p.bars) for p in panels)
+    height = top + rows_h + 8 + (_AXIS_H if axis else 0)
+    largest = max(
+        [sum(v for v, _, _ in bar.segments) for panel in panels for bar in panel.bars]
+        + [v for panel in panels for _, v, _ in panel.markers]
+        + [0.0]
+    )
+    ticks = _scale_ticks(largest) if axis else []
+    scale = (ticks[-1] if ticks else largest) or 1.0
     parts = [_svg_open(chart_id, height, title, desc)]
     if legend:
         parts += _legend(legend, _LABEL_W, 18)
+    base = top + rows_h + 4
+    for tick in ticks:  # under the bars
+        tx = _LABEL_W + plot_w * tick / scale
+        parts.append(f'<line class="grid" x1="{tx:.1f}" x2="{tx:.1f}" y1="{top}" y2="{base}"/>')
     y = top
     for panel in panels:
         if panel.heading:
             parts.append(_text(8, y + 15, panel.heading, cls="panel-heading"))
             y += 22
-        scale = max([sum(v for v, _, _ in bar.segments) for bar in panel.bars] + [v for _, v, _ in panel.markers])
-        scale = scale or 1.0
         rows_top = y + (18 if panel.markers else 0)
         for bar in panel.bars:
             middle = rows_top + _ROW_H / 2
@@ -456,6 +492,13 @@ def _bar_chart(chart_id: str, title: str, desc: str, panels: Sequence[_Panel], l
             )
             parts.append(_text(mx, y + 11, label, cls="marker-label", anchor="end" if mx > _WIDTH / 2 else "start"))
         y = rows_top
+    if axis:
+        written, said = axis
+        parts.append(f'<line class="axis scale" x1="{_LABEL_W}" x2="{_LABEL_W + plot_w}" y1="{base}" y2="{base}"/>')
+        for tick in ticks:
+            tx = _LABEL_W + plot_w * tick / scale
+            parts.append(_text(tx, base + 16, written(tick), cls="tick scale-tick", anchor="middle"))
+        parts.append(_text(_LABEL_W + plot_w, base + 32, said, cls="axis-label", anchor="end"))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -510,7 +553,8 @@ def spend_chart(summary: dict) -> str:
         legend.append(("other jobs this month", MONTH_COLOUR, False))
     if job_cap is not None or month_cap is not None:
         legend.append(("cap", CAP_COLOUR, True))
-    return _bar_chart(CHART_SPEND, "Spend against budget", desc, panels, legend)
+    said = "one dollar scale for every group: " + ", ".join(panel.heading.lower() for panel in panels if panel.heading)
+    return _bar_chart(CHART_SPEND, "Spend against budget", desc, panels, legend, axis=(usd, said))
 
 
 def tokens_chart(summary: dict, shards: Sequence[dict]) -> str:
@@ -520,25 +564,44 @@ def tokens_chart(summary: dict, shards: Sequence[dict]) -> str:
 
     def used(index: int, kind: str) -> _Bar:
         segments = tuple(
-            (float(per_route[route][index]), ROUTE_COLOURS[route], f"{route}: {per_route[route][index]:,} {kind}")
+            (float(per_route[route][index]), ROUTE_COLOURS[route], f"{route}: {count(per_route[route][index])} {kind}")
             for route in ROUTES
         )
         total = int(summary.get(f"{kind}_tokens") or 0)
-        return _Bar(f"{kind} tokens", segments, f"{total:,}")
+        return _Bar(f"{kind} tokens", segments, count(total))
 
     bars = [used(0, "input")]
     if planned_in:
-        bars.append(_Bar("input, counted when planned", ((planned_in, ESTIMATE_COLOUR, "planned"),), f"{planned_in:,}"))
+        bars.append(_Bar("input, counted when planned", ((planned_in, ESTIMATE_COLOUR, "planned"),), count(planned_in)))
     bars.append(used(1, "output"))
     if planned_out:
-        bars.append(_Bar("output, at most (max_tokens)", ((planned_out, ESTIMATE_COLOUR, "cap"),), f"{planned_out:,}"))
+        bars.append(_Bar("output, at most (max_tokens)", ((planned_out, ESTIMATE_COLOUR, "cap"),), count(planned_out)))
     desc = (
-        f"{int(summary.get('input_tokens') or 0):,} input and {int(summary.get('output_tokens') or 0):,} output "
-        f"tokens; {planned_in:,} input tokens counted when planned."
+        f"{count(summary.get('input_tokens'))} input and {count(summary.get('output_tokens'))} output tokens;"
+        f" {count(planned_in)} input tokens counted when planned."
     )
     legend = [(route, ROUTE_COLOURS[route], False) for route in ROUTES if any(per_route[route])]
     legend.append(("planned", ESTIMATE_COLOUR, False))
     return _bar_chart(CHART_TOKENS, "Tokens: input and output, per route", desc, [_Panel(None, tuple(bars))], legend)
+
+
+def slowest_requests_chart(requests: Sequence[SlowRequest]) -> str:
+    title = f"The slowest requests (top {SLOWEST_LIMIT}), from the call to its answer"
+    if not requests:
+        return _empty_chart(CHART_SLOWEST, title, "No call was timed for this job.")
+    bars = []
+    for request in requests:
+        colour = ROUTE_COLOURS[ROUTE_REALTIME] if request.outcome == "succeeded" else UNFINISHED_COLOUR
+        tooltip = f"line {request.line} ({request.custom_id}): {duration(request.seconds)}, {request.outcome}"
+        text = duration(request.seconds) + ("" if request.outcome == "succeeded" else f" · {request.outcome}")
+        bars.append(
+            _Bar(f"line {count(request.line)} · {request.custom_id}", ((request.seconds, colour, tooltip),), text)
+        )
+    desc = "; ".join(f"line {request.line} ({request.custom_id}) {duration(request.seconds)}" for request in requests)
+    legend = [("answered", ROUTE_COLOURS[ROUTE_REALTIME], False)]
+    if not all(request.outcome == "succeeded" for request in requests):
+        legend.append(("answered with an error", UNFINISHED_COLOUR, False))
+    return _bar_chart(CHART_SLOWEST, title, desc + ".", [_Panel(None, tuple(bars))], legend)
 
 
 def slowest_chart(runs: Sequence[BatchRun]) -> str:
@@ -548,16 +611,16 @@ def slowest_chart(runs: Sequence[BatchRun]) -> str:
     bars = []
     for run in runs:
         round_text = "" if run.round is None else f" · round {run.round}"
-        extra = f" · {run.requests:,} requests" if run.requests is not None else ""
+        extra = f" · {count(run.requests)} requests" if run.requests is not None else ""
         colour = ROUTE_COLOURS["batch"] if run.collected else UNFINISHED_COLOUR
         tooltip = f"{run.batch_id}: {duration(run.seconds)}, {run.status}"
         bars.append(
             _Bar(f"shard {run.shard_id}{round_text}", ((run.seconds, colour, tooltip),), duration(run.seconds) + extra)
         )
     desc = "; ".join(f"{run.batch_id} (shard {run.shard_id}) {duration(run.seconds)}" for run in runs) + "."
-    legend = [("collected", ROUTE_COLOURS["batch"], False)]
+    legend = [("collected round", ROUTE_COLOURS["batch"], False)]
     if not all(run.collected for run in runs):
-        legend.append(("never collected", UNFINISHED_COLOUR, False))
+        legend.append(("round never collected", UNFINISHED_COLOUR, False))
     return _bar_chart(CHART_SLOWEST, title, desc, [_Panel(None, tuple(bars))], legend)
 
 
@@ -636,7 +699,7 @@ def _header(summary: dict) -> str:
         f"<h1>{_field('job_id', summary.get('job_id', '?'))} "
         f'<span class="status status-{status_class}" data-field="status">{_e(status)}</span></h1>'
         f'<p class="message">{_field("message", summary.get("message") or "")}</p>'
-        f'<p class="meta">route {_field("route", route)} · {_int(summary.get("shards"))} shards · started '
+        f'<p class="meta">route {_field("route", route)} · {count(summary.get("shards"))} shards · started '
         f"{_e(_clock(summary.get('started_at')))} · finished {_e(_clock(summary.get('finished_at')))}{_e(took)}</p>"
         "</header>"
     )
@@ -651,11 +714,11 @@ def _requests_tile(summary: dict) -> str:
     )
     css = {"succeeded": "ok", "failed": "bad", "invalid": "bad"}
     rows = _rows(
-        (name, f'<b class="{css[name] if n else "dim"}">{_field(name, f"{n:,}", n)}</b>') for name, n in counts
+        (name, f'<b class="{css[name] if n else "dim"}">{_field(name, count(n), n)}</b>') for name, n in counts
     )
     return (
         '<article class="tile" id="tile-requests"><h2>Requests</h2>'
-        f'<p class="big">{_field("input_lines", f"{lines:,}", lines)} lines</p>'
+        f'<p class="big">{_field("input_lines", count(lines), lines)} lines</p>'
         f'<div class="share" aria-hidden="true">{share}</div><dl>{rows}</dl></article>'
     )
 
@@ -663,14 +726,14 @@ def _requests_tile(summary: dict) -> str:
 def _tokens_tile(summary: dict, shards: Sequence[dict]) -> str:
     planned = sum(int(shard.get("prompt_tokens") or 0) for shard in shards)
     rows = [
-        ("input", _field("input_tokens", _int(summary.get("input_tokens")), summary.get("input_tokens") or 0)),
-        ("output", _field("output_tokens", _int(summary.get("output_tokens")), summary.get("output_tokens") or 0)),
+        ("input", _field("input_tokens", count(summary.get("input_tokens")), summary.get("input_tokens") or 0)),
+        ("output", _field("output_tokens", count(summary.get("output_tokens")), summary.get("output_tokens") or 0)),
     ]
     if planned:
-        rows.append(("input, counted when planned", _e(f"{planned:,}")))
+        rows.append(("input, counted when planned", _e(count(planned))))
     total = int(summary.get("input_tokens") or 0) + int(summary.get("output_tokens") or 0)
     return (
-        f'<article class="tile" id="tile-tokens"><h2>Tokens</h2><p class="big">{total:,}</p><dl>{_rows(rows)}</dl>'
+        f'<article class="tile" id="tile-tokens"><h2>Tokens</h2><p class="big">{count(total)}</p><dl>{_rows(rows)}</dl>'
         "</article>"
     )
 
@@ -704,7 +767,7 @@ def _aws_tile(summary: dict) -> str:
             '<article class="tile" id="tile-aws"><h2>AWS cost</h2><p class="dim">not counted for this run</p></article>'
         )
     share = aws.get("share_of_llm_cost")
-    share_text = f"{share:.3%} of the LLM cost" if share is not None else "no LLM cost to compare with"
+    share_text = f"{percent(share)} of the LLM cost" if share is not None else "no LLM cost to compare with"
     services = [
         (name.replace("_", " "), _field(f"aws.{name}", usd(value), value))
         for name, value in (aws.get("by_service_usd") or {}).items()
@@ -746,7 +809,7 @@ def _recovery_tile(summary: dict) -> str:
     recovery = summary.get("recovery") or {}
     names = (("resumes", "resumes"), ("batches_resubmitted", "batches resubmitted"), ("stuck_batches", "stuck batches"))
     rows = [
-        (label, _field(f"recovery.{name}", _int(recovery.get(name)), recovery.get(name) or 0)) for name, label in names
+        (label, _field(f"recovery.{name}", count(recovery.get(name)), recovery.get(name) or 0)) for name, label in names
     ]
     return f'<article class="tile" id="tile-recovery"><h2>Recovery</h2><dl>{_rows(rows)}</dl></article>'
 
@@ -781,11 +844,30 @@ def _slowest_table(runs: Sequence[BatchRun]) -> str:
         f"<td class=num>{'' if run.round is None else run.round}</td><td>{_e(run.model or '')}</td>"
         f"<td>{_e(_clock(run.submitted_at))}</td><td>{_e(_clock(run.ended_at))}</td>"
         f"<td class=num>{_e(duration(run.seconds))}</td>"
-        f"<td class=num>{'' if run.requests is None else f'{run.requests:,}'}</td><td>{_e(run.status)}</td></tr>"
+        f"<td class=num>{'' if run.requests is None else count(run.requests)}</td><td>{_e(run.status)}</td></tr>"
         for run in runs
     )
     return (
         '<section class="panel" id="slowest-batches"><h2>Batches, slowest first</h2>'
+        f"<table><thead>{head}</thead><tbody>{rows}</tbody></table></section>"
+    )
+
+
+def _slow_requests_table(requests: Sequence[SlowRequest]) -> str:
+    if not requests:
+        return ""
+    head = (
+        "<tr><th class=num>line</th><th>custom_id</th><th>model</th><th>answered</th>"
+        "<th class=num>call took</th><th>outcome</th></tr>"
+    )
+    rows = "".join(
+        f"<tr><td class=num>{count(request.line)}</td><td><code>{_e(request.custom_id)}</code></td>"
+        f"<td>{_e(request.model or '')}</td><td>{_e(_clock(request.answered_at))}</td>"
+        f"<td class=num>{_e(duration(request.seconds))}</td><td>{_e(request.outcome)}</td></tr>"
+        for request in requests
+    )
+    return (
+        '<section class="panel" id="slowest-requests"><h2>Requests, slowest first</h2>'
         f"<table><thead>{head}</thead><tbody>{rows}</tbody></table></section>"
     )
 
@@ -795,8 +877,8 @@ def _errors_table(summary: dict) -> str:
     if not codes:
         return ""
     rows = "".join(
-        f"<tr><td><code>{_e(code)}</code></td><td class=num>{int(count):,}</td></tr>"
-        for code, count in sorted(codes.items(), key=lambda item: (-int(item[1]), str(item[0])))
+        f"<tr><td><code>{_e(code)}</code></td><td class=num>{count(lines)}</td></tr>"
+        for code, lines in sorted(codes.items(), key=lambda item: (-int(item[1]), str(item[0])))
     )
     return (
         '<section class="panel" id="error-codes"><h2>Errors by code (errors.jsonl)</h2>'
@@ -804,17 +886,52 @@ def _errors_table(summary: dict) -> str:
     )
 
 
-def _outputs(summary: dict) -> str:
-    outputs = summary.get("outputs") or {}
+def _outputs(outputs: dict[str, str] | None, *, linked: bool = False) -> str:
+    """Where the job's files are; `linked` (a copy beside them, on a disk) links each to its file."""
     if not outputs:
         return ""
-    rows = "".join(f"<dt>{_e(name)}</dt><dd><code>{_e(uri)}</code></dd>" for name, uri in outputs.items())
+
+    def shown(where: str) -> str:
+        text = f"<code>{_e(where)}</code>"
+        return f'<a href="{_e(PurePosixPath(where).name)}">{text}</a>' if linked else text
+
+    rows = "".join(f"<dt>{_e(name)}</dt><dd>{shown(where)}</dd>" for name, where in outputs.items())
     return f'<section class="panel" id="outputs"><h2>Outputs</h2><dl>{rows}</dl></section>'
 
 
-def render_report(summary: dict, shards: Sequence[dict], progress: Sequence[Progress]) -> str:
-    """The whole page, from the job's summary, its shard records and its progress points."""
+def with_local_outputs(page: str, summary: dict, files: dict[str, str]) -> str:
+    """The page as copied into a local directory: its outputs are the files beside it, not the bucket's.
+
+    `summary` is the one the page was drawn from; `files` name the local copies (absolute paths).
+    """
+    drawn = _outputs(summary.get("outputs"))
+    local = _outputs(files, linked=True)
+    if drawn and drawn in page:
+        return page.replace(drawn, local, 1)
+    return page.replace("<footer>", f"{local}<footer>", 1)
+
+
+def render_report(
+    summary: dict, shards: Sequence[dict], progress: Sequence[Progress], slow_requests: Sequence[SlowRequest] = ()
+) -> str:
+    """The whole page, from the job's summary, its shard records, its progress points and, on the
+    realtime route, its slowest calls (a batch job shows its slowest batches instead)."""
     runs = slowest_batches(summary, shards, progress)
+    if summary.get("route") == ROUTE_REALTIME:
+        requests = slowest_requests(slow_requests)
+        slowest = _figure(
+            slowest_requests_chart(requests),
+            "The slowest requests",
+            "Time from a request's call to the provider's answer; red: answered with an error.",
+        )
+        slowest_table = _slow_requests_table(requests)
+    else:
+        slowest = _figure(
+            slowest_chart(runs),
+            "The slowest batches",
+            "Time from a batch's creation to its collection; red: a batch never collected, timed to the job's end.",
+        )
+        slowest_table = _slowest_table(runs)
     charts = [
         _figure(progress_chart(summary, progress), "Requests done over time", _progress_caption(summary, progress)),
         _figure(
@@ -827,11 +944,7 @@ def render_report(summary: dict, shards: Sequence[dict], progress: Sequence[Prog
             "Tokens",
             "Used tokens as billed, split by route; grey: what planning counted (input) and allowed (output).",
         ),
-        _figure(
-            slowest_chart(runs),
-            "The slowest batches",
-            "Time from a batch's creation to its collection; red: a batch never collected, timed to the job's end.",
-        ),
+        slowest,
     ]
     tiles = (
         _requests_tile(summary),
@@ -851,7 +964,7 @@ def render_report(summary: dict, shards: Sequence[dict], progress: Sequence[Prog
         f"{_header(summary)}"
         f'<section class="tiles">{"".join(tiles)}</section>'
         f'<section class="charts">{"".join(charts)}</section>'
-        f"{_slowest_table(runs)}{_errors_table(summary)}{_outputs(summary)}"
+        f"{slowest_table}{_errors_table(summary)}{_outputs(summary.get('outputs'))}"
         f"<footer>written by batchline when the job finished, {_e(_clock(summary.get('finished_at')))}</footer>"
         "</main></body></html>\n"
     )

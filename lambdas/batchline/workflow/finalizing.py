@@ -12,10 +12,11 @@ builds them and calls it.
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -25,7 +26,7 @@ from batchline.domain.budget import STAGE_BUDGET, month_of, to_usd
 from batchline.domain.layout import JobLayout
 from batchline.domain.outcomes import STAGE_PROVIDER, error_record
 from batchline.domain.planning import decode_manifest_entry
-from batchline.domain.report import ROUTE_REALTIME, Progress, render_report, report_key
+from batchline.domain.report import ROUTE_REALTIME, SLOWEST_LIMIT, Progress, SlowRequest, render_report, report_key
 from batchline.domain.run_cost import AwsUsage, aws_cost
 from batchline.domain.statuses import ShardStatus
 from batchline.topology import state_transitions
@@ -86,6 +87,38 @@ class _Targets:
         return cls(*(layout.interim(name) for name in names))
 
 
+@dataclass
+class _RealtimeTiming:
+    """When the realtime outcomes came (per second) and the slowest calls: what the report draws."""
+
+    per_second: Counter[str] = field(default_factory=Counter)
+    slowest: list[tuple[float, int, SlowRequest]] = field(default_factory=list)  # a heap, the fastest on top
+
+    def add(self, record: dict[str, Any]) -> None:
+        at = record.get("answered_at")
+        if at:
+            self.per_second[at[:19]] += 1  # ISO 8601 up to the second
+        seconds = record.get("latency_seconds")
+        if seconds is None:
+            return
+        request = SlowRequest(
+            line=int(record["line"]),
+            custom_id=str(record.get("custom_id") or ""),
+            model=record.get("model"),
+            seconds=float(seconds),
+            answered_at=at,
+            outcome="succeeded" if "response" in record else str(record.get("code") or "failed"),
+        )
+        entry = (request.seconds, -request.line, request)
+        if len(self.slowest) < SLOWEST_LIMIT:
+            heapq.heappush(self.slowest, entry)
+        elif entry[:2] > self.slowest[0][:2]:
+            heapq.heapreplace(self.slowest, entry)
+
+    def slow_requests(self) -> list[SlowRequest]:
+        return [request for _, _, request in self.slowest]
+
+
 def _stage_realtime_outcomes(
     storage: ObjectStore,
     index: OutcomeOrdering,
@@ -94,7 +127,7 @@ def _stage_realtime_outcomes(
     targets: _Targets,
     parts: list[tuple[dict, int]],
     reason: str | None,
-) -> tuple[Counter[str], int]:
+) -> tuple[_RealtimeTiming, int]:
     """Realtime outcomes, joined to every request sent that way, into a results and an errors file.
 
     `parts` are (shard, round) whose requests went to the realtime queue. The workers' records are
@@ -111,7 +144,7 @@ def _stage_realtime_outcomes(
         )
         for shard, round_number in parts
     )
-    per_second: Counter[str] = Counter()
+    timing = _RealtimeTiming()
     pending_requests = 0
     with index:
         index.add_all(outcomes)
@@ -122,10 +155,10 @@ def _stage_realtime_outcomes(
                 while pending is not None and pending[0] < line:  # not one of these parts' lines
                     pending = next(outcomes, None)
                 if pending is not None and pending[0] == line:
-                    _, succeeded, at, raw = pending
-                    if at:
-                        per_second[at[:19]] += 1  # ISO 8601 up to the second
-                    (results if succeeded else errors).write(_public(raw) + b"\n")
+                    _, succeeded, _, raw = pending
+                    record = orjson.loads(raw)
+                    timing.add(record)
+                    (results if succeeded else errors).write(_public(record) + b"\n")
                     pending = next(outcomes, None)
                 elif reason is None:
                     pending_requests += 1
@@ -134,15 +167,15 @@ def _stage_realtime_outcomes(
                         custom_id=custom_id, line=line, stage=STAGE_PROVIDER, code="not_completed", message=reason
                     )
                     errors.write(orjson.dumps(record) + b"\n")
-    return per_second, pending_requests
+    return timing, pending_requests
 
 
-def _public(raw: bytes) -> bytes:
-    """A worker's record as the user reads it: without the fields only the join needs."""
-    record = orjson.loads(raw)
-    record.pop("unsent", None)
-    record.pop("answered_at", None)
-    return orjson.dumps(record)
+_INTERNAL_FIELDS = ("unsent", "answered_at", "latency_seconds")  # for the join and the report only
+
+
+def _public(record: dict[str, Any]) -> bytes:
+    """A worker's record as the user reads it: without the fields only the join and the report need."""
+    return orjson.dumps({name: value for name, value in record.items() if name not in _INTERNAL_FIELDS})
 
 
 def _merge(
@@ -156,7 +189,7 @@ def _merge(
     account: JobAccount,
     *,
     interim: bool,
-) -> Counter[str]:
+) -> _RealtimeTiming:
     """Write every outcome so far into the targets' results and errors, in input order, counting them
     on the account. A finished job's requests without an outcome become errors that say why; an
     interim account (the job still runs) counts them as pending. Returns the realtime outcomes per
@@ -177,7 +210,7 @@ def _merge(
             or shard.get("status") in (ShardStatus.REALTIME, ShardStatus.REALTIME_REQUEUE)
         )
     ]
-    realtime_per_second: Counter[str] = Counter()
+    timing = _RealtimeTiming()
     if realtime_parts:
         reason = (
             None
@@ -187,7 +220,7 @@ def _merge(
             or "no outcome before the job stopped waiting (see the dead-letter queue)"
         )
         staged = _stage_realtime_outcomes(storage, index, outcomes(), layout, targets, realtime_parts, reason)
-        realtime_per_second, account.pending = staged
+        timing, account.pending = staged
         result_streams.append(_numbered(storage, targets.realtime_results))
         error_streams.append(_numbered(storage, targets.realtime_errors))
         account.input_tokens += job.get("realtime_input_tokens", 0)
@@ -246,7 +279,7 @@ def _merge(
                     account.stopped_by_budget += 1
             account.error_codes[record["code"]] = account.error_codes.get(record["code"], 0) + 1
 
-    return realtime_per_second
+    return timing
 
 
 @dataclass
@@ -279,7 +312,7 @@ class Finalization:
             account.failure = failure or "the input could not be planned"
 
         refused = job.get("refused")
-        realtime_per_second = self._merge(layout, _Targets.final(layout), job, shards, account, interim=False)
+        timing = self._merge(layout, _Targets.final(layout), job, shards, account, interim=False)
 
         if refused and not account.failure:
             account.failure = f"refused by the budget: {refused}"
@@ -305,7 +338,7 @@ class Finalization:
             # Never expected; said loudly so that a lost request cannot pass unnoticed.
             summary["unaccounted_lines"] = account.unaccounted()
             logger.error("lines unaccounted for", extra={"unaccounted": account.unaccounted()})
-        if not self._write_report(report, summary, shards, realtime_per_second):
+        if not self._write_report(report, summary, shards, timing):
             del summary["outputs"]["report"]
         self.storage.put(layout.summary, _json(summary), "application/json")
         self.jobs.update_job(job_id, **{name: value for name, value in summary.items() if name != "job_id"})
@@ -362,7 +395,7 @@ class Finalization:
         account: JobAccount,
         *,
         interim: bool,
-    ) -> Counter[str]:
+    ) -> _RealtimeTiming:
         return _merge(
             self.storage,
             self.outcome_index(),
@@ -385,7 +418,7 @@ class Finalization:
         return points
 
     def _write_report(
-        self, key: str, summary: dict[str, Any], shards: list[dict[str, Any]], realtime_per_second: Counter[str]
+        self, key: str, summary: dict[str, Any], shards: list[dict[str, Any]], timing: _RealtimeTiming
     ) -> bool:
         """Write report.html; False when it could not be drawn.
 
@@ -393,7 +426,8 @@ class Finalization:
         draw is logged and left out, and never stops the job's outputs from being written.
         """
         try:
-            page = render_report(summary, shards, self._progress(summary["job_id"], realtime_per_second))
+            progress = self._progress(summary["job_id"], timing.per_second)
+            page = render_report(summary, shards, progress, timing.slow_requests())
         except Exception:
             logger.exception("report.html could not be drawn; the job's outputs are written without it")
             return False

@@ -134,6 +134,7 @@ class _Pending:
     delivery: Delivery
     reserved_nano: int = 0
     attempts: int = 0  # 429s met in this invocation
+    call_seconds: float | None = None  # how long its last call took, from the call to the answer
 
 
 @dataclass
@@ -347,7 +348,8 @@ class RealtimeWork:
                     item = in_flight.pop(future)
                     run.report.calls += 1
                     run.tallies[item.delivery.request.job_id].counters["realtime_calls"] += 1
-                    self._settle_call(run, item, future.result())
+                    response, item.call_seconds = future.result()
+                    self._settle_call(run, item, response)
                 if time.monotonic() - recorded >= self._settings.record_every_seconds:
                     self._flush(run, final=False)
                     recorded = time.monotonic()
@@ -414,18 +416,21 @@ class RealtimeWork:
             run.marked.add(job_id)
             run.tallies[job_id]  # noqa: B018 - a marked job is recorded, if only to remove its mark
 
-    def _call(self, request: RealtimeRequest) -> ProviderResponse:
-        """One call; whatever it raises is this request's failure alone, never the whole invocation's.
+    def _call(self, request: RealtimeRequest) -> tuple[ProviderResponse, float]:
+        """One call, and how long it took (the report shows the slowest); whatever it raises is this
+        request's failure alone, never the whole invocation's.
 
         An invocation that raised would come back with every request of its batch, and a request
         that always makes the client raise would bring them all back on every delivery, for ever.
         """
+        started = time.monotonic()
         try:
-            return self._provider.call(request.url, request.body, client_request_id=request.custom_id)
+            response = self._provider.call(request.url, request.body, client_request_id=request.custom_id)
         except Exception as exc:  # noqa: BLE001 - reported as a transient failure of this request
-            return ProviderResponse(
+            response = ProviderResponse(
                 0, {}, {"error": {"message": f"{type(exc).__name__}: {exc}", "code": "client_error"}}
             )
+        return response, time.monotonic() - started
 
     def _settle_call(self, run: _Run, item: _Pending, response: ProviderResponse) -> None:
         request = item.delivery.request
@@ -526,6 +531,8 @@ class RealtimeWork:
         else:
             added["realtime_failed"] = 1
         record["answered_at"] = self._now()
+        if item.call_seconds is not None:  # for the report; not part of results.jsonl (finalize drops it)
+            record["latency_seconds"] = round(item.call_seconds, 3)
         tally.records.append(record)
         tally.answered_lines.append(request.line)
         tally.by_line[request.line] = added
