@@ -56,3 +56,14 @@ def publish_metric(name: str, value: float, unit: MetricUnit, **dimensions: str)
     with single_metric(name=name, unit=unit, value=value, namespace=METRICS_NAMESPACE) as metric:
         for key, dimension in {"service": SERVICE_NAME, **dimensions}.items():
             metric.add_dimension(name=key, value=dimension)
+
+
+class DashboardMetrics:
+    """The use cases' Metrics port, on Powertools: counts join the invocation's record of job metrics
+    (flushed by `metrics.log_metrics`), published metrics go out in records of their own."""
+
+    def count(self, name: str, value: float = 1) -> None:
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+    def publish(self, name: str, value: float, unit: str = "Count", **dimensions: str) -> None:
+        publish_metric(name, value, MetricUnit(unit), **dimensions)

@@ -15,13 +15,19 @@ from batchline.domain.layout import JobLayout
 from batchline.handlers import check, dependencies, finalize, plan, submit
 from batchline.settings import SettingsError, load_settings, runtime_environment_variables
 from batchline.topology import job_table_definition
-from batchline.workflow.submission import batch_metadata, submit_round, ticket_for
+from batchline.workflow.submission import batch_metadata, ticket_for
 from lines import BAD_LINES, chat, embedding
 from moto import mock_aws
 
 from batchline_local import moto_patches
 from batchline_local.emulator import EmulatorServer
 from batchline_local.moto_patches import LocalLambdaContext
+
+
+def submit_round(shard: dict, attempt: str) -> dict:
+    """One Submit step of the poll loop, with the ports the functions are wired with."""
+    return dependencies.shard_loop().submission.submit_round(shard, attempt)
+
 
 SETTINGS = load_settings(
     {"shard_max_requests": 4, "emulator": {"validating_seconds": 0, "in_progress_seconds": 0, "finalizing_seconds": 0}}

@@ -11,9 +11,6 @@ import pytest
 from batchline.handlers import dependencies, enqueue, finalize, plan, worker
 from batchline.settings import load_settings, runtime_environment_variables
 from batchline.topology import job_table_definition
-from batchline.workflow.checking import check_batch
-from batchline.workflow.collection import collect_batch
-from batchline.workflow.submission import submit_round
 from lines import chat, embedding
 from moto import mock_aws
 
@@ -21,6 +18,18 @@ from batchline_local import moto_patches
 from batchline_local.emulator import EmulatorServer
 from batchline_local.event_source import sqs_event
 from batchline_local.moto_patches import LocalLambdaContext
+
+
+def run_shard_by_hand(shard: dict, *, collects: int = 1) -> str:
+    """Submit one shard, check its batch until it ends and collect it `collects` times; its batch id."""
+    loop = dependencies.shard_loop()
+    batch_id = loop.submission.submit_round(shard, "req-1")["batch_id"]
+    while loop.checking.check_batch(shard, batch_id, 1)["next"] == "wait":
+        pass
+    for _ in range(collects):
+        loop.collection.collect_batch(shard, batch_id)
+    return batch_id
+
 
 SETTINGS = load_settings(
     {"shard_max_requests": 2, "emulator": {"validating_seconds": 0, "in_progress_seconds": 0, "finalizing_seconds": 0}}
@@ -67,11 +76,7 @@ def test_a_batch_job_gets_a_report_whose_progress_is_each_collected_round(aws):
     planned = plan.handler(event, CONTEXT)
     store = dependencies.job_store()
     for shard in planned["shards"]:
-        batch_id = submit_round(shard, "req-1")["batch_id"]
-        while check_batch(shard, batch_id, 1)["next"] == "wait":
-            pass
-        collect_batch(shard, batch_id)
-        collect_batch(shard, batch_id)  # a retried collect records nothing twice
+        batch_id = run_shard_by_hand(shard, collects=2)  # a retried collect records nothing twice
         (point,) = [p for p in store.progress(planned["job_id"]) if p["shard_id"] == shard["shard_id"]]
         assert (point["round"], point["batch_id"], point["route"]) == (0, batch_id, "batch")
 
@@ -93,10 +98,7 @@ def test_a_batch_job_with_no_progress_recorded_still_gets_a_report(aws):
     event = put_input(aws["s3"], [chat("c0")], "one.jsonl")
     planned = plan.handler(event, CONTEXT)
     for shard in planned["shards"]:
-        batch_id = submit_round(shard, "req-1")["batch_id"]
-        while check_batch(shard, batch_id, 1)["next"] == "wait":
-            pass
-        collect_batch(shard, batch_id)
+        run_shard_by_hand(shard)
     table = boto3.resource("dynamodb").Table("jobs")
     for point in dependencies.job_store().progress(planned["job_id"]):
         table.delete_item(Key={"pk": f"JOB#{planned['job_id']}", "sk": point["sk"]})

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import openai
 
 from batchline.domain.errors import ProviderError, TransientProviderError
-from batchline.domain.statuses import BATCH_ENDED
 from batchline.domain.streams import split_lines
 
 _TRANSIENT = (
@@ -99,7 +97,3 @@ class OpenAIBatches:
                 yield from split_lines(response.iter_bytes(1 << 20))
         except openai.OpenAIError as exc:
             raise _translate(exc) from exc
-
-
-def batch_is_terminal(batch: dict[str, Any]) -> bool:
-    return batch.get("status") in BATCH_ENDED

@@ -20,6 +20,7 @@ class ShardStatus(StrEnum):
     RETRYING = "retrying"  # a round ended with requests worth another try: the next round waits to go
     REALTIME = "realtime"  # its last few requests went to the realtime workers
     REALTIME_REQUEUE = "realtime_requeue"  # those requests are to be queued again (a resume)
+    ENQUEUED = "enqueued"  # the realtime route: every request of it is on the queue
     COLLECTED = "collected"  # done: every request has its result or its final error
     FAILED = "failed"  # a step failed for good; its unfinished requests are errors saying why
     CANCELLED = "cancelled"  # the user cancelled the job; what it did not run waits for a resume
@@ -54,6 +55,11 @@ class BatchStatus(StrEnum):
 
 BATCH_ENDED = frozenset({BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.EXPIRED, BatchStatus.CANCELLED})
 BATCH_RUNNING = (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING)
+
+
+def batch_has_ended(batch: dict[str, object]) -> bool:
+    """Whether a provider's batch (as the Batch API returns it) runs no more."""
+    return batch.get("status") in BATCH_ENDED
 
 
 class JobStatus(StrEnum):

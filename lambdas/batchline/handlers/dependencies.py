@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -26,18 +27,23 @@ from batchline.adapters.outcome_index import OutcomeIndex
 from batchline.adapters.plan_outputs import S3PlanOutputs
 from batchline.adapters.realtime_outcomes import S3OutcomeSpool
 from batchline.adapters.s3_objects import S3Objects, s3_client
+from batchline.adapters.spool import LineOrderedSpool
 from batchline.adapters.sqs_queue import RequestQueue, sqs_client
 from batchline.domain.budget import BudgetPolicy, month_of, to_nano
 from batchline.domain.layout import JobLayout
-from batchline.domain.planning import PlanSummary, planner_for
+from batchline.domain.planning import PlanSummary, planner_for, validator_for
 from batchline.domain.run_cost import AwsUsage
 from batchline.domain.tokens import ParallelTokenCounter
-from batchline.observability import logger, publish_metric
+from batchline.observability import DashboardMetrics, logger, publish_metric
 from batchline.settings import RuntimeEnvironment, SettingsError, runtime_environment
 from batchline.topology import state_transitions
+from batchline.workflow.enqueueing import Enqueueing
 from batchline.workflow.finalizing import Finalization
+from batchline.workflow.loop_context import LoopContext, LoopSettings
 from batchline.workflow.planning_job import JobPlanning, PlanDefaults
+from batchline.workflow.realtime_wait import RealtimeWait
 from batchline.workflow.realtime_work import RealtimeWork, WorkSettings
+from batchline.workflow.shard_loop import ShardLoop
 
 
 def environment() -> RuntimeEnvironment:
@@ -218,6 +224,58 @@ def job_planning() -> JobPlanning:
         month=month_of,
         on_job=lambda job_id: logger.append_keys(job_id=job_id),
     )
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+def loop_context() -> LoopContext:
+    """The poll loop's ports and settings, for one invocation (the provider's key is looked up now)."""
+    settings = environment().settings
+    recovery = settings.recovery
+    return LoopContext(
+        jobs=job_store(),
+        storage=output_objects(),
+        provider=openai_batches,
+        admission=admission_ledger(),
+        budgets=budgets(),
+        budget_policy=budget_policy(),
+        prices=settings.price_book(),
+        validator=lambda: validator_for(settings),
+        queue=request_queue,
+        spool=LineOrderedSpool,
+        metrics=DashboardMetrics(),
+        clock=SystemClock(),
+        settings=LoopSettings(
+            output_prefix=settings.output_prefix,
+            completion_window=settings.completion_window,
+            poll_seconds=settings.poll_seconds,
+            max_poll_seconds=settings.max_poll_seconds,
+            max_polls_per_execution=settings.max_polls_per_execution,
+            batches_in_flight=settings.map_max_concurrency,
+            step_attempts=recovery.step_attempts,
+            max_attempts=recovery.max_attempts,
+            realtime_below_requests=recovery.realtime_below_requests,
+            stuck_after_seconds=recovery.stuck_after_seconds,
+            realtime_stall_seconds=settings.realtime.stall_seconds,
+            queue_limit=settings.batch_queue.limit_for,
+        ),
+    )
+
+
+def shard_loop() -> ShardLoop:
+    """The batch route's poll loop (SubmitShards, CheckShards) with this invocation's ports."""
+    return ShardLoop(loop_context())
+
+
+def enqueueing() -> Enqueueing:
+    return Enqueueing(loop_context())
+
+
+def realtime_wait() -> RealtimeWait:
+    return RealtimeWait(loop_context())
 
 
 def seconds_left(context: Any) -> Callable[[], float]:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchline.handlers.dependencies import environment, metered
+from batchline.handlers.dependencies import environment, metered, realtime_wait
 from batchline.observability import logger, tracer
-from batchline.workflow.realtime_wait import realtime_progress
 
 
 @metered("realtime_progress", lambda event, result: [event["plan"]["job_id"]])
@@ -14,7 +13,7 @@ from batchline.workflow.realtime_wait import realtime_progress
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     previous = event.get("realtime") or {}
-    progress = realtime_progress(
+    progress = realtime_wait().progress(
         event["plan"]["job_id"],
         polls=int(previous.get("polls", 0)),
         waited_seconds=int(previous.get("wait_seconds", 0)),

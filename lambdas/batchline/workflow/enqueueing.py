@@ -10,52 +10,67 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from itertools import islice
+from typing import Any
 
 import orjson
 
 from batchline.domain.layout import JobLayout
-from batchline.domain.planning import decode_manifest_entry, validator_for
+from batchline.domain.planning import decode_manifest_entry
 from batchline.domain.request_line import ValidRequest
-from batchline.handlers.dependencies import environment, job_store, output_objects, request_queue
+from batchline.domain.statuses import ShardStatus
+from batchline.workflow.loop_context import LoopContext
 
 # Lines looked up at once for an earlier answer (one BatchGetItem reads 100 blocks of 128 lines).
 _LOOKUP_LINES = 12_800
 
 
-def _messages(job_id: str, shard_id: str, raws: Iterator[bytes], manifest: Iterator[bytes]) -> Iterator[dict]:
-    validator = validator_for(environment().settings)
-    pairs = zip(raws, manifest, strict=True)
-    while entries := [(raw, *decode_manifest_entry(entry)) for raw, entry in islice(pairs, _LOOKUP_LINES)]:
-        # A resumed job: lines answered before are never sent again.
-        answered = job_store().answered_lines(job_id, (line for _, line, _ in entries))
-        for raw, line, custom_id in entries:
-            if line in answered:
-                continue
-            request = validator.validate(line, raw)
-            if not isinstance(request, ValidRequest):  # planned lines are valid; anything else is a bug
-                raise ValueError(f"line {line} of shard {shard_id} no longer validates: {request.message}")
-            yield {
-                "job_id": job_id,
-                "shard_id": shard_id,
-                "line": line,
-                "custom_id": custom_id,
-                "url": request.url,
-                "model": request.model,
-                "token_cost": request.count_prompt_tokens() + request.max_output_tokens,
-                "body": orjson.loads(raw)["body"],
-            }
+class Enqueueing:
+    def __init__(self, context: LoopContext) -> None:
+        self.context = context
 
+    def enqueue_round(self, job_id: str, shard_id: str, round_number: int) -> int:
+        """Queue every request of one round of a shard for the realtime workers; the number sent."""
+        layout = JobLayout(job_id, self.context.settings.output_prefix)
+        storage = self.context.storage
 
-def enqueue_round(job_id: str, shard_id: str, round_number: int) -> int:
-    """Queue every request of one round of a shard for the realtime workers; the number sent."""
-    layout = JobLayout(job_id, environment().settings.output_prefix)
-    storage = output_objects()
+        def spill(message: dict[str, Any]) -> dict[str, Any]:
+            key = layout.realtime_body(message["line"])
+            storage.put(key, orjson.dumps(message["body"]), "application/json")
+            return {**{k: v for k, v in message.items() if k != "body"}, "body_key": key}
 
-    def spill(message: dict) -> dict:
-        key = layout.realtime_body(message["line"])
-        storage.put(key, orjson.dumps(message["body"]), "application/json")
-        return {**{k: v for k, v in message.items() if k != "body"}, "body_key": key}
+        raws = (raw for raw in storage.lines(layout.round_requests(shard_id, round_number)) if raw)
+        manifest = (entry for entry in storage.lines(layout.round_manifest(shard_id, round_number)) if entry)
+        return self.context.queue().send_all(self._messages(job_id, shard_id, raws, manifest), spill=spill)
 
-    raws = (raw for raw in storage.lines(layout.round_requests(shard_id, round_number)) if raw)
-    manifest = (entry for entry in storage.lines(layout.round_manifest(shard_id, round_number)) if entry)
-    return request_queue().send_all(_messages(job_id, shard_id, raws, manifest), spill=spill)
+    def enqueue_shard(self, job_id: str, shard_id: str) -> int:
+        """The realtime route's step for one shard: its whole first round queued, the shard enqueued."""
+        sent = self.enqueue_round(job_id, shard_id, 0)
+        jobs = self.context.jobs
+        jobs.update_shard(job_id, shard_id, status=ShardStatus.ENQUEUED, enqueued=sent)
+        jobs.update_job(job_id, realtime_updated_at=self.context.now_iso())
+        return sent
+
+    def _messages(
+        self, job_id: str, shard_id: str, raws: Iterator[bytes], manifest: Iterator[bytes]
+    ) -> Iterator[dict[str, Any]]:
+        validator = self.context.validator()
+        pairs = zip(raws, manifest, strict=True)
+        while entries := [(raw, *decode_manifest_entry(entry)) for raw, entry in islice(pairs, _LOOKUP_LINES)]:
+            # A resumed job: lines answered before are never sent again.
+            answered = self.context.jobs.answered_lines(job_id, (line for _, line, _ in entries))
+            for raw, line, custom_id in entries:
+                if line in answered:
+                    continue
+                request = validator.validate(line, raw)
+                if not isinstance(request, ValidRequest):  # planned lines are valid; anything else is a bug
+                    raise ValueError(f"line {line} of shard {shard_id} no longer validates: {request.message}")
+                yield {
+                    "job_id": job_id,
+                    "shard_id": shard_id,
+                    "line": line,
+                    "custom_id": custom_id,
+                    "url": request.url,
+                    "model": request.model,
+                    "token_cost": request.count_prompt_tokens() + request.max_output_tokens,
+                    "body": orjson.loads(raw)["body"],
+                }

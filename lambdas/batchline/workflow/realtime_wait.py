@@ -20,54 +20,56 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from aws_lambda_powertools.metrics import MetricUnit
-
-from batchline.adapters.job_store import now_iso
-from batchline.handlers.dependencies import environment, job_store
-from batchline.observability import logger, publish_metric
+from batchline.observability import logger
 from batchline.topology import REALTIME_BACKLOG_METRIC
+from batchline.workflow.loop_context import LoopContext
 
 
 def _seconds_between(earlier: str, later: str) -> float:
     return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds()
 
 
-def realtime_progress(job_id: str, *, polls: int = 0, waited_seconds: int = 0) -> dict[str, Any]:
-    """{done, total, finished, stalled, wait_seconds, polls, hand_over, billed_polls} of the job's realtime requests."""
-    settings = environment().settings
-    store = job_store()
-    job = store.get_job(job_id) or {}
-    total = job.get("valid", 0) if job.get("route") == "realtime" else job.get("realtime_expected", 0)
-    done = job.get("realtime_done", 0) + job.get("realtime_unsent", 0)
-    now = now_iso()
-    started = job.get("resumed_at") or job.get("started_at") or now
-    last = job.get("realtime_updated_at") or started
-    idle = _seconds_between(last, now)
-    stalled = done < total and idle > settings.realtime.stall_seconds
-    if stalled:
-        logger.warning("realtime requests stalled", extra={"done": done, "total": total, "idle_seconds": idle})
-    if total:
-        publish_metric(REALTIME_BACKLOG_METRIC, max(0, total - done), MetricUnit.Count)
-    finished = done >= total or stalled
-    # The deployed loop's next wait: half of what the rest should take at the pace so far.
-    elapsed = max(1.0, _seconds_between(started, now))
-    answered_this_run = max(1, job.get("realtime_done", 0) - job.get("realtime_done_at_start", 0))
-    rest = (total - done) * elapsed / answered_this_run
-    deployed_wait = int(min(settings.max_poll_seconds, max(settings.poll_seconds, rest / 2)))
-    # A local run waits less than the deployed loop would: bill only the deployed polls its waits add up to.
-    credit = float(job.get("realtime_poll_credit", 0)) + waited_seconds
-    billed = 1 if finished or polls == 0 else int(credit // deployed_wait)
-    credit = 0.0 if finished else credit - billed * deployed_wait if billed else credit
-    if waited_seconds:
-        store.update_job(job_id, realtime_poll_credit=round(credit, 3))
-    polls += 1
-    return {
-        "done": done,
-        "total": total,
-        "finished": finished,
-        "stalled": stalled,
-        "wait_seconds": deployed_wait,
-        "polls": polls,
-        "hand_over": not finished and polls >= settings.max_polls_per_execution,
-        "billed_polls": billed,
-    }
+class RealtimeWait:
+    def __init__(self, context: LoopContext) -> None:
+        self.context = context
+
+    def progress(self, job_id: str, *, polls: int = 0, waited_seconds: int = 0) -> dict[str, Any]:
+        """{done, total, finished, stalled, wait_seconds, polls, hand_over, billed_polls} of the job's
+        realtime requests."""
+        settings = self.context.settings
+        jobs = self.context.jobs
+        job = jobs.get_job(job_id) or {}
+        total = job.get("valid", 0) if job.get("route") == "realtime" else job.get("realtime_expected", 0)
+        done = job.get("realtime_done", 0) + job.get("realtime_unsent", 0)
+        now = self.context.now_iso()
+        started = job.get("resumed_at") or job.get("started_at") or now
+        last = job.get("realtime_updated_at") or started
+        idle = _seconds_between(last, now)
+        stalled = done < total and idle > settings.realtime_stall_seconds
+        if stalled:
+            logger.warning("realtime requests stalled", extra={"done": done, "total": total, "idle_seconds": idle})
+        if total:
+            self.context.metrics.publish(REALTIME_BACKLOG_METRIC, max(0, total - done))
+        finished = done >= total or stalled
+        # The deployed loop's next wait: half of what the rest should take at the pace so far.
+        elapsed = max(1.0, _seconds_between(started, now))
+        answered_this_run = max(1, job.get("realtime_done", 0) - job.get("realtime_done_at_start", 0))
+        rest = (total - done) * elapsed / answered_this_run
+        deployed_wait = int(min(settings.max_poll_seconds, max(settings.poll_seconds, rest / 2)))
+        # A local run waits less than the deployed loop would: bill only the deployed polls its waits add up to.
+        credit = float(job.get("realtime_poll_credit", 0)) + waited_seconds
+        billed = 1 if finished or polls == 0 else int(credit // deployed_wait)
+        credit = 0.0 if finished else credit - billed * deployed_wait if billed else credit
+        if waited_seconds:
+            jobs.update_job(job_id, realtime_poll_credit=round(credit, 3))
+        polls += 1
+        return {
+            "done": done,
+            "total": total,
+            "finished": finished,
+            "stalled": stalled,
+            "wait_seconds": deployed_wait,
+            "polls": polls,
+            "hand_over": not finished and polls >= settings.max_polls_per_execution,
+            "billed_polls": billed,
+        }
