@@ -8,13 +8,22 @@ traces never capture a response. The use cases log through the standard logging 
 from __future__ import annotations
 
 import traceback
+from typing import Any
 
+import orjson
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
-from batchline.topology import METRICS_NAMESPACE, SERVICE_NAME
+from batchline.topology import (
+    METRICS_NAMESPACE,
+    MONTHLY_BUDGET_METRIC,
+    MONTHLY_SPEND_METRIC,
+    PROVIDER_CALLS_METRIC,
+    PROVIDER_RATE_LIMITED_METRIC,
+    SERVICE_NAME,
+)
 
 
 class ExceptionTextFreeFormatter(LambdaPowertoolsFormatter):
@@ -67,3 +76,62 @@ class DashboardMetrics:
 
     def publish(self, name: str, value: float, unit: str = "Count", **dimensions: str) -> None:
         publish_metric(name, value, MetricUnit(unit), **dimensions)
+
+
+_JOBS_BY_STATUS = {
+    "paused": "JobsPaused",
+    "cancelled": "JobsCancelled",
+    "succeeded": "JobsSucceeded",
+    "completed_with_errors": "JobsCompletedWithErrors",
+    "failed": "JobsFailed",
+}
+
+
+def publish_job_metrics(summary: dict[str, Any]) -> None:
+    """What the dashboard shows of a finished job, per route: jobs by outcome, requests, tokens and
+    spend; the month's spend and cap in records of their own (they are not per route)."""
+    metrics.clear_metrics()  # one record per job, whatever an earlier invocation left unflushed
+    metrics.add_dimension(name="route", value=summary.get("route") or "none")
+    metrics.add_metric(name=_JOBS_BY_STATUS[summary["status"]], unit=MetricUnit.Count, value=1)
+    for name, field in (
+        ("RequestsSucceeded", "succeeded"),
+        ("RequestsFailed", "failed"),
+        ("InvalidLines", "invalid"),
+        ("InputTokens", "input_tokens"),
+        ("OutputTokens", "output_tokens"),
+    ):
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=summary[field])
+    metrics.add_metric(name="CostUSD", unit=MetricUnit.NoUnit, value=summary["cost_usd"])
+    budget = summary.get("budget") or {}
+    publish_metric(MONTHLY_SPEND_METRIC, budget.get("monthly_spent_usd") or 0.0, MetricUnit.NoUnit)
+    if budget.get("monthly_cap_usd") is not None:
+        publish_metric(MONTHLY_BUDGET_METRIC, budget["monthly_cap_usd"], MetricUnit.NoUnit)
+
+
+def step_functions_failure(error: dict[str, Any] | None) -> str | None:
+    """The failure a state machine's Catch hands on (Error, and Cause: a Lambda's error as JSON), as text."""
+    if not error:
+        return None
+    cause = error.get("Cause") or ""
+    try:
+        cause = orjson.loads(cause).get("errorMessage", cause)
+    except (orjson.JSONDecodeError, AttributeError):
+        pass
+    return f"{error.get('Error', 'Error')}: {cause}"[:2000]
+
+
+def publish_realtime_report(report: Any, *, messages: int) -> None:
+    """A worker's batch, as the dashboard and the logs see it: provider calls, 429s, answers, requeues."""
+    if report.calls:
+        publish_metric(PROVIDER_CALLS_METRIC, report.calls, MetricUnit.Count)
+        publish_metric(PROVIDER_RATE_LIMITED_METRIC, report.rate_limited, MetricUnit.Count)
+    logger.info(
+        "worked a batch",
+        extra={
+            "messages": messages,
+            "calls": report.calls,
+            "rate_limited": report.rate_limited,
+            "answered": report.answered,
+            "requeued": report.requeued,
+        },
+    )

@@ -172,6 +172,7 @@ def finalization(store: MemoryStore, jobs: MemoryJobs, outcomes: MemoryOutcomes 
         output_prefix=PREFIX,
         output_bucket="out-bucket",
         now=lambda: "2026-12-04T10:00:00+00:00",
+        source=lambda bucket: MemoryStore(),
     )
 
 

@@ -7,12 +7,14 @@ AWS, added to its jobs) stays here, as it writes through the job store.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
+import orjson
 from aws_lambda_powertools.metrics import MetricUnit
 
 from batchline.adapters.admission import DynamoAdmissionLedger
@@ -41,6 +43,7 @@ from batchline.workflow.enqueueing import Enqueueing
 from batchline.workflow.finalizing import Finalization
 from batchline.workflow.loop_context import LoopContext, LoopSettings
 from batchline.workflow.planning_job import JobPlanning, PlanDefaults
+from batchline.workflow.realtime_messages import jobs_of
 from batchline.workflow.realtime_wait import RealtimeWait
 from batchline.workflow.realtime_work import RealtimeWork, WorkSettings
 from batchline.workflow.shard_loop import ShardLoop
@@ -182,6 +185,7 @@ def finalization() -> Finalization:
         output_prefix=settings.output_prefix,
         output_bucket=environment().output_bucket,
         now=now_iso,
+        source=objects,
         usage_so_far=current_usage,
     )
 
@@ -276,6 +280,25 @@ def enqueueing() -> Enqueueing:
 
 def realtime_wait() -> RealtimeWait:
     return RealtimeWait(loop_context())
+
+
+# Messages Lambda's SQS event source receives, or deletes, in one request.
+_SQS_MESSAGES_PER_CALL = 10
+
+
+def worker_jobs(event: dict[str, Any], result: Any) -> list[str]:
+    """The jobs whose messages a worker's invocation served: its usage is shared among them."""
+    return jobs_of(event.get("Records", []))
+
+
+def event_source_requests(event: dict[str, Any]) -> int:
+    """The SQS requests Lambda's event source made for this batch: receives and deletes, ten at a time."""
+    return 2 * math.ceil(len(event.get("Records", [])) / _SQS_MESSAGES_PER_CALL)
+
+
+def spilled_body(key: str) -> dict[str, Any]:
+    """A request body too big for its message, from the output bucket."""
+    return orjson.loads(b"".join(output_objects().chunks(key)))
 
 
 def seconds_left(context: Any) -> Callable[[], float]:

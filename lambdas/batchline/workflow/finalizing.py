@@ -30,6 +30,7 @@ from batchline.domain.report import ROUTE_REALTIME, SLOWEST_LIMIT, Progress, Slo
 from batchline.domain.run_cost import AwsUsage, aws_cost
 from batchline.domain.statuses import ShardStatus
 from batchline.topology import state_transitions
+from batchline.workflow.planning_job import InputSource, job_id_of
 from batchline.workflow.ports import (
     BudgetAccounts,
     JobRecords,
@@ -298,7 +299,15 @@ class Finalization:
     output_prefix: str
     output_bucket: str
     now: Callable[[], str]
+    source: Callable[[str], InputSource]  # an input bucket, where Plan found the file
     usage_so_far: Callable[[], AwsUsage | None] = lambda: None
+
+    def finalize_run(self, event: dict[str, Any], *, failure: str | None) -> dict[str, Any]:
+        """Finalize the run the state machine's event describes; the summary. The event holds Plan's
+        answer (`plan`), or only the upload (`bucket`, `key`) when Plan never finished: the job's id is
+        then derived as Plan derives it, or marks the input as missing."""
+        job_id = (event.get("plan") or {}).get("job_id") or job_id_of(self.source(event["bucket"]), event["key"])
+        return self.finalize(str(job_id), failure=failure)
 
     def finalize(self, job_id: str, *, failure: str | None = None) -> dict[str, Any]:
         """Write the job's outputs and summary; the summary, as written. `failure`: why the run failed."""

@@ -37,6 +37,13 @@ class InputSource(Protocol):
     def chunks(self, key: str) -> Iterator[bytes]: ...
 
 
+def job_id_of(source: InputSource, key: str) -> str:
+    """The id Plan gives the file at `key` (its name and content), or one marking it missing."""
+    if source.head(key) is None:
+        return make_job_id(key, "missing")
+    return make_job_id(key, content_hash(source.chunks(key)))
+
+
 class PlanRecords(Protocol):
     """The job table as Plan writes it."""
 
