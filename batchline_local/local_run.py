@@ -260,7 +260,7 @@ def _cancel(aws: LocalAws, job_id: str, console: Console) -> tuple[str, ...]:
 
 def _write_interim_outputs(aws: LocalAws, layout: JobLayout, out_dir: Path, reason: str) -> dict:
     """The job's outputs so far, into `out_dir` (see Finalization.interim)."""
-    from batchline.handlers.dependencies import finalization
+    from batchline.wiring import finalization
 
     summary = finalization().interim(layout.job_id, reason)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from batchline import wiring
 from batchline.domain.budget import BUDGET_METADATA_KEY
 from batchline.domain.layout import content_hash, make_job_id
 from batchline.domain.routing import METADATA_KEY
-from batchline.handlers import dependencies
 from batchline.settings import METER_CLOCK_ENV, Settings, runtime_environment_variables
 from batchline.topology import (
     EXECUTION_INPUT_PATHS,
@@ -105,7 +105,7 @@ class LocalAws:
     def start(self) -> None:
         moto_patches.install()
         moto_patches.clear_ended_invocations()
-        moto_patches.on_environment_change(dependencies.reset)
+        moto_patches.on_environment_change(wiring.reset)
         self._server.start()
         self._set_env(
             {
@@ -124,7 +124,7 @@ class LocalAws:
                 "POWERTOOLS_METRICS_DISABLED": os.environ.get("POWERTOOLS_METRICS_DISABLED", "true"),
             }
         )
-        dependencies.reset()
+        wiring.reset()
         # moto's backends live in the process: start every run from an empty account.
         self._post("/moto-api/reset", {})
         self.crashes.clear()
@@ -176,7 +176,7 @@ class LocalAws:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        dependencies.reset()
+        wiring.reset()
 
     def _set_env(self, values: dict[str, str]) -> None:
         for name, value in values.items():

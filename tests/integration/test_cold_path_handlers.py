@@ -10,9 +10,10 @@ from collections.abc import Iterator
 import boto3
 import openai
 import pytest
+from batchline import wiring
 from batchline.domain.errors import InputNotFoundError
 from batchline.domain.layout import JobLayout
-from batchline.handlers import check, dependencies, finalize, plan, submit
+from batchline.handlers import check, finalize, plan, submit
 from batchline.settings import SettingsError, load_settings, runtime_environment_variables
 from batchline.topology import job_table_definition
 from batchline.workflow.submission import batch_metadata, ticket_for
@@ -26,7 +27,7 @@ from batchline_local.moto_patches import LocalLambdaContext
 
 def submit_round(shard: dict, attempt: str) -> dict:
     """One Submit step of the poll loop, with the ports the functions are wired with."""
-    return dependencies.shard_loop().submission.submit_round(shard, attempt)
+    return wiring.shard_loop().submission.submit_round(shard, attempt)
 
 
 SETTINGS = load_settings(
@@ -45,13 +46,13 @@ def aws(monkeypatch) -> Iterator[dict]:
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "test")
-        dependencies.reset()
+        wiring.reset()
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="input-files")
         s3.create_bucket(Bucket="output-files")
         boto3.client("dynamodb").create_table(**job_table_definition("jobs"))
         yield {"s3": s3, "emulator": emulator}
-        dependencies.reset()
+        wiring.reset()
 
 
 def put_input(s3, lines: list[str], key: str = "feedback.jsonl") -> dict:
@@ -83,7 +84,7 @@ def test_plan_writes_shards_manifests_and_invalid_lines_and_records_the_job(aws)
         "message": None,
         "status_code": None,
     }
-    job = dependencies.job_store().get_job(job_id)
+    job = wiring.job_store().get_job(job_id)
     assert (job["status"], job["input_lines"], job["shard_count"]) == ("running", 8, 3)
     assert job["estimated_cost_usd"] > 0
 
@@ -152,7 +153,7 @@ def test_the_poll_loop_collects_and_finalize_joins_results_back_to_input_lines(a
     answers = run_poll_loop(planned["job_id"])
     assert answers[-1]["shards"] == {"ended": 2, "running": 0, "waiting": 0}
     assert [a["polls"] for a in answers] == list(range(len(answers)))
-    shards = dependencies.job_store().list_shards(planned["job_id"])
+    shards = wiring.job_store().list_shards(planned["job_id"])
     assert {s["status"] for s in shards} == {"collected"}
     outcome = finalize.handler({**event, "plan": planned}, CONTEXT)
 
@@ -209,16 +210,16 @@ def test_deployed_functions_read_the_openai_key_from_secrets_manager(aws, monkey
     secret_arn = boto3.client("secretsmanager").create_secret(Name="openai", SecretString="sk-from-secret")["ARN"]
     monkeypatch.delenv("OPENAI_API_KEY")
     monkeypatch.setenv("OPENAI_API_KEY_SECRET_ARN", secret_arn)
-    dependencies.reset()
+    wiring.reset()
     planned = plan.handler(put_input(aws["s3"], [chat("c0")]), CONTEXT)
     submitted = submit_round(planned["shards"][0], "req-1")
     assert submitted["batch_id"].startswith("batch_")
-    assert dependencies.openai_batches()._client.api_key == "sk-from-secret"
+    assert wiring.openai_batches()._client.api_key == "sk-from-secret"
 
 
 def test_a_function_with_no_key_anywhere_says_which_variables_to_set(aws, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY")
-    dependencies.reset()
+    wiring.reset()
     planned = plan.handler(put_input(aws["s3"], [chat("c0")]), CONTEXT)  # Plan needs no key
     with pytest.raises(SettingsError, match="OPENAI_API_KEY or OPENAI_API_KEY_SECRET_ARN"):
         submit_round(planned["shards"][0], "req-1")
@@ -227,12 +228,12 @@ def test_a_function_with_no_key_anywhere_says_which_variables_to_set(aws, monkey
 def test_a_cancelled_job_sends_no_new_batch_and_gives_back_what_its_round_held(aws):
     planned = plan.handler(put_input(aws["s3"], [chat("c0"), chat("c1")]), CONTEXT)
     job_id, shard = planned["job_id"], planned["shards"][0]
-    store = dependencies.job_store()
+    store = wiring.job_store()
     # The round holds a budget reservation and queue room, as after a batch refused for the token limit.
     ticket = ticket_for(job_id, shard["shard_id"], 0)
     month = store.get_job(job_id)["budget_month"]
-    assert dependencies.budgets().take(job_id, month, 1000, piece=ticket)
-    assert dependencies.admission_ledger().admit("gpt-4o-mini", ticket, 10, 1_000_000)
+    assert wiring.budgets().take(job_id, month, 1000, piece=ticket)
+    assert wiring.admission_ledger().admit("gpt-4o-mini", ticket, 10, 1_000_000)
 
     assert store.request_cancel(job_id, reason="cancelled by the user")
     answer = submit_round(shard, "req-1")
@@ -241,8 +242,8 @@ def test_a_cancelled_job_sends_no_new_batch_and_gives_back_what_its_round_held(a
     record = store.get_shard(job_id, shard["shard_id"])
     assert record["status"] == "cancelled" and "submit_claim" not in record
     assert aws["emulator"].emulator.list_batches()["data"] == []  # nothing sent
-    assert not dependencies.budgets().settle(job_id, month, ticket, 0)  # settled already, at zero
-    assert not dependencies.admission_ledger().release("gpt-4o-mini", ticket)  # room given back already
+    assert not wiring.budgets().settle(job_id, month, ticket, 0)  # settled already, at zero
+    assert not wiring.admission_ledger().release("gpt-4o-mini", ticket)  # room given back already
     assert store.get_job(job_id)["halted"] == "cancelled by the user"  # realtime workers stop too
     assert not store.request_cancel("no-such-job-0000", reason="cancelled by the user")
 
@@ -251,7 +252,7 @@ def test_uploading_a_cancelled_file_again_sends_what_the_cancel_kept_back(aws):
     event = put_input(aws["s3"], [chat("c0"), chat("c1")])
     planned = plan.handler(event, CONTEXT)
     shard = planned["shards"][0]
-    store = dependencies.job_store()
+    store = wiring.job_store()
     assert store.request_cancel(planned["job_id"], reason="test")
     assert submit_round(shard, "req-1")["action"] == "done"
     assert store.get_shard(planned["job_id"], shard["shard_id"])["status"] == "cancelled"
@@ -270,18 +271,18 @@ def test_a_shard_that_fails_fails_alone_with_its_reason_and_the_others_finish(aw
     broken = planned["shards"][0]["shard_id"]
     aws["s3"].delete_object(Bucket="output-files", Key=f"staging/{job_id}/shards/{broken}/requests.jsonl")
 
-    room_before = dependencies.admission_ledger().enqueued_tokens("gpt-4o-mini")
+    room_before = wiring.admission_ledger().enqueued_tokens("gpt-4o-mini")
 
     answers = run_poll_loop(job_id)
 
-    shards = {s["shard_id"]: s for s in dependencies.job_store().list_shards(job_id)}
+    shards = {s["shard_id"]: s for s in wiring.job_store().list_shards(job_id)}
     assert shards[broken]["status"] == "failed" and "Not Found" in shards[broken]["failure"]
     # It failed after taking its room in the enqueued-token ledger (its upload): the room came back.
-    assert dependencies.admission_ledger().enqueued_tokens("gpt-4o-mini") == room_before
+    assert wiring.admission_ledger().enqueued_tokens("gpt-4o-mini") == room_before
     ticket = ticket_for(job_id, broken, 0)
-    assert not dependencies.admission_ledger().release("gpt-4o-mini", ticket), "given back already"
-    month = dependencies.job_store().get_job(job_id)["budget_month"]
-    assert not dependencies.budgets().settle(job_id, month, ticket, 0), "its budget reservation too"
+    assert not wiring.admission_ledger().release("gpt-4o-mini", ticket), "given back already"
+    month = wiring.job_store().get_job(job_id)["budget_month"]
+    assert not wiring.budgets().settle(job_id, month, ticket, 0), "its budget reservation too"
     assert [s["status"] for k, s in shards.items() if k != broken] == ["collected"]
     assert answers[-1]["finished"] and len(aws["emulator"].emulator.list_batches()["data"]) == 1
 
@@ -289,7 +290,7 @@ def test_a_shard_that_fails_fails_alone_with_its_reason_and_the_others_finish(aw
 def test_no_more_batches_run_at_once_than_settings_allow(aws, monkeypatch):
     limited = load_settings({**SETTINGS.model_dump(), "map_max_concurrency": 1})
     monkeypatch.setenv("BATCHLINE_SETTINGS", limited.model_dump_json())
-    dependencies.reset()
+    wiring.reset()
     planned = plan.handler(put_input(aws["s3"], [chat(f"c{i}") for i in range(12)]), CONTEXT)
     assert planned["shard_count"] == 3
 
@@ -306,11 +307,11 @@ def test_after_max_polls_the_loop_hands_the_job_over_and_the_new_plan_only_reads
     # One batch at a time over three shards: two polls are not enough to finish.
     short = load_settings({**SETTINGS.model_dump(), "max_polls_per_execution": 2, "map_max_concurrency": 1})
     monkeypatch.setenv("BATCHLINE_SETTINGS", short.model_dump_json())
-    dependencies.reset()
+    wiring.reset()
     event = put_input(aws["s3"], [chat(f"c{i}") for i in range(12)])
     planned = plan.handler(event, CONTEXT)
     job_id = planned["job_id"]
-    store = dependencies.job_store()
+    store = wiring.job_store()
 
     first = check.handler({"job_id": job_id, "poll_seconds": 1, "polls": 0}, CONTEXT)
     second = check.handler({"job_id": job_id, "poll_seconds": 1, "polls": first["polls"]}, CONTEXT)
@@ -331,8 +332,8 @@ def test_a_batch_the_user_cancelled_between_two_reads_of_the_check_is_collected_
     planned = plan.handler(put_input(aws["s3"], [chat(f"c{i}") for i in range(4)]), CONTEXT)
     job_id, shard = planned["job_id"], planned["shards"][0]
     assert submit_round(shard, "req-1")["action"] == "wait_batch"
-    store = dependencies.job_store()
-    gateway = dependencies.openai_batches()
+    store = wiring.job_store()
+    gateway = wiring.openai_batches()
     real_retrieve = gateway.retrieve_batch
     reads = []
 

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
+from batchline import wiring
 from batchline.adapters.dynamo_limits import DynamoCircuitBreaker, DynamoTokenBucket
 from batchline.domain.realtime import RetryLater
-from batchline.handlers import dependencies, enqueue, plan, worker
+from batchline.handlers import enqueue, plan, worker
 from batchline.settings import load_settings, runtime_environment_variables
 from batchline.topology import job_table_definition
 from lines import chat
@@ -73,14 +74,14 @@ class HotPath:
 
     def outcomes(self, job_id: str) -> list[dict]:
         """Every record the workers wrote for the job, in line order."""
-        records = [json.loads(raw) for raw in dependencies.outcome_spool().records(job_id)]
+        records = [json.loads(raw) for raw in wiring.outcome_spool().records(job_id)]
         return sorted(records, key=lambda record: record["line"])
 
     def work_until_done(self, job_id: str, *, timeout: float = 60) -> None:
         """Deliver and settle, as the event source does, until every valid line has an outcome."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            job = dependencies.job_store().get_job(job_id)
+            job = wiring.job_store().get_job(job_id)
             if job.get("realtime_done", 0) + job.get("realtime_unsent", 0) >= job["valid"]:
                 return
             messages = self.receive()
@@ -110,7 +111,7 @@ def hot_path(monkeypatch, request) -> Iterator[HotPath]:
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "test")
-        dependencies.reset()
+        wiring.reset()
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="input-files")
         s3.create_bucket(Bucket="output-files")
@@ -118,7 +119,7 @@ def hot_path(monkeypatch, request) -> Iterator[HotPath]:
         path = HotPath(emulator, settings)
         path.queue_url = queue_url
         yield path
-        dependencies.reset()
+        wiring.reset()
 
 
 def test_a_message_delivered_twice_is_billed_once_and_recorded_once(hot_path):
@@ -128,7 +129,7 @@ def test_a_message_delivered_twice_is_billed_once_and_recorded_once(hot_path):
     assert hot_path.deliver([message]) == {"batchItemFailures": []}  # SQS at-least-once: the same message again
     assert hot_path.billed() == ["only"]
     assert [o["custom_id"] for o in hot_path.outcomes(planned["job_id"])] == ["only"]
-    job = dependencies.job_store().get_job(planned["job_id"])
+    job = wiring.job_store().get_job(planned["job_id"])
     assert job["realtime_done"] == 1 and job["realtime_succeeded"] == 1
     assert job["realtime_input_tokens"] > 0 and job["realtime_cost_nano_usd"] > 0, job
     # Settled in the same transaction: what the call cost, in the job's budget counters, once.
@@ -164,7 +165,7 @@ def test_insufficient_quota_stops_the_job_and_leaves_every_request_unsent_for_a_
     planned = hot_path.plan_and_enqueue([chat("first"), chat("second"), chat("third")])
     first, *rest = hot_path.receive()
     hot_path.deliver([first])
-    job = dependencies.job_store().get_job(planned["job_id"])
+    job = wiring.job_store().get_job(planned["job_id"])
     assert job["halted"].startswith("insufficient_quota")
     hot_path.deliver(rest)
     outcomes = {o["custom_id"]: o for o in hot_path.outcomes(planned["job_id"])}
@@ -173,7 +174,7 @@ def test_insufficient_quota_stops_the_job_and_leaves_every_request_unsent_for_a_
     assert all(o["unsent"] for o in outcomes.values())  # not answers: a resubmission sends them
     assert hot_path.emulator.stats()["models"]["gpt-4o-mini"]["requests_429"] == 1  # one call, never retried
     assert hot_path.billed() == []
-    job = dependencies.job_store().get_job(planned["job_id"])
+    job = wiring.job_store().get_job(planned["job_id"])
     assert job["realtime_unsent"] == 3 and job.get("realtime_done", 0) == 0
 
 
@@ -287,7 +288,7 @@ def test_the_circuit_opens_after_a_run_of_failures_and_lets_one_probe_through_af
 )
 def test_waiting_for_room_in_the_rate_limit_never_uses_up_a_messages_deliveries(hot_path):
     planned = hot_path.plan_and_enqueue([chat("first"), chat("second")])
-    bucket = dependencies.rate_limiter()
+    bucket = wiring.rate_limiter()
     bucket.observe("gpt-4o-mini", {})  # a provider that announces nothing: the guess of 2 RPM holds
     messages = hot_path.receive()
     assert hot_path.deliver(messages, settle_messages=True) == {"batchItemFailures": []}

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-from batchline.handlers import dependencies, enqueue, finalize, plan, worker
+from batchline import wiring
+from batchline.handlers import enqueue, finalize, plan, worker
 from batchline.settings import load_settings, runtime_environment_variables
 from batchline.topology import job_table_definition
 from lines import chat, embedding
@@ -22,7 +23,7 @@ from batchline_local.moto_patches import LocalLambdaContext
 
 def run_shard_by_hand(shard: dict, *, collects: int = 1) -> str:
     """Submit one shard, check its batch until it ends and collect it `collects` times; its batch id."""
-    loop = dependencies.shard_loop()
+    loop = wiring.shard_loop()
     batch_id = loop.submission.submit_round(shard, "req-1")["batch_id"]
     while loop.checking.check_batch(shard, batch_id, 1)["next"] == "wait":
         pass
@@ -48,13 +49,13 @@ def aws(monkeypatch) -> Iterator[dict]:
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "test")
-        dependencies.reset()
+        wiring.reset()
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="input")
         s3.create_bucket(Bucket="output")
         boto3.client("dynamodb").create_table(**job_table_definition("jobs"))
         yield {"s3": s3, "queue_url": queue_url}
-        dependencies.reset()
+        wiring.reset()
 
 
 def put_input(s3, lines: list[str], key: str) -> dict:
@@ -74,7 +75,7 @@ def progress_paths(page: str) -> list[str]:
 def test_a_batch_job_gets_a_report_whose_progress_is_each_collected_round(aws):
     event = put_input(aws["s3"], [chat("c0"), chat("c1"), chat("c2"), embedding("e0")], "feedback.jsonl")
     planned = plan.handler(event, CONTEXT)
-    store = dependencies.job_store()
+    store = wiring.job_store()
     for shard in planned["shards"]:
         batch_id = run_shard_by_hand(shard, collects=2)  # a retried collect records nothing twice
         (point,) = [p for p in store.progress(planned["job_id"]) if p["shard_id"] == shard["shard_id"]]
@@ -100,7 +101,7 @@ def test_a_batch_job_with_no_progress_recorded_still_gets_a_report(aws):
     for shard in planned["shards"]:
         run_shard_by_hand(shard)
     table = boto3.resource("dynamodb").Table("jobs")
-    for point in dependencies.job_store().progress(planned["job_id"]):
+    for point in wiring.job_store().progress(planned["job_id"]):
         table.delete_item(Key={"pk": f"JOB#{planned['job_id']}", "sk": point["sk"]})
 
     outcome = finalize.handler({**event, "plan": planned}, CONTEXT)
@@ -116,7 +117,7 @@ def test_a_realtime_job_gets_a_report_drawn_from_when_each_outcome_was_recorded(
     sqs = boto3.client("sqs")
     messages = sqs.receive_message(QueueUrl=aws["queue_url"], MaxNumberOfMessages=10, AttributeNames=["All"])
     worker.handler(sqs_event(messages["Messages"], queue_arn="arn:aws:sqs:us-east-1:1:q", region="us-east-1"), CONTEXT)
-    records = [json.loads(raw) for raw in dependencies.outcome_spool().records(planned["job_id"])]
+    records = [json.loads(raw) for raw in wiring.outcome_spool().records(planned["job_id"])]
     assert len(records) == 3 and all(record["answered_at"] for record in records)
     assert all(record["latency_seconds"] >= 0 for record in records)  # each call timed by the worker
 

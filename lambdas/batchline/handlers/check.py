@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchline.handlers.dependencies import metered, seconds_left, shard_loop
+from batchline.metering import metered
 from batchline.observability import logger, metrics, tracer
+from batchline.wiring import seconds_left, shard_loop
 
 
 @metered("check", lambda event, result: [event["job_id"]])

@@ -6,9 +6,10 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from batchline.handlers.dependencies import enqueueing, metered
+from batchline.metering import metered
 from batchline.observability import logger, publish_metric, tracer
 from batchline.topology import REQUESTS_ENQUEUED_METRIC
+from batchline.wiring import enqueueing
 
 
 @metered("enqueue", lambda event, result: [event["shard"]["job_id"]])

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchline.handlers.dependencies import finalization, metered
+from batchline.metering import metered
 from batchline.observability import logger, metrics, publish_job_metrics, step_functions_failure, tracer
+from batchline.wiring import finalization
 
 
 @metered("finalize", lambda event, result: [result["job_id"]] if result else [])

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchline.handlers.dependencies import job_planning, metered
+from batchline.metering import metered
 from batchline.observability import logger, tracer
+from batchline.wiring import job_planning
 
 
 @metered("plan", lambda event, result: [result["job_id"]] if result else [])

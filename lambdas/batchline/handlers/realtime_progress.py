@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchline.handlers.dependencies import environment, metered, realtime_wait
+from batchline.metering import metered
 from batchline.observability import logger, tracer
+from batchline.wiring import environment, realtime_wait
 
 
 @metered("realtime_progress", lambda event, result: [event["plan"]["job_id"]])

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchline.handlers import dependencies as wiring
+from batchline import wiring
+from batchline.metering import event_source_requests, metered, worker_jobs
 from batchline.observability import error_fields, logger, publish_realtime_report, tracer
 from batchline.workflow.realtime_messages import UNREADABLE, delivery_of
 
 
-@wiring.metered("worker", wiring.worker_jobs, sqs_requests=wiring.event_source_requests)
+@metered("worker", worker_jobs, sqs_requests=event_source_requests)
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, list[dict[str, str]]]:

@@ -1,6 +1,6 @@
 """What the batch poll loop's use cases are handed: their ports, and the settings they act on.
 
-The wiring (handlers/dependencies.py in AWS and in the local run) builds one `LoopContext` per
+The wiring (batchline/wiring.py, in AWS and in the local run) builds one `LoopContext` per
 invocation; the unit tests build one from in-memory fakes. No use case of the loop reads the
 environment, builds a client or imports an adapter.
 """
