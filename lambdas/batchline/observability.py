@@ -16,6 +16,7 @@ from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
+from batchline.domain.statuses import JobStatus
 from batchline.topology import (
     METRICS_NAMESPACE,
     MONTHLY_BUDGET_METRIC,
@@ -79,11 +80,11 @@ class DashboardMetrics:
 
 
 _JOBS_BY_STATUS = {
-    "paused": "JobsPaused",
-    "cancelled": "JobsCancelled",
-    "succeeded": "JobsSucceeded",
-    "completed_with_errors": "JobsCompletedWithErrors",
-    "failed": "JobsFailed",
+    JobStatus.PAUSED: "JobsPaused",
+    JobStatus.CANCELLED: "JobsCancelled",
+    JobStatus.SUCCEEDED: "JobsSucceeded",
+    JobStatus.COMPLETED_WITH_ERRORS: "JobsCompletedWithErrors",
+    JobStatus.FAILED: "JobsFailed",
 }
 
 

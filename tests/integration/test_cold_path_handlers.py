@@ -27,7 +27,7 @@ from batchline_local.moto_patches import LocalLambdaContext
 
 def submit_round(shard: dict, attempt: str) -> dict:
     """One Submit step of the poll loop, with the ports the functions are wired with."""
-    return wiring.shard_loop().submission.submit_round(shard, attempt)
+    return wiring.shard_loop().submission.submit_round(shard["job_id"], shard["shard_id"], attempt)
 
 
 SETTINGS = load_settings(
@@ -85,8 +85,8 @@ def test_plan_writes_shards_manifests_and_invalid_lines_and_records_the_job(aws)
         "status_code": None,
     }
     job = wiring.job_store().get_job(job_id)
-    assert (job["status"], job["input_lines"], job["shard_count"]) == ("running", 8, 3)
-    assert job["estimated_cost_usd"] > 0
+    assert (job.status, job.input_lines, job.shard_count) == ("running", 8, 3)
+    assert job.estimated_cost_usd > 0
 
 
 def test_submit_twice_creates_one_batch(aws):
@@ -154,7 +154,7 @@ def test_the_poll_loop_collects_and_finalize_joins_results_back_to_input_lines(a
     assert answers[-1]["shards"] == {"ended": 2, "running": 0, "waiting": 0}
     assert [a["polls"] for a in answers] == list(range(len(answers)))
     shards = wiring.job_store().list_shards(planned["job_id"])
-    assert {s["status"] for s in shards} == {"collected"}
+    assert {s.status for s in shards} == {"collected"}
     outcome = finalize.handler({**event, "plan": planned}, CONTEXT)
 
     assert outcome["status"] == "completed_with_errors"
@@ -231,7 +231,7 @@ def test_a_cancelled_job_sends_no_new_batch_and_gives_back_what_its_round_held(a
     store = wiring.job_store()
     # The round holds a budget reservation and queue room, as after a batch refused for the token limit.
     ticket = ticket_for(job_id, shard["shard_id"], 0)
-    month = store.get_job(job_id)["budget_month"]
+    month = store.get_job(job_id).budget_month
     assert wiring.budgets().take(job_id, month, 1000, piece=ticket)
     assert wiring.admission_ledger().admit("gpt-4o-mini", ticket, 10, 1_000_000)
 
@@ -240,11 +240,11 @@ def test_a_cancelled_job_sends_no_new_batch_and_gives_back_what_its_round_held(a
 
     assert answer == {"action": "done", "stopped": False}
     record = store.get_shard(job_id, shard["shard_id"])
-    assert record["status"] == "cancelled" and "submit_claim" not in record
+    assert record.status == "cancelled" and record.submit_claim is None
     assert aws["emulator"].emulator.list_batches()["data"] == []  # nothing sent
     assert not wiring.budgets().settle(job_id, month, ticket, 0)  # settled already, at zero
     assert not wiring.admission_ledger().release("gpt-4o-mini", ticket)  # room given back already
-    assert store.get_job(job_id)["halted"] == "cancelled by the user"  # realtime workers stop too
+    assert store.get_job(job_id).halted == "cancelled by the user"  # realtime workers stop too
     assert not store.request_cancel("no-such-job-0000", reason="cancelled by the user")
 
 
@@ -255,12 +255,12 @@ def test_uploading_a_cancelled_file_again_sends_what_the_cancel_kept_back(aws):
     store = wiring.job_store()
     assert store.request_cancel(planned["job_id"], reason="test")
     assert submit_round(shard, "req-1")["action"] == "done"
-    assert store.get_shard(planned["job_id"], shard["shard_id"])["status"] == "cancelled"
+    assert store.get_shard(planned["job_id"], shard["shard_id"]).status == "cancelled"
     assert aws["emulator"].emulator.list_batches()["data"] == []
 
     resumed = plan.handler(event, CONTEXT)  # the same file again
     assert resumed["resumed"] and [s["shard_id"] for s in resumed["shards"]] == [shard["shard_id"]]
-    assert "cancel_requested" not in store.get_job(planned["job_id"])
+    assert store.get_job(planned["job_id"]).cancel_requested is None
     assert submit_round(shard, "req-1")["action"] == "wait_batch"
     assert len(aws["emulator"].emulator.list_batches()["data"]) == 1
 
@@ -275,15 +275,15 @@ def test_a_shard_that_fails_fails_alone_with_its_reason_and_the_others_finish(aw
 
     answers = run_poll_loop(job_id)
 
-    shards = {s["shard_id"]: s for s in wiring.job_store().list_shards(job_id)}
-    assert shards[broken]["status"] == "failed" and "Not Found" in shards[broken]["failure"]
+    shards = {s.shard_id: s for s in wiring.job_store().list_shards(job_id)}
+    assert shards[broken].status == "failed" and "Not Found" in shards[broken].failure
     # It failed after taking its room in the enqueued-token ledger (its upload): the room came back.
     assert wiring.admission_ledger().enqueued_tokens("gpt-4o-mini") == room_before
     ticket = ticket_for(job_id, broken, 0)
     assert not wiring.admission_ledger().release("gpt-4o-mini", ticket), "given back already"
-    month = wiring.job_store().get_job(job_id)["budget_month"]
+    month = wiring.job_store().get_job(job_id).budget_month
     assert not wiring.budgets().settle(job_id, month, ticket, 0), "its budget reservation too"
-    assert [s["status"] for k, s in shards.items() if k != broken] == ["collected"]
+    assert [s.status for k, s in shards.items() if k != broken] == ["collected"]
     assert answers[-1]["finished"] and len(aws["emulator"].emulator.list_batches()["data"]) == 1
 
 
@@ -321,7 +321,7 @@ def test_after_max_polls_the_loop_hands_the_job_over_and_the_new_plan_only_reads
     taken = plan.handler({**event, "job_id": job_id, "handover_from": "arn:previous"}, CONTEXT)
     assert (taken["job_id"], taken["route"], taken["resumed"]) == (job_id, "batch", True)
     job = store.get_job(job_id)
-    assert job["cancel_requested"] and job["handovers"] == 1 and int(job.get("resumes", 0)) == 0
+    assert job.cancel_requested and job.handovers == 1 and job.resumes == 0
 
 
 def test_a_batch_the_user_cancelled_between_two_reads_of_the_check_is_collected_not_failed(aws, monkeypatch):
@@ -350,8 +350,8 @@ def test_a_batch_the_user_cancelled_between_two_reads_of_the_check_is_collected_
     answers = run_poll_loop(job_id)
 
     record = store.get_shard(job_id, shard["shard_id"])
-    assert reads[0] == "in_progress" and "failure" not in record, "the check's own cancel, refused, failed nothing"
-    assert record["status"] == "cancelled" and answers[-1]["finished"]
+    assert reads[0] == "in_progress" and record.failure is None, "the check's own cancel, refused, failed nothing"
+    assert record.status == "cancelled" and answers[-1]["finished"]
     billed = [row["custom_id"] for row in aws["emulator"].emulator.ledger()]
     finalize.handler({"plan": {"job_id": job_id}}, CONTEXT)
     key = JobLayout(job_id, SETTINGS.output_prefix).results

@@ -82,7 +82,7 @@ class HotPath:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = wiring.job_store().get_job(job_id)
-            if job.get("realtime_done", 0) + job.get("realtime_unsent", 0) >= job["valid"]:
+            if job.realtime_done + job.realtime_unsent >= job.valid:
                 return
             messages = self.receive()
             if messages:
@@ -130,10 +130,10 @@ def test_a_message_delivered_twice_is_billed_once_and_recorded_once(hot_path):
     assert hot_path.billed() == ["only"]
     assert [o["custom_id"] for o in hot_path.outcomes(planned["job_id"])] == ["only"]
     job = wiring.job_store().get_job(planned["job_id"])
-    assert job["realtime_done"] == 1 and job["realtime_succeeded"] == 1
-    assert job["realtime_input_tokens"] > 0 and job["realtime_cost_nano_usd"] > 0, job
+    assert job.realtime_done == 1 and job.realtime_succeeded == 1
+    assert job.realtime_input_tokens > 0 and job.realtime_cost_nano_usd > 0, job
     # Settled in the same transaction: what the call cost, in the job's budget counters, once.
-    assert job["spent_nano"] == job["realtime_cost_nano_usd"]
+    assert job.spent_nano == job.realtime_cost_nano_usd
 
 
 @pytest.mark.parametrize("hot_path", [{"faults": "http_429=0.3"}], indirect=True)
@@ -166,7 +166,7 @@ def test_insufficient_quota_stops_the_job_and_leaves_every_request_unsent_for_a_
     first, *rest = hot_path.receive()
     hot_path.deliver([first])
     job = wiring.job_store().get_job(planned["job_id"])
-    assert job["halted"].startswith("insufficient_quota")
+    assert job.halted.startswith("insufficient_quota")
     hot_path.deliver(rest)
     outcomes = {o["custom_id"]: o for o in hot_path.outcomes(planned["job_id"])}
     codes = sorted(o["code"] for o in outcomes.values())
@@ -175,7 +175,7 @@ def test_insufficient_quota_stops_the_job_and_leaves_every_request_unsent_for_a_
     assert hot_path.emulator.stats()["models"]["gpt-4o-mini"]["requests_429"] == 1  # one call, never retried
     assert hot_path.billed() == []
     job = wiring.job_store().get_job(planned["job_id"])
-    assert job["realtime_unsent"] == 3 and job.get("realtime_done", 0) == 0
+    assert job.realtime_unsent == 3 and job.realtime_done == 0
 
 
 @pytest.mark.parametrize("hot_path", [{"faults": "http_5xx=1"}], indirect=True)

@@ -24,11 +24,12 @@ from batchline_local.moto_patches import LocalLambdaContext
 def run_shard_by_hand(shard: dict, *, collects: int = 1) -> str:
     """Submit one shard, check its batch until it ends and collect it `collects` times; its batch id."""
     loop = wiring.shard_loop()
-    batch_id = loop.submission.submit_round(shard, "req-1")["batch_id"]
-    while loop.checking.check_batch(shard, batch_id, 1)["next"] == "wait":
+    job_id, shard_id = shard["job_id"], shard["shard_id"]
+    batch_id = loop.submission.submit_round(job_id, shard_id, "req-1")["batch_id"]
+    while loop.checking.check_batch(wiring.job_store().get_shard(job_id, shard_id), batch_id, 1)["next"] == "wait":
         pass
     for _ in range(collects):
-        loop.collection.collect_batch(shard, batch_id)
+        loop.collection.collect_batch(job_id, shard_id, batch_id)
     return batch_id
 
 

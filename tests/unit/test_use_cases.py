@@ -11,11 +11,13 @@ import contextlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 from batchline.domain.errors import BudgetRefusedError
 from batchline.domain.layout import JobLayout
 from batchline.domain.planning import PlanSummary, ShardPlan, encode_manifest_entry
+from batchline.domain.records import JobRecord, ShardRecord, plain
 from batchline.workflow.finalizing import Finalization
 from batchline.workflow.planning_job import JobPlanning, PlanDefaults
 
@@ -64,8 +66,8 @@ class MemoryJobs:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.shards: dict[str, dict[str, dict[str, Any]]] = {}
 
-    def get_job(self, job_id: str) -> dict[str, Any] | None:
-        return dict(self.jobs[job_id]) if job_id in self.jobs else None
+    def get_job(self, job_id: str) -> JobRecord | None:
+        return msgspec.convert(self.jobs[job_id], JobRecord) if job_id in self.jobs else None
 
     def put_job(self, job_id: str, **fields: Any) -> None:
         self.jobs[job_id] = {"job_id": job_id, **fields}
@@ -81,11 +83,11 @@ class MemoryJobs:
         for name, count in counts.items():
             job[name] = job.get(name, 0) + count
 
-    def put_shards(self, job_id: str, shards: list[dict[str, Any]]) -> None:
-        self.shards[job_id] = {shard["shard_id"]: dict(shard) for shard in shards}
+    def put_shards(self, job_id: str, shards: list[ShardRecord]) -> None:
+        self.shards[job_id] = {shard.shard_id: plain(shard) for shard in shards}
 
-    def list_shards(self, job_id: str) -> list[dict[str, Any]]:
-        return [dict(shard) for shard in self.shards.get(job_id, {}).values()]
+    def list_shards(self, job_id: str) -> list[ShardRecord]:
+        return [msgspec.convert(shard, ShardRecord) for shard in self.shards.get(job_id, {}).values()]
 
     def update_shard(self, job_id: str, shard_id: str, *, remove: tuple[str, ...] = (), **fields: Any) -> None:
         shard = self.shards[job_id][shard_id]
@@ -154,6 +156,12 @@ class MemoryBudgets:
         return self.held.pop(job_id, 0)
 
 
+def shard(job_id: str, shard_id: str, **fields: Any) -> ShardRecord:
+    return ShardRecord(
+        job_id=job_id, shard_id=shard_id, url="/v1/chat/completions", model="gpt-4o-mini", requests=2, **fields
+    )
+
+
 def result(line: int, custom_id: str) -> dict:
     return {"custom_id": custom_id, "line": line, "route": "batch", "response": {"status_code": 200, "body": {}}}
 
@@ -181,12 +189,12 @@ def cancelled_batch_job() -> tuple[MemoryStore, MemoryJobs, JobLayout]:
     """Lines 1-6: line 3 invalid; shard A (1, 2, 4) collected with line 4 failed for good; shard B
     (5, 6) cancelled by the user with its next round, both requests, never run."""
     store, jobs, layout = MemoryStore(), MemoryJobs(), JobLayout("job-1", PREFIX)
-    jobs.put_job("job-1", input_lines=6, valid=5, invalid=1, route="batch", cancel_requested=True, halted="stop")
+    jobs.put_job("job-1", input_lines=6, valid=5, invalid=1, route="batch", cancel_requested="now", halted="stop")
     jobs.put_shards(
         "job-1",
         [
-            {"shard_id": "A", "status": "collected", "rounds_collected": 1, "round": 0, "cost_nano_usd": 2_000},
-            {"shard_id": "B", "status": "cancelled", "rounds_collected": 1, "round": 1},
+            shard("job-1", "A", status="collected", rounds_collected=1, round=0, cost_nano_usd=2_000),
+            shard("job-1", "B", status="cancelled", rounds_collected=1, round=1),
         ],
     )
     store.put(layout.invalid_lines, orjson.dumps({**error(3, "c3", "invalid_json"), "stage": "validation"}) + b"\n")
@@ -228,7 +236,7 @@ def test_the_interim_account_counts_what_has_no_outcome_yet_as_pending_and_chang
 def test_realtime_outcomes_join_their_lines_and_a_line_without_one_is_reported():
     store, jobs, layout = MemoryStore(), MemoryJobs(), JobLayout("job-2", PREFIX)
     jobs.put_job("job-2", input_lines=3, valid=3, invalid=0, route="realtime", realtime_cost_nano_usd=9_000)
-    jobs.put_shards("job-2", [{"shard_id": "A", "status": "realtime", "round": 0}])
+    jobs.put_shards("job-2", [shard("job-2", "A", status="realtime", round=0)])
     store.put(layout.round_manifest("A", 0), b"".join(encode_manifest_entry(n, f"r{n}") for n in (1, 2, 3)))
     outcomes = MemoryOutcomes(
         [

@@ -13,13 +13,15 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 from boto3.dynamodb.conditions import Key
 
 from batchline.adapters.aws_meter import default_session
 from batchline.domain.budget import month_of
 from batchline.domain.realtime import JobState, SendingMark
+from batchline.domain.records import JobRecord, ShardRecord, plain
 from batchline.domain.statuses import ShardStatus
 from batchline.topology import (
     JOB_LIST_ATTRIBUTE,
@@ -29,6 +31,8 @@ from batchline.topology import (
     TABLE_PARTITION_KEY,
     TABLE_SORT_KEY,
 )
+
+RecordT = TypeVar("RecordT", JobRecord, ShardRecord)
 
 JOB_SORT_KEY = "JOB"
 SHARD_PREFIX = "SHARD#"
@@ -65,6 +69,33 @@ def _from_dynamo(value: Any) -> Any:
     return value
 
 
+# Attributes of the table's own, on every item: its keys and the jobs-by-start index's keys.
+_TABLE_ATTRIBUTES = frozenset(
+    {TABLE_PARTITION_KEY, TABLE_SORT_KEY, JOB_LIST_ATTRIBUTE, JOB_START_ATTRIBUTE, "updated_at"}
+)
+
+
+def _record(kind: type[RecordT], item: dict[str, Any]) -> RecordT:
+    """A job or shard item read back as its typed record (see domain/records.py). An item that an
+    update created (Finalize of an input never planned) names its job by its key alone."""
+    fields = _from_dynamo(item)
+    fields.setdefault("job_id", str(item[TABLE_PARTITION_KEY]).removeprefix("JOB#"))
+    return msgspec.convert(fields, kind, strict=False)
+
+
+def _item_of(record: ShardRecord) -> dict[str, Any]:
+    """A new shard's item: its fields, without those still at their "not yet" value (DynamoDB holds no
+    empty strings in keys, and absent attributes keep the conditions on them simple)."""
+    return {name: value for name, value in plain(record).items() if value is not None}
+
+
+def _checked(kind: type[JobRecord | ShardRecord], names: Iterable[str]) -> None:
+    """Refuse to write an attribute the record does not declare: a misspelt field would be lost."""
+    unknown = sorted(set(names) - set(kind.__struct_fields__) - _TABLE_ATTRIBUTES)
+    if unknown:
+        raise ValueError(f"{kind.__name__} has no field {', '.join(unknown)}")
+
+
 @cache
 def dynamodb_resource() -> Any:
     return default_session().resource("dynamodb")
@@ -79,6 +110,7 @@ class JobStore:
         return {TABLE_PARTITION_KEY: f"JOB#{job_id}", TABLE_SORT_KEY: sort_key}
 
     def put_job(self, job_id: str, **fields: Any) -> None:
+        _checked(JobRecord, fields)
         item = {
             **self._key(job_id, JOB_SORT_KEY),
             "job_id": job_id,
@@ -94,27 +126,29 @@ class JobStore:
             # A key of the jobs-by-start index is a string or absent: DynamoDB refuses a null one.
             fields = {name: value for name, value in fields.items() if name != JOB_START_ATTRIBUTE}
             remove = (*remove, JOB_START_ATTRIBUTE)
+        _checked(JobRecord, [*fields, *remove])
         self._update(self._key(job_id, JOB_SORT_KEY), fields, remove)
 
-    def put_shards(self, job_id: str, shards: list[dict]) -> None:
+    def put_shards(self, job_id: str, shards: list[ShardRecord]) -> None:
         with self._table.batch_writer() as batch:
             for shard in shards:
                 item = {
-                    **self._key(job_id, SHARD_PREFIX + shard["shard_id"]),
-                    "job_id": job_id,
+                    **self._key(job_id, SHARD_PREFIX + shard.shard_id),
                     "updated_at": now_iso(),
-                    **shard,
+                    **_item_of(shard),
                 }
                 batch.put_item(Item=_to_dynamo(item))
 
     def update_shard(self, job_id: str, shard_id: str, *, remove: tuple[str, ...] = (), **fields: Any) -> None:
         """Set `fields` on a shard and delete the attributes named in `remove`."""
+        _checked(ShardRecord, [*fields, *remove])
         self._update(self._key(job_id, SHARD_PREFIX + shard_id), fields, remove)
 
     def collect_round(
         self, job_id: str, shard_id: str, *, batch_id: str, additions: dict, fields: dict, removals: tuple[str, ...]
     ) -> bool:
         """Count one collected batch on its shard, once: False when this batch was counted before."""
+        _checked(ShardRecord, [*fields, *additions, *removals])
         fields = {**fields, "collected_batch_id": batch_id, "updated_at": now_iso()}
         names = {f"#f{i}": name for i, name in enumerate(fields)}
         names |= {f"#a{i}": name for i, name in enumerate(additions)}
@@ -190,6 +224,7 @@ class JobStore:
         return int(answer["Attributes"]["step_errors"])
 
     def add_to_job(self, job_id: str, **additions: int) -> None:
+        _checked(JobRecord, additions)
         names = {f"#a{i}": name for i, name in enumerate(additions)}
         values = {f":a{i}": value for i, value in enumerate(additions.values())}
         self._table.update_item(
@@ -410,10 +445,10 @@ class JobStore:
             return False
         return True
 
-    def recent_jobs(self, limit: int) -> list[dict]:
+    def recent_jobs(self, limit: int) -> list[JobRecord]:
         """The `limit` most recently started jobs, newest first: a query of the jobs-by-start index,
         which holds the job items alone, so it reads `limit` items whatever else the table holds."""
-        jobs: list[dict] = []
+        jobs: list[JobRecord] = []
         kwargs: dict[str, Any] = {
             "IndexName": JOBS_BY_START_INDEX,
             "KeyConditionExpression": Key(JOB_LIST_ATTRIBUTE).eq(JOB_LIST_VALUE),
@@ -422,22 +457,23 @@ class JobStore:
         }
         while len(jobs) < limit:
             page = self._table.query(**kwargs)
-            jobs += [_from_dynamo(item) for item in page["Items"]]
+            jobs += [_record(JobRecord, item) for item in page["Items"]]
             if "LastEvaluatedKey" not in page:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return jobs[:limit]
 
-    def get_job(self, job_id: str) -> dict | None:
+    def get_job(self, job_id: str) -> JobRecord | None:
         item = self._table.get_item(Key=self._key(job_id, JOB_SORT_KEY), ConsistentRead=True).get("Item")
-        return _from_dynamo(item) if item else None
+        return _record(JobRecord, item) if item else None
 
-    def get_shard(self, job_id: str, shard_id: str) -> dict | None:
+    def get_shard(self, job_id: str, shard_id: str) -> ShardRecord | None:
         item = self._table.get_item(Key=self._key(job_id, SHARD_PREFIX + shard_id), ConsistentRead=True).get("Item")
-        return _from_dynamo(item) if item else None
+        return _record(ShardRecord, item) if item else None
 
-    def list_shards(self, job_id: str) -> list[dict]:
-        return [_from_dynamo(item) for item in self._query_prefix(job_id, SHARD_PREFIX)]
+    def list_shards(self, job_id: str) -> list[ShardRecord]:
+        """The job's shards, in shard order."""
+        return [_record(ShardRecord, item) for item in self._query_prefix(job_id, SHARD_PREFIX)]
 
     def _query_prefix(self, job_id: str, prefix: str) -> Iterator[dict]:
         """Every item of a job whose sort key starts with `prefix`, in sort-key order, page by page."""

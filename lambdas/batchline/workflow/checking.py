@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from batchline.domain.errors import ProviderError
+from batchline.domain.records import ShardRecord
 from batchline.domain.recovery import failed_for_token_limit, is_stuck, next_poll_seconds, seconds_in_status
 from batchline.domain.statuses import BATCH_RUNNING, BatchStatus, ShardStatus, batch_has_ended
 from batchline.observability import logger
@@ -25,13 +26,13 @@ class Checking:
     def __init__(self, context: LoopContext) -> None:
         self.context = context
 
-    def check_batch(self, shard: dict[str, Any], batch_id: str, poll_floor: int) -> dict[str, Any]:
+    def check_batch(self, shard: ShardRecord, batch_id: str, poll_floor: int) -> dict[str, Any]:
         """The shard's batch as it stands: next is collect, resubmit or wait (with wait_seconds).
 
         `poll_floor` is the shortest wait between two checks (the settings' poll_seconds, or the
         local run's).
         """
-        job_id, shard_id = shard["job_id"], shard["shard_id"]
+        job_id, shard_id = shard.job_id, shard.shard_id
         logger.append_keys(job_id=job_id, shard_id=shard_id, batch_id=batch_id)
         jobs, metrics, settings = self.context.jobs, self.context.metrics, self.context.settings
         batch = self.context.batches.retrieve_batch(batch_id)
@@ -41,9 +42,8 @@ class Checking:
             metrics.publish(BATCH_AGE_METRIC, seconds_in_status(batch, now), "Seconds", status=status)
 
         if failed_for_token_limit(batch):
-            record = jobs.get_shard(job_id, shard_id) or {}
-            ticket = ticket_for(job_id, shard_id, int(record.get("round", 0)))
-            self.context.admission.release(record.get("round_model") or shard["model"], ticket)
+            ticket = ticket_for(job_id, shard_id, shard.round)
+            self.context.admission.release(shard.current_model, ticket)
             # The uploaded file stays valid: the next attempt creates a batch from it again.
             jobs.update_shard(
                 job_id,
@@ -59,15 +59,14 @@ class Checking:
             return {"batch_id": batch_id, "status": status, "next": "collect"}
 
         if status in BATCH_RUNNING:
-            job = jobs.get_job(job_id) or {}
-            if job.get("cancel_requested"):
+            job = jobs.get_job(job_id)
+            if job is not None and job.cancel_requested:
                 # A batch created just as the user cancelled: cancel it too; what it finished is kept.
                 logger.warning("job cancelled by the user; cancelling its batch")
                 self._cancel_unless_ended(batch_id)
                 return {"batch_id": batch_id, "status": BatchStatus.CANCELLING, "next": "wait", "wait_seconds": 1}
         if is_stuck(batch, now, settings.stuck_after_seconds):
-            record = jobs.get_shard(job_id, shard_id) or {}
-            if not record.get("stuck_cancelled_batch") == batch_id:
+            if shard.stuck_cancelled_batch != batch_id:
                 jobs.update_shard(job_id, shard_id, stuck_cancelled_batch=batch_id, stuck_status=status)
                 jobs.add_to_job(job_id, stuck_batches=1)
                 metrics.count(BATCHES_STUCK_METRIC)

@@ -16,9 +16,11 @@ from typing import Any
 import orjson
 
 from batchline.domain.budget import month_of, to_nano
+from batchline.domain.errors import ShardStateError
 from batchline.domain.layout import JobLayout
 from batchline.domain.outcomes import STAGE_PROVIDER, BatchJoiner, error_record
 from batchline.domain.planning import decode_manifest_entry, encode_manifest_entry
+from batchline.domain.records import JobRecord, ShardRecord
 from batchline.domain.recovery import (
     RefusalSplit,
     bisect_limit,
@@ -34,7 +36,7 @@ from batchline.topology import BATCHES_RESUBMITTED_METRIC
 from batchline.workflow.enqueueing import Enqueueing
 from batchline.workflow.loop_context import LoopContext
 from batchline.workflow.ports import LineSpool
-from batchline.workflow.submission import round_figures, ticket_for
+from batchline.workflow.submission import ticket_for
 
 
 @dataclass
@@ -65,23 +67,24 @@ class Collection:
         self.context = context
         self.enqueueing = enqueueing
 
-    def collect_batch(self, shard: dict[str, Any], batch_id: str) -> dict[str, Any]:
+    def collect_batch(self, job_id: str, shard_id: str, batch_id: str) -> dict[str, Any]:
         """Collect the shard's ended batch, once; retry says whether a next round waits to be submitted."""
-        job_id, shard_id = shard["job_id"], shard["shard_id"]
         logger.append_keys(job_id=job_id, shard_id=shard_id, batch_id=batch_id)
         settings = self.context.settings
         layout = JobLayout(job_id, settings.output_prefix)
         storage = self.context.storage
         jobs = self.context.jobs
-        record = jobs.get_shard(job_id, shard_id) or {}
-        if record.get("collected_batch_id") == batch_id:
+        record = jobs.get_shard(job_id, shard_id)
+        if record is None:
+            raise ShardStateError(f"shard {shard_id} of job {job_id} has no record; was the job planned?")
+        if record.collected_batch_id == batch_id:
             logger.info("already collected")
-            return {"shard_id": shard_id, "retry": record.get("status") != ShardStatus.COLLECTED}
-        round_number = int(record.get("round", 0))
-        model = record.get("round_model") or shard["model"]
-        job = jobs.get_job(job_id) or {}
-        cancelled = bool(job.get("cancel_requested"))
-        refused_rounds = int(record.get("refused_rounds", 0))  # rounds the provider never ran: no attempt used
+            return {"shard_id": shard_id, "retry": record.status != ShardStatus.COLLECTED}
+        round_number = record.round
+        model = record.current_model
+        job = jobs.get_job(job_id) or JobRecord(job_id=job_id)
+        cancelled = bool(job.cancel_requested)
+        refused_rounds = record.refused_rounds  # rounds the provider never ran: no attempt used
         attempts = round_number + 1 - refused_rounds
         batch = self.context.batches.retrieve_batch(batch_id)
 
@@ -130,7 +133,7 @@ class Collection:
             sorted_.results.close()
             sorted_.errors.close()
 
-        held_rounds = [int(number) for number in record.get("held_rounds") or []]
+        held_rounds = list(record.held_rounds)
         if sorted_.hold:
             with storage.writer(layout.round_held(shard_id, round_number)) as writer:
                 for custom_id, line in sorted_.hold.items():
@@ -149,7 +152,7 @@ class Collection:
 
         tally = joiner.tally
         ticket = ticket_for(job_id, shard_id, round_number)
-        month = job.get("budget_month") or month_of(self.context.clock.now())
+        month = job.budget_month or month_of(self.context.clock.now())
         self.context.budgets.settle(job_id, month, ticket, to_nano(tally.cost_usd))
         self.context.admission.release(model, ticket)
 
@@ -170,10 +173,10 @@ class Collection:
         if split is not None:
             fields["refused_rounds"] = refused_rounds + 1
             if split.bisected or not any(f.get("line") for f in refusal or ()):
-                fields["unnamed_refusals"] = int(record.get("unnamed_refusals", 0)) + 1
+                fields["unnamed_refusals"] = record.unnamed_refusals + 1
         if cancelled and sources:
             # Not sent on: the round waits, as a shard cancelled before it was submitted does.
-            _, prompt_tokens, _ = round_figures(record)
+            _, prompt_tokens, _ = record.round_figures()
             fields |= {
                 "status": ShardStatus.CANCELLED,
                 "round": round_number + 1,
@@ -184,7 +187,7 @@ class Collection:
             # Too few left to be worth a batch (and a day's wait): the realtime workers take them.
             fields |= {"status": ShardStatus.REALTIME, "round": round_number + 1, "round_requests": next_requests}
         elif sources:
-            _, prompt_tokens, _ = round_figures(record)
+            _, prompt_tokens, _ = record.round_figures()
             fields |= {
                 "status": ShardStatus.RETRYING,
                 "round": round_number + 1,
@@ -212,7 +215,7 @@ class Collection:
             shard_id=shard_id,
             round=round_number,
             batch_id=batch_id,
-            submitted_at=record.get("submitted_at"),
+            submitted_at=record.submitted_at,
             requests=len(manifest),
             batch_status=batch["status"],
         )
@@ -273,7 +276,7 @@ class Collection:
         shard_id: str,
         round_number: int,
         failures: list[dict[str, Any]],
-        record: dict[str, Any],
+        record: ShardRecord,
     ) -> RefusalSplit:
         """Which requests of a round the provider refused to run are errors, tried next, or held."""
         storage = self.context.storage
@@ -282,8 +285,8 @@ class Collection:
             [orjson.loads(raw)["custom_id"] for raw in raw_lines],
             provider_line_spans(raw_lines),
             failures,
-            unnamed_refusals=int(record.get("unnamed_refusals", 0)),
-            limit=bisect_limit(int(record["requests"])),
+            unnamed_refusals=record.unnamed_refusals,
+            limit=bisect_limit(record.requests),
         )
 
     def _held(self, layout: JobLayout, shard_id: str, round_number: int) -> dict[str, int]:

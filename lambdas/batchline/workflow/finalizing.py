@@ -26,6 +26,7 @@ from batchline.domain.budget import STAGE_BUDGET, month_of, to_usd
 from batchline.domain.layout import JobLayout
 from batchline.domain.outcomes import STAGE_PROVIDER, error_record
 from batchline.domain.planning import decode_manifest_entry
+from batchline.domain.records import JobRecord, ShardRecord, plain
 from batchline.domain.report import ROUTE_REALTIME, SLOWEST_LIMIT, Progress, SlowRequest, render_report, report_key
 from batchline.domain.run_cost import AwsUsage, aws_cost
 from batchline.domain.statuses import ShardStatus
@@ -49,18 +50,18 @@ def _numbered(storage: LineSource, key: str) -> Iterator[tuple[int, bytes]]:
             yield orjson.loads(raw)["line"], raw + b"\n"
 
 
-def _unfinished_entries(storage: LineSource, layout: JobLayout, shard: dict) -> Iterator[tuple[int, str]]:
+def _unfinished_entries(storage: LineSource, layout: JobLayout, shard: ShardRecord) -> Iterator[tuple[int, str]]:
     """(line, custom_id) of every request of a shard's pending round (never collected) and of the
     halves of refused rounds it held back (see domain/recovery), in line order."""
-    manifests = [layout.round_manifest(shard["shard_id"], int(shard.get("round", 0)))]
-    manifests += [layout.round_held(shard["shard_id"], int(held)) for held in shard.get("held_rounds") or ()]
+    manifests = [layout.round_manifest(shard.shard_id, shard.round)]
+    manifests += [layout.round_held(shard.shard_id, int(held)) for held in shard.held_rounds or ()]
     return merge_by_line(
         (decode_manifest_entry(entry) for entry in storage.lines(manifest) if entry) for manifest in manifests
     )
 
 
 def _unfinished(
-    storage: LineSource, layout: JobLayout, shard: dict, *, stage: str, code: str, reason: str
+    storage: LineSource, layout: JobLayout, shard: ShardRecord, *, stage: str, code: str, reason: str
 ) -> Iterator[tuple[int, bytes]]:
     """Every request of a shard's that was never answered, as an error saying why, in line order."""
     for line, custom_id in _unfinished_entries(storage, layout, shard):
@@ -140,7 +141,7 @@ def _stage_realtime_outcomes(
     manifests = merge_by_line(
         (
             decode_manifest_entry(entry)
-            for entry in storage.lines(layout.round_manifest(shard["shard_id"], round_number))
+            for entry in storage.lines(layout.round_manifest(shard.shard_id, round_number))
             if entry
         )
         for shard, round_number in parts
@@ -185,8 +186,8 @@ def _merge(
     outcomes: Callable[[], Iterable[bytes]],
     layout: JobLayout,
     targets: _Targets,
-    job: dict,
-    shards: list[dict],
+    job: JobRecord,
+    shards: list[ShardRecord],
     account: JobAccount,
     *,
     interim: bool,
@@ -196,20 +197,17 @@ def _merge(
     interim account (the job still runs) counts them as pending. Returns the realtime outcomes per
     second, for the report.
     """
-    refused = job.get("refused")
+    refused = job.refused
     result_streams, error_streams = [], []
-    if "input_lines" in job and storage.exists(layout.invalid_lines):
+    if job.input_lines is not None and storage.exists(layout.invalid_lines):
         error_streams.append(_numbered(storage, layout.invalid_lines))
     # Requests sent on the realtime path: the whole job on the realtime route, or the few left of
     # a batch round when settings sent them that way (shards in status "realtime").
     realtime_parts = [
-        (shard, int(shard.get("round", 0)))
+        (shard, shard.round)
         for shard in shards
         if not refused
-        and (
-            job.get("route") == "realtime"
-            or shard.get("status") in (ShardStatus.REALTIME, ShardStatus.REALTIME_REQUEUE)
-        )
+        and (job.route == "realtime" or shard.status in (ShardStatus.REALTIME, ShardStatus.REALTIME_REQUEUE))
     ]
     timing = _RealtimeTiming()
     if realtime_parts:
@@ -217,38 +215,38 @@ def _merge(
             None
             if interim
             else account.failure
-            or job.get("halted")
+            or job.halted
             or "no outcome before the job stopped waiting (see the dead-letter queue)"
         )
         staged = _stage_realtime_outcomes(storage, index, outcomes(), layout, targets, realtime_parts, reason)
         timing, account.pending = staged
         result_streams.append(_numbered(storage, targets.realtime_results))
         error_streams.append(_numbered(storage, targets.realtime_errors))
-        account.input_tokens += job.get("realtime_input_tokens", 0)
-        account.output_tokens += job.get("realtime_output_tokens", 0)
-        account.cost_usd += to_usd(job.get("realtime_cost_nano_usd", 0))
-        account.cost_usd_if_realtime += to_usd(job.get("realtime_cost_nano_usd", 0))
+        account.input_tokens += job.realtime_input_tokens
+        account.output_tokens += job.realtime_output_tokens
+        account.cost_usd += to_usd(job.realtime_cost_nano_usd)
+        account.cost_usd_if_realtime += to_usd(job.realtime_cost_nano_usd)
     on_realtime = {id(shard) for shard, _ in realtime_parts}
     for shard in shards:
-        shard_id = shard["shard_id"]
-        for round_number in range(int(shard.get("rounds_collected", 0))):
+        shard_id = shard.shard_id
+        for round_number in range(shard.rounds_collected):
             result_streams.append(_numbered(storage, layout.round_results(shard_id, round_number)))
             error_streams.append(_numbered(storage, layout.round_errors(shard_id, round_number)))
-        account.input_tokens += shard.get("input_tokens", 0)
-        account.output_tokens += shard.get("output_tokens", 0)
-        account.cost_usd += to_usd(shard.get("cost_nano_usd", 0))
-        account.cost_usd_if_realtime += to_usd(shard.get("cost_if_realtime_nano_usd", 0))
-        if shard.get("status") == ShardStatus.COLLECTED or id(shard) in on_realtime:
+        account.input_tokens += shard.input_tokens
+        account.output_tokens += shard.output_tokens
+        account.cost_usd += to_usd(shard.cost_nano_usd)
+        account.cost_usd_if_realtime += to_usd(shard.cost_if_realtime_nano_usd)
+        if shard.status == ShardStatus.COLLECTED or id(shard) in on_realtime:
             continue
         if interim:  # still to be answered: the job goes on with it
             account.pending += sum(1 for _ in _unfinished_entries(storage, layout, shard))
             continue
         if refused:
             pending = _unfinished(storage, layout, shard, stage=STAGE_BUDGET, code="budget_refused", reason=refused)
-        elif shard.get("status") == ShardStatus.BUDGET_STOPPED:
-            reason = shard.get("stop_reason") or "not sent: the budget ran out"
+        elif shard.status == ShardStatus.BUDGET_STOPPED:
+            reason = shard.stop_reason or "not sent: the budget ran out"
             pending = _unfinished(storage, layout, shard, stage=STAGE_BUDGET, code="budget_exhausted", reason=reason)
-        elif shard.get("status") == ShardStatus.CANCELLED:
+        elif shard.status == ShardStatus.CANCELLED:
             pending = _unfinished(
                 storage,
                 layout,
@@ -258,7 +256,7 @@ def _merge(
                 reason="cancelled by the user before it ran: the same file uploaded again sends it",
             )
         else:
-            reason = shard.get("failure") or account.failure or f"the shard stopped in status {shard.get('status')!r}"
+            reason = shard.failure or account.failure or f"the shard stopped in status {shard.status.value!r}"
             pending = _unfinished(
                 storage, layout, shard, stage=STAGE_PROVIDER, code="shard_not_completed", reason=reason
             )
@@ -312,20 +310,20 @@ class Finalization:
     def finalize(self, job_id: str, *, failure: str | None = None) -> dict[str, Any]:
         """Write the job's outputs and summary; the summary, as written. `failure`: why the run failed."""
         layout = JobLayout(job_id, self.output_prefix)
-        job = self.jobs.get_job(job_id) or {}
-        shards = sorted(self.jobs.list_shards(job_id), key=lambda shard: shard["shard_id"])
+        job = self.jobs.get_job(job_id) or JobRecord(job_id=job_id)
+        shards = sorted(self.jobs.list_shards(job_id), key=lambda shard: shard.shard_id)
         account = self._account(job_id, job, shards)
         account.failure = failure
-        account.cancelled = job.get("halted") if job.get("cancel_requested") else None
-        if "input_lines" not in job:
+        account.cancelled = job.halted if job.cancel_requested else None
+        if job.input_lines is None:
             account.failure = failure or "the input could not be planned"
 
-        refused = job.get("refused")
+        refused = job.refused
         timing = self._merge(layout, _Targets.final(layout), job, shards, account, interim=False)
 
         if refused and not account.failure:
             account.failure = f"refused by the budget: {refused}"
-        month = job.get("budget_month") or month_of()
+        month = job.budget_month or month_of()
         self.budgets.release_hold(job_id, month)  # give back what the job held for work it will not do
         refreshed = self.jobs.get_job(job_id) or job  # the budget, recovery and AWS counters as they end
         account.details = {**self._budget_details(refreshed, month), "aws": self._aws_cost(refreshed, account.cost_usd)}
@@ -340,7 +338,7 @@ class Finalization:
                     ("report", report),
                 )
             },
-            started_at=job.get("started_at"),
+            started_at=job.started_at,
             finished_at=self.now(),
         )
         if account.unaccounted():
@@ -365,17 +363,17 @@ class Finalization:
         """
         layout = JobLayout(job_id, self.output_prefix)
         targets = _Targets.interim(layout)
-        job = self.jobs.get_job(job_id) or {}
-        shards = sorted(self.jobs.list_shards(job_id), key=lambda shard: shard["shard_id"])
+        job = self.jobs.get_job(job_id) or JobRecord(job_id=job_id)
+        shards = sorted(self.jobs.list_shards(job_id), key=lambda shard: shard.shard_id)
         account = self._account(job_id, job, shards)
         account.interrupted = reason
-        if "input_lines" not in job:  # still planning: every line is pending, and how many is not known yet
+        if job.input_lines is None:  # still planning: every line is pending, and how many is not known yet
             account.interrupted = f"{reason} while the input was being planned"
         self._merge(layout, targets, job, shards, account, interim=True)
-        account.details = self._budget_details(job, job.get("budget_month") or month_of())
+        account.details = self._budget_details(job, job.budget_month or month_of())
         summary = account.summary(
             outputs={"results": targets.results, "errors": targets.errors, "summary": targets.summary},
-            started_at=job.get("started_at"),
+            started_at=job.started_at,
             finished_at=self.now(),
         )
         if account.unaccounted():
@@ -385,22 +383,22 @@ class Finalization:
 
     # -- the parts ------------------------------------------------------------------------------
     @staticmethod
-    def _account(job_id: str, job: dict[str, Any], shards: list[dict[str, Any]]) -> JobAccount:
+    def _account(job_id: str, job: JobRecord, shards: list[ShardRecord]) -> JobAccount:
         return JobAccount(
             job_id=job_id,
-            input_lines=job.get("input_lines", 0),
+            input_lines=job.input_lines or 0,
             shards=len(shards),
-            estimated_cost_usd=job.get("estimated_cost_usd", 0.0),
-            estimated_cost_usd_if_realtime=job.get("estimated_cost_usd_if_realtime", 0.0),
-            route=job.get("route"),
+            estimated_cost_usd=job.estimated_cost_usd,
+            estimated_cost_usd_if_realtime=job.estimated_cost_usd_if_realtime,
+            route=job.route,
         )
 
     def _merge(
         self,
         layout: JobLayout,
         targets: _Targets,
-        job: dict[str, Any],
-        shards: list[dict[str, Any]],
+        job: JobRecord,
+        shards: list[ShardRecord],
         account: JobAccount,
         *,
         interim: bool,
@@ -427,7 +425,7 @@ class Finalization:
         return points
 
     def _write_report(
-        self, key: str, summary: dict[str, Any], shards: list[dict[str, Any]], timing: _RealtimeTiming
+        self, key: str, summary: dict[str, Any], shards: list[ShardRecord], timing: _RealtimeTiming
     ) -> bool:
         """Write report.html; False when it could not be drawn.
 
@@ -436,16 +434,16 @@ class Finalization:
         """
         try:
             progress = self._progress(summary["job_id"], timing.per_second)
-            page = render_report(summary, shards, progress, timing.slow_requests())
+            page = render_report(summary, [plain(shard) for shard in shards], progress, timing.slow_requests())
         except Exception:
             logger.exception("report.html could not be drawn; the job's outputs are written without it")
             return False
         self.storage.put(key, page.encode(), "text/html; charset=utf-8")
         return True
 
-    def _aws_cost(self, job: dict[str, Any], llm_cost_usd: float) -> dict[str, Any]:
+    def _aws_cost(self, job: JobRecord, llm_cost_usd: float) -> dict[str, Any]:
         """What the run cost in AWS: every earlier invocation's counts (on the job), and this one's so far."""
-        usage = AwsUsage.from_counters(job)
+        usage = AwsUsage.from_counters(plain(job))
         own = self.usage_so_far()
         if own is not None:
             usage.add(own)
@@ -455,24 +453,24 @@ class Finalization:
         cost["share_of_llm_cost"] = round(cost["cost_usd"] / llm_cost_usd, 6) if llm_cost_usd else None
         return cost
 
-    def _budget_details(self, refreshed: dict[str, Any], month: str) -> dict[str, Any]:
+    def _budget_details(self, refreshed: JobRecord, month: str) -> dict[str, Any]:
         """What the job spent against its budgets, read after its unused hold was given back."""
-        job_cap, month_cap = refreshed.get("budget_cap_nano"), self.budgets.month_cap_nano
+        job_cap, month_cap = refreshed.budget_cap_nano, self.budgets.month_cap_nano
         return {
             "budget": {
-                "job_cap_usd": None if job_cap is None else to_usd(int(job_cap)),
-                "job_spent_usd": to_usd(int(refreshed.get("spent_nano", 0))),
+                "job_cap_usd": None if job_cap is None else to_usd(job_cap),
+                "job_spent_usd": to_usd(refreshed.spent_nano),
                 "month": month,
                 "monthly_cap_usd": None if month_cap is None else to_usd(month_cap),
                 "monthly_spent_usd": to_usd(self.budgets.month_spent_nano(month)),
-                "fallback_model_used": refreshed.get("fallback_model_used"),
-                "paused": refreshed.get("budget_paused"),
+                "fallback_model_used": refreshed.fallback_model_used,
+                "paused": refreshed.budget_paused,
             },
             "recovery": {
-                "resumes": int(refreshed.get("resumes", 0)),
-                "handovers": int(refreshed.get("handovers", 0)),
-                "batches_resubmitted": int(refreshed.get("batches_resubmitted", 0)),
-                "stuck_batches": int(refreshed.get("stuck_batches", 0)),
+                "resumes": refreshed.resumes,
+                "handovers": refreshed.handovers,
+                "batches_resubmitted": refreshed.batches_resubmitted,
+                "stuck_batches": refreshed.stuck_batches,
             },
         }
 

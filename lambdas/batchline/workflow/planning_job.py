@@ -15,10 +15,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgspec
+
 from batchline.domain.budget import requested_job_cap, to_nano
 from batchline.domain.errors import BudgetRefusedError, InputNotFoundError, ShardStateError
 from batchline.domain.layout import content_hash, make_job_id
 from batchline.domain.planning import PlanSummary
+from batchline.domain.records import JobRecord, ShardRecord
 from batchline.domain.request_line import iter_physical_lines
 from batchline.domain.routing import Mode, requested_mode, route_for
 from batchline.domain.statuses import REOPENED_ON_RESUME, JobStatus, ShardStatus
@@ -47,7 +50,7 @@ def job_id_of(source: InputSource, key: str) -> str:
 class PlanRecords(Protocol):
     """The job table as Plan writes it."""
 
-    def get_job(self, job_id: str) -> dict[str, Any] | None: ...
+    def get_job(self, job_id: str) -> JobRecord | None: ...
 
     def put_job(self, job_id: str, **fields: Any) -> None: ...
 
@@ -55,9 +58,9 @@ class PlanRecords(Protocol):
 
     def add_to_job(self, job_id: str, **counts: int) -> Any: ...
 
-    def put_shards(self, job_id: str, shards: list[dict[str, Any]]) -> None: ...
+    def put_shards(self, job_id: str, shards: list[ShardRecord]) -> None: ...
 
-    def list_shards(self, job_id: str) -> list[dict[str, Any]]: ...
+    def list_shards(self, job_id: str) -> list[ShardRecord]: ...
 
     def update_shard(self, job_id: str, shard_id: str, *, remove: tuple[str, ...] = (), **fields: Any) -> Any: ...
 
@@ -108,7 +111,7 @@ class JobPlanning:
         cap_fields = {"budget_cap_nano": job_cap} if job_cap is not None else {}
         store = self.jobs
         job = store.get_job(job_id)
-        if job is not None and job.get("planned"):
+        if job is not None and job.planned:
             return self.resume(job, cap_fields)
 
         mode = requested_mode(key=key, metadata=metadata, default=self.defaults.default_mode)
@@ -120,11 +123,11 @@ class JobPlanning:
             store.put_job(job_id, budget_month=month, **fields, **cap_fields)
         else:  # an earlier Plan stopped half way: its counters stay, its staging files are rewritten
             store.update_job(job_id, **fields, **cap_fields)
-            month = job.get("budget_month", month)
+            month = job.budget_month or month
 
         summary = self.plan_lines(job_id, iter_physical_lines(source.chunks(key)))
 
-        shards = [{**plan.as_dict(), "status": ShardStatus.PLANNED, "round": 0} for plan in summary.shards]
+        shards = [ShardRecord(job_id=job_id, **plan.as_dict()) for plan in summary.shards]
         route = route_for(
             mode, valid_requests=summary.valid, auto_realtime_max_requests=self.defaults.auto_realtime_max_requests
         )
@@ -161,7 +164,7 @@ class JobPlanning:
             "valid": summary.valid,
             "invalid": summary.invalid,
             "shard_count": len(shards),
-            "shards": [] if refused else _map_items(job_id, shards),
+            "shards": [] if refused else _map_items(shards),
         }
 
     def take_over(self, job_id: str, previous_execution: str) -> dict[str, Any]:
@@ -172,28 +175,28 @@ class JobPlanning:
         """
         store = self.jobs
         job = store.get_job(job_id)
-        if job is None or not job.get("planned"):
+        if job is None or not job.planned or job.route is None:
             raise ShardStateError(f"job {job_id} handed over by {previous_execution} has no planned record")
         self.on_job(job_id)
         store.add_to_job(job_id, handovers=1)
         logger.info("took the job over", extra={"from_execution": previous_execution})
         shards = store.list_shards(job_id)
-        route = job["route"]
+        route = job.route
         return {
             "job_id": job_id,
             # A realtime job's requests are queued already: the new execution only waits for them.
             "route": "realtime_wait" if route == "realtime" else route,
             "resumed": True,
-            "input_lines": job["input_lines"],
-            "valid": job["valid"],
-            "invalid": job["invalid"],
+            "input_lines": job.input_lines,
+            "valid": job.valid,
+            "invalid": job.invalid,
             "shard_count": len(shards),
-            "shards": _map_items(job_id, [shard for shard in shards if shard.get("status") != ShardStatus.COLLECTED]),
+            "shards": _map_items([shard for shard in shards if shard.status != ShardStatus.COLLECTED]),
         }
 
-    def resume(self, job: dict[str, Any], cap_fields: dict[str, Any]) -> dict[str, Any]:
+    def resume(self, job: JobRecord, cap_fields: dict[str, Any]) -> dict[str, Any]:
         """The same file again: keep everything done, run only what is unfinished."""
-        job_id, route = job["job_id"], job["route"]
+        job_id, route = job.job_id, job.route or ""
         store = self.jobs
         shards = store.list_shards(job_id)
         # A new upload may bring a bigger budget, and undoes an earlier cancel: the user asks again.
@@ -202,17 +205,17 @@ class JobPlanning:
             job_id,
             remove=("cancel_requested", "halted", "execution_stopped"),
             realtime_unsent=0,
-            realtime_done_at_start=int(job.get("realtime_done", 0)),
+            realtime_done_at_start=job.realtime_done,
             **cap_fields,
         )
-        for shard in shards:
+        for index, shard in enumerate(shards):
             # What stopped short runs again: the poll loop passes over shards that ended.
-            reopened = REOPENED_ON_RESUME.get(shard.get("status"))
+            reopened = REOPENED_ON_RESUME.get(shard.status)
             if reopened:
-                store.update_shard(job_id, shard["shard_id"], status=reopened, remove=("failure", "step_errors"))
-                shard["status"] = reopened
-        refused = self._hold_budget(job_id, job.get("budget_month") or self.month(), route, shards)
-        resumes = int(job.get("resumes", 0)) + 1
+                store.update_shard(job_id, shard.shard_id, status=reopened, remove=("failure", "step_errors"))
+                shards[index] = msgspec.structs.replace(shard, status=reopened)
+        refused = self._hold_budget(job_id, job.budget_month or self.month(), route, shards)
+        resumes = job.resumes + 1
         store.update_job(
             job_id,
             status=ROUTE_REFUSED if refused else JobStatus.RUNNING,
@@ -220,21 +223,21 @@ class JobPlanning:
             resumed_at=self.now(),
             **({"refused": refused} if refused else {"refused": None}),
         )
-        unfinished = [shard for shard in shards if shard.get("status") != ShardStatus.COLLECTED]
+        unfinished = [shard for shard in shards if shard.status != ShardStatus.COLLECTED]
         self.count(JOBS_RESUMED_METRIC, 1)
         logger.info("resumed", extra={"resumes": resumes, "shards": len(shards), "unfinished": len(unfinished)})
         return {
             "job_id": job_id,
             "route": ROUTE_REFUSED if refused else route,
             "resumed": True,
-            "input_lines": job["input_lines"],
-            "valid": job["valid"],
-            "invalid": job["invalid"],
+            "input_lines": job.input_lines,
+            "valid": job.valid,
+            "invalid": job.invalid,
             "shard_count": len(shards),
-            "shards": [] if refused else _map_items(job_id, unfinished),
+            "shards": [] if refused else _map_items(unfinished),
         }
 
-    def _hold_budget(self, job_id: str, month: str, route: str, shards: list[dict[str, Any]]) -> str | None:
+    def _hold_budget(self, job_id: str, month: str, route: str, shards: list[ShardRecord]) -> str | None:
         """Reserve the job's estimate; the refusal's message when it does not fit."""
         try:
             self.budgets.hold(job_id, month, _estimate_nano(route, shards))
@@ -245,15 +248,18 @@ class JobPlanning:
         return None
 
 
-def _map_items(job_id: str, shards: list[dict]) -> list[dict]:
+def _map_items(shards: list[ShardRecord]) -> list[dict[str, Any]]:
     # Only what each Map iteration needs: the state payload must stay far below 256 KB.
     return [
-        {"job_id": job_id, "shard_id": s["shard_id"], "url": s["url"], "model": s["model"], "requests": s["requests"]}
-        for s in sorted(shards, key=lambda shard: shard["shard_id"])
+        {"job_id": s.job_id, "shard_id": s.shard_id, "url": s.url, "model": s.model, "requests": s.requests}
+        for s in sorted(shards, key=lambda shard: shard.shard_id)
     ]
 
 
-def _estimate_nano(route: str, shards: list[dict]) -> int:
+def _estimate_nano(route: str, shards: list[ShardRecord]) -> int:
     """What the unfinished shards may cost, at the price of the route they take."""
-    field = "estimated_cost_usd_if_realtime" if route == "realtime" else "estimated_cost_usd"
-    return sum(to_nano(shard.get(field, 0.0)) for shard in shards if shard.get("status") != ShardStatus.COLLECTED)
+    return sum(
+        to_nano(shard.estimated_cost_usd_if_realtime if route == "realtime" else shard.estimated_cost_usd)
+        for shard in shards
+        if shard.status != ShardStatus.COLLECTED
+    )

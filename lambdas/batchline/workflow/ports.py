@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from batchline.domain.budget import ScopeUsage
+from batchline.domain.records import JobRecord, ShardRecord
 
 
 class LineSource(Protocol):
@@ -39,9 +40,9 @@ class ObjectStore(LineSource, Protocol):
 class JobRecords(Protocol):
     """The job table's items of one job: the job, its shards, the points of its progress."""
 
-    def get_job(self, job_id: str) -> dict[str, Any] | None: ...
+    def get_job(self, job_id: str) -> JobRecord | None: ...
 
-    def list_shards(self, job_id: str) -> list[dict[str, Any]]: ...
+    def list_shards(self, job_id: str) -> list[ShardRecord]: ...
 
     def progress(self, job_id: str) -> Iterable[dict[str, Any]]: ...
 
@@ -83,7 +84,7 @@ class BudgetAccounts(Protocol):
 class ShardRecords(JobRecords, Protocol):
     """The job table as the poll loop reads and moves it: shards, their claims and rounds, counters."""
 
-    def get_shard(self, job_id: str, shard_id: str) -> dict[str, Any] | None: ...
+    def get_shard(self, job_id: str, shard_id: str) -> ShardRecord | None: ...
 
     def update_shard(self, job_id: str, shard_id: str, *, remove: tuple[str, ...] = (), **fields: Any) -> None: ...
 

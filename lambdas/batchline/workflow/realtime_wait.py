@@ -20,6 +20,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from batchline.domain.records import JobRecord
 from batchline.observability import logger
 from batchline.topology import REALTIME_BACKLOG_METRIC
 from batchline.workflow.loop_context import LoopContext
@@ -38,12 +39,11 @@ class RealtimeWait:
         realtime requests."""
         settings = self.context.settings
         jobs = self.context.jobs
-        job = jobs.get_job(job_id) or {}
-        total = job.get("valid", 0) if job.get("route") == "realtime" else job.get("realtime_expected", 0)
-        done = job.get("realtime_done", 0) + job.get("realtime_unsent", 0)
+        job = jobs.get_job(job_id) or JobRecord(job_id=job_id)
+        total, done = job.realtime_total, job.realtime_outcomes
         now = self.context.now_iso()
-        started = job.get("resumed_at") or job.get("started_at") or now
-        last = job.get("realtime_updated_at") or started
+        started = job.resumed_at or job.started_at or now
+        last = job.realtime_updated_at or started
         idle = _seconds_between(last, now)
         stalled = done < total and idle > settings.realtime_stall_seconds
         if stalled:
@@ -53,11 +53,11 @@ class RealtimeWait:
         finished = done >= total or stalled
         # The deployed loop's next wait: half of what the rest should take at the pace so far.
         elapsed = max(1.0, _seconds_between(started, now))
-        answered_this_run = max(1, job.get("realtime_done", 0) - job.get("realtime_done_at_start", 0))
+        answered_this_run = max(1, job.realtime_done - job.realtime_done_at_start)
         rest = (total - done) * elapsed / answered_this_run
         deployed_wait = int(min(settings.max_poll_seconds, max(settings.poll_seconds, rest / 2)))
         # A local run waits less than the deployed loop would: bill only the deployed polls its waits add up to.
-        credit = float(job.get("realtime_poll_credit", 0)) + waited_seconds
+        credit = job.realtime_poll_credit + waited_seconds
         billed = 1 if finished or polls == 0 else int(credit // deployed_wait)
         credit = 0.0 if finished else credit - billed * deployed_wait if billed else credit
         if waited_seconds:

@@ -18,6 +18,7 @@ from typing import Any
 
 from batchline.domain.budget import month_of
 from batchline.domain.errors import TransientProviderError
+from batchline.domain.records import ShardRecord
 from batchline.domain.statuses import ENDED_SHARD_STATUSES
 from batchline.observability import error_fields, logger
 from batchline.topology import SHARDS_FAILED_METRIC
@@ -83,36 +84,35 @@ class ShardLoop:
         logger.append_keys(job_id=job_id)
         floor = poll_floor or self.context.settings.poll_seconds
         jobs = self.context.jobs
-        records = sorted(jobs.list_shards(job_id), key=lambda record: record["shard_id"])
+        records = sorted(jobs.list_shards(job_id), key=lambda record: record.shard_id)
         in_flight_limit = self.context.settings.batches_in_flight
-        running = sum(1 for r in records if r.get("batch_id") and r.get("status") not in ENDED_SHARD_STATUSES)
+        running = sum(1 for r in records if r.batch_id and r.status not in ENDED_SHARD_STATUSES)
         waits: list[int] = []
         counts = {"ended": 0, "running": 0, "waiting": 0}
         for record in records:
-            if record.get("status") in ENDED_SHARD_STATUSES:
+            if record.status in ENDED_SHARD_STATUSES:
                 counts["ended"] += 1
                 continue
             if seconds_left() < STEP_SECONDS:
                 waits.append(0)  # no time left in this invocation: the next one takes the rest
                 counts["waiting"] += 1
                 continue
-            shard = {**record, "job_id": job_id}
-            had_batch = bool(record.get("batch_id"))
+            had_batch = bool(record.batch_id)
             if not had_batch and running >= in_flight_limit:
                 waits.append(floor)  # as many batches in flight as settings allow
                 counts["waiting"] += 1
                 continue
             wait: int | None
             try:
-                wait, has_batch = self._step(shard, check=check, poll_floor=floor, attempt=attempt)
+                wait, has_batch = self._step(record, check=check, poll_floor=floor, attempt=attempt)
             except TransientProviderError as error:
-                wait, has_batch = self._transient_failure(shard, error, floor), had_batch
+                wait, has_batch = self._transient_failure(record, error, floor), had_batch
             except Exception as error:  # noqa: BLE001 (one shard's failure must not stop the others)
-                self._fail(shard, error)
+                self._fail(record, error)
                 wait, has_batch = None, False
             else:
-                if record.get("step_errors"):
-                    jobs.update_shard(job_id, shard["shard_id"], remove=("step_errors",))
+                if record.step_errors:
+                    jobs.update_shard(job_id, record.shard_id, remove=("step_errors",))
             has_batch = has_batch and wait is not None
             running += int(has_batch) - int(had_batch)
             if wait is None:
@@ -128,42 +128,37 @@ class ShardLoop:
             return {"finished": False, "wait_seconds": floor, "shards": counts, "realtime": realtime}
         return {"finished": True, "wait_seconds": 0, "shards": counts, "realtime": realtime}
 
-    def _step(self, shard: dict[str, Any], *, check: bool, poll_floor: int, attempt: str) -> tuple[int | None, bool]:
+    def _step(self, shard: ShardRecord, *, check: bool, poll_floor: int, attempt: str) -> tuple[int | None, bool]:
         """Move one shard on: (seconds until it needs looking at again, or None when it ended; has a batch)."""
-        batch_id = shard.get("batch_id")
-        if batch_id:
+        if shard.batch_id:
             if not check:
                 return poll_floor, True  # a resumed job's batch: check it after the first wait
-            checked = self.checking.check_batch(shard, batch_id, poll_floor)
+            checked = self.checking.check_batch(shard, shard.batch_id, poll_floor)
             if checked["next"] == "wait":
                 return int(checked["wait_seconds"]), True
             if checked["next"] == "resubmit":
                 return poll_floor, False  # the provider's queue was full: give it a poll before trying again
-            if not self.collection.collect_batch(shard, batch_id)["retry"]:
+            if not self.collection.collect_batch(shard.job_id, shard.shard_id, shard.batch_id)["retry"]:
                 return None, False
-            shard = {
-                **(self.context.jobs.get_shard(shard["job_id"], shard["shard_id"]) or {}),
-                "job_id": shard["job_id"],
-            }
-        submitted = self.submission.submit_round(shard, attempt)
+        submitted = self.submission.submit_round(shard.job_id, shard.shard_id, attempt)
         if submitted["action"] == "done":
             return None, False
         return poll_floor, submitted["action"] == "wait_batch"
 
-    def _give_back_round(self, record: dict[str, Any], job_id: str) -> None:
+    def _give_back_round(self, record: ShardRecord) -> None:
         """A failed shard's round will not be collected: its room in the enqueued-token ledger goes back
         now (later shards, of any job, would wait for it for ever), and its budget reservation too when
         no batch of it can bill. A batch it did create keeps its reservation until the job ends."""
-        ticket = ticket_for(job_id, record["shard_id"], int(record.get("round", 0)))
-        self.context.admission.release(record.get("round_model") or record["model"], ticket)
-        if not record.get("batch_id"):
-            job = self.context.jobs.get_job(job_id) or {}
-            month = job.get("budget_month") or month_of(self.context.clock.now())
-            self.context.budgets.settle(job_id, month, ticket, 0)
+        ticket = ticket_for(record.job_id, record.shard_id, record.round)
+        self.context.admission.release(record.current_model, ticket)
+        if not record.batch_id:
+            job = self.context.jobs.get_job(record.job_id)
+            month = (job and job.budget_month) or month_of(self.context.clock.now())
+            self.context.budgets.settle(record.job_id, month, ticket, 0)
 
-    def _transient_failure(self, shard: dict[str, Any], error: Exception, poll_floor: int) -> int | None:
+    def _transient_failure(self, shard: ShardRecord, error: Exception, poll_floor: int) -> int | None:
         """Try the shard's step again at the next poll, unless it failed this way too often in a row."""
-        attempts = self.context.jobs.count_shard_error(shard["job_id"], shard["shard_id"])
+        attempts = self.context.jobs.count_shard_error(shard.job_id, shard.shard_id)
         if attempts >= self.context.settings.step_attempts:
             self._fail(shard, error, note=f" ({attempts} attempts in a row)")
             return None
@@ -171,13 +166,13 @@ class ShardLoop:
         logger.warning("shard step failed; trying again next poll", extra={"attempts": attempts, **error_fields(error)})
         return poll_floor
 
-    def _fail(self, shard: dict[str, Any], error: Exception, note: str = "") -> None:
+    def _fail(self, shard: ShardRecord, error: Exception, note: str = "") -> None:
         reason = f"{type(error).__name__}: {error}{note}"[:2000]
         jobs = self.context.jobs
-        if not jobs.fail_shard(shard["job_id"], shard["shard_id"], reason):
+        if not jobs.fail_shard(shard.job_id, shard.shard_id, reason):
             # The step that failed had finished its work: the shard keeps it.
             logger.warning("shard already collected; failure not recorded", extra=error_fields(error))
             return
-        self._give_back_round(jobs.get_shard(shard["job_id"], shard["shard_id"]) or shard, shard["job_id"])
+        self._give_back_round(jobs.get_shard(shard.job_id, shard.shard_id) or shard)
         self.context.metrics.publish(SHARDS_FAILED_METRIC, 1)
-        logger.exception("shard failed", extra={"shard_id": shard["shard_id"], **error_fields(error)})
+        logger.exception("shard failed", extra={"shard_id": shard.shard_id, **error_fields(error)})

@@ -24,6 +24,7 @@ import orjson
 from batchline.domain.budget import Stance, month_of, stop_message, to_nano
 from batchline.domain.errors import ShardStateError
 from batchline.domain.layout import JobLayout
+from batchline.domain.records import JobRecord, ShardRecord
 from batchline.domain.shard_lines import canonical_line
 from batchline.domain.statuses import ShardStatus
 from batchline.observability import logger
@@ -44,14 +45,6 @@ def batch_metadata(job_id: str, shard_id: str, round_number: int) -> dict[str, s
     return {"batchline_job_id": job_id, "batchline_shard_id": shard_id, "batchline_round": str(round_number)}
 
 
-def round_figures(record: dict[str, Any]) -> tuple[int, int, float]:
-    """(requests, prompt tokens, share of the shard) of the shard's current round."""
-    requests = int(record.get("round_requests", record["requests"]))
-    share = requests / max(1, int(record["requests"]))
-    prompt_tokens = int(record.get("round_prompt_tokens", record["prompt_tokens"]))
-    return requests, prompt_tokens, share
-
-
 Answer = dict[str, Any]
 
 
@@ -60,32 +53,29 @@ class Submission:
         self.context = context
         self.enqueueing = enqueueing
 
-    def submit_round(self, shard: dict[str, Any], attempt: str) -> Answer:
+    def submit_round(self, job_id: str, shard_id: str, attempt: str) -> Answer:
         """Submit the shard's current round unless it runs already; `attempt` names the caller in claims.
 
-        `shard` needs job_id, shard_id and url. The answer's action is wait_batch (with batch_id),
-        wait_admission or done.
+        The answer's action is wait_batch (with batch_id), wait_admission or done.
         """
-        job_id, shard_id = shard["job_id"], shard["shard_id"]
         logger.append_keys(job_id=job_id, shard_id=shard_id)
         jobs = self.context.jobs
         record = jobs.get_shard(job_id, shard_id)
         if record is None:
             raise ShardStateError(f"shard {shard_id} of job {job_id} has no record; was the job planned?")
-        if record.get("status") == ShardStatus.COLLECTED:
+        if record.status == ShardStatus.COLLECTED:
             return {"action": "done", "stopped": False}
-        if record.get("status") in (ShardStatus.REALTIME, ShardStatus.REALTIME_REQUEUE):
+        if record.status in (ShardStatus.REALTIME, ShardStatus.REALTIME_REQUEUE):
             # Its last requests went to the realtime path; queue again any that may have been lost
             # (a worker skips a request that already has an outcome).
-            self.enqueueing.enqueue_round(job_id, shard_id, int(record.get("round", 0)))
+            self.enqueueing.enqueue_round(job_id, shard_id, record.round)
             jobs.update_shard(job_id, shard_id, status=ShardStatus.REALTIME)
             return {"action": "done", "stopped": False}
-        round_number = int(record.get("round", 0))
-        logger.append_keys(round=round_number)
-        if record.get("batch_id"):
-            return {"action": "wait_batch", "batch_id": record["batch_id"]}
+        logger.append_keys(round=record.round)
+        if record.batch_id:
+            return {"action": "wait_batch", "batch_id": record.batch_id}
 
-        found = self.context.batches.find_batch(batch_metadata(job_id, shard_id, round_number))
+        found = self.context.batches.find_batch(batch_metadata(job_id, shard_id, record.round))
         if found is not None:
             # Created by an attempt that stopped before recording it: adopt it, never pay twice.
             jobs.update_shard(
@@ -94,31 +84,28 @@ class Submission:
             logger.warning("adopted a batch created by an earlier attempt", extra={"batch_id": found["id"]})
             return {"action": "wait_batch", "batch_id": found["id"]}
 
-        job = jobs.get_job(job_id) or {}
-        if job.get("cancel_requested"):
-            return self._cancelled(job_id, shard_id, record, job, attempt)
-        job.setdefault("budget_month", month_of(self.context.clock.now()))
-        model, stop_reason = self._choose_model(job, record)
+        job = jobs.get_job(job_id) or JobRecord(job_id=job_id)
+        month = job.budget_month or month_of(self.context.clock.now())
+        if job.cancel_requested:
+            return self._cancelled(record, month, attempt)
+        model, stop_reason = self._choose_model(record, month)
         if model is None:
             return self._stop(job_id, shard_id, stop_reason or "budget")
         jobs.update_shard(job_id, shard_id, round_model=model)
-        ticket = ticket_for(job_id, shard_id, round_number)
-        if not self.context.budgets.take(
-            job_id, job["budget_month"], self._round_estimate_nano(record, model), piece=ticket
-        ):
+        ticket = ticket_for(job_id, shard_id, record.round)
+        estimate = self._round_estimate_nano(record, model)
+        if not self.context.budgets.take(job_id, month, estimate, piece=ticket):
             return self._stop(
                 job_id, shard_id, "not sent: no room left in the job's or the month's budget for this batch"
             )
-        return self._admitted_and_sent(shard, record, model, round_number, attempt)
+        return self._admitted_and_sent(record, model, attempt)
 
-    def _admitted_and_sent(
-        self, shard: dict[str, Any], record: dict[str, Any], model: str, round_number: int, attempt: str
-    ) -> Answer:
+    def _admitted_and_sent(self, record: ShardRecord, model: str, attempt: str) -> Answer:
         """Within budget: the round is admitted to the model's enqueued-token queue, claimed, and sent."""
-        job_id, shard_id = shard["job_id"], shard["shard_id"]
+        job_id, shard_id, round_number = record.job_id, record.shard_id, record.round
         jobs, settings = self.context.jobs, self.context.settings
         ticket = ticket_for(job_id, shard_id, round_number)
-        _, prompt_tokens, _ = round_figures(record)
+        _, prompt_tokens, _ = record.round_figures()
         limit = settings.queue_limit(model)
         if prompt_tokens > limit:
             raise ShardStateError(
@@ -133,14 +120,14 @@ class Submission:
         if not self._claim(job_id, shard_id, attempt):
             logger.warning("another attempt is submitting this shard; waiting for it")
             return {"action": "wait_admission"}  # back here after a wait, to find its batch
-        file_id = record.get("input_file_id")
+        file_id = record.input_file_id
         if not file_id:
-            file_id = self._upload(job_id, shard_id, round_number, model, record["model"])
+            file_id = self._upload(record, model)
             jobs.update_shard(job_id, shard_id, input_file_id=file_id, status=ShardStatus.UPLOADED)
         jobs.update_shard(job_id, shard_id, status=ShardStatus.SUBMITTING, submitting_at=self.context.now_iso())
         batch = self.context.batches.create_batch(
             input_file_id=file_id,
-            endpoint=shard["url"],
+            endpoint=record.url,
             completion_window=settings.completion_window,
             metadata=batch_metadata(job_id, shard_id, round_number),
         )
@@ -162,10 +149,10 @@ class Submission:
         stale = (self.context.clock.now() - timedelta(seconds=_CLAIM_SECONDS)).isoformat(timespec="milliseconds")
         return self.context.jobs.claim_submission(job_id, shard_id, claim, stale_before=stale)
 
-    def _round_estimate_nano(self, record: dict[str, Any], model: str) -> int:
+    def _round_estimate_nano(self, record: ShardRecord, model: str) -> int:
         """The round's worst case at batch price for the model it will run on."""
-        _, prompt_tokens, share = round_figures(record)
-        cost = self.context.prices.batch_cost(model, prompt_tokens, round(int(record["max_output_tokens"]) * share))
+        _, prompt_tokens, share = record.round_figures()
+        cost = self.context.prices.batch_cost(model, prompt_tokens, round(record.max_output_tokens * share))
         return to_nano(cost)
 
     def _stop(self, job_id: str, shard_id: str, reason: str) -> Answer:
@@ -178,28 +165,29 @@ class Submission:
         logger.warning("budget stop", extra={"reason": reason})
         return {"action": "done", "stopped": True}
 
-    def _choose_model(self, job: dict[str, Any], record: dict[str, Any]) -> tuple[str | None, str | None]:
+    def _choose_model(self, record: ShardRecord, month: str) -> tuple[str | None, str | None]:
         """(model, stop reason): the model this round runs on, decided once per round; None when stopped."""
-        if record.get("round_model"):
-            return str(record["round_model"]), None
-        job_scope, month_scope = self.context.budgets.usage(job["job_id"], job["budget_month"])
+        if record.round_model:
+            return record.round_model, None
+        job_scope, month_scope = self.context.budgets.usage(record.job_id, month)
         policy = self.context.budget_policy
         stance = policy.stance(job_scope, month_scope)
         if stance is Stance.STOP:
             return None, stop_message((job_scope, month_scope), policy.stop_threshold)
-        model = policy.model_for(record["model"], stance)
-        if model != record["model"]:
-            self.context.jobs.update_job(job["job_id"], fallback_model_used=f"{record['model']} -> {model}")
+        model = policy.model_for(record.model, stance)
+        if model != record.model:
+            self.context.jobs.update_job(record.job_id, fallback_model_used=f"{record.model} -> {model}")
             self.context.metrics.count(BUDGET_FALLBACK_METRIC)
-            logger.warning("budget fallback", extra={"from": record["model"], "to": model})
+            logger.warning("budget fallback", extra={"from": record.model, "to": model})
         return model, None
 
-    def _upload(self, job_id: str, shard_id: str, round_number: int, model: str, original_model: str) -> str:
+    def _upload(self, record: ShardRecord, model: str) -> str:
         """Upload the round's file; rewritten for the fallback model when the round runs on one."""
+        job_id, shard_id, round_number = record.job_id, record.shard_id, record.round
         layout = JobLayout(job_id, self.context.settings.output_prefix)
         storage = self.context.storage
         key = layout.round_requests(shard_id, round_number)
-        if model != original_model:
+        if model != record.model:
             fallback_key = layout.round_upload(shard_id, round_number, model)
             with storage.writer(fallback_key) as writer:
                 for raw in storage.lines(key):
@@ -213,9 +201,7 @@ class Submission:
             storage.download(key, str(path))
             return self.context.batches.upload_batch_file(path)
 
-    def _cancelled(
-        self, job_id: str, shard_id: str, record: dict[str, Any], job: dict[str, Any], attempt: str
-    ) -> Answer:
+    def _cancelled(self, record: ShardRecord, month: str, attempt: str) -> Answer:
         """The user cancelled the job: send nothing new. Finalize reports the round's requests as cancelled.
 
         Under the shard's submission claim, so that no other attempt creates a batch meanwhile; an
@@ -223,14 +209,14 @@ class Submission:
         The round may hold a budget reservation and room in the enqueued-token ledger (a batch refused
         for the token limit keeps its reservation); both are given back, once.
         """
+        job_id, shard_id = record.job_id, record.shard_id
         if not self._claim(job_id, shard_id, attempt):
             return {"action": "wait_admission"}  # back here after a wait: its batch is then found and waited for
-        ticket = ticket_for(job_id, shard_id, int(record.get("round", 0)))
-        month = job.get("budget_month") or month_of(self.context.clock.now())
+        ticket = ticket_for(job_id, shard_id, record.round)
         self.context.budgets.settle(job_id, month, ticket, 0)
-        self.context.admission.release(record.get("round_model") or record["model"], ticket)
+        self.context.admission.release(record.current_model, ticket)
         self.context.jobs.update_shard(
             job_id, shard_id, status=ShardStatus.CANCELLED, remove=("round_model", "submit_claim")
         )
-        logger.info("not submitted: the job was cancelled", extra={"cancel_requested": job["cancel_requested"]})
+        logger.info("not submitted: the job was cancelled")
         return {"action": "done", "stopped": False}
