@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from batchline.domain.statuses import JobStatus
 
@@ -46,7 +47,7 @@ class JobAccount:
     failure: str | None = None
     route: str | None = None
     stopped_by_budget: int = 0  # requests never sent because the budget ran out: the job can resume
-    details: dict = field(default_factory=dict)  # budget, recovery and resumption facts for the summary
+    details: dict[str, Any] = field(default_factory=dict)  # budget, recovery and resumption facts for the summary
     cancelled: str | None = None  # why, when the user cancelled the job
     interrupted: str | None = None  # why, for an account of a job still running (outputs so far)
     pending: int = 0  # requests of a still running job with no outcome yet
@@ -99,7 +100,7 @@ class JobAccount:
             return "no request succeeded (see errors.jsonl)"
         return f"{self.succeeded} of {self.input_lines} requests succeeded"
 
-    def summary(self, *, outputs: dict[str, str], started_at: str | None, finished_at: str) -> dict:
+    def summary(self, *, outputs: dict[str, str], started_at: str | None, finished_at: str) -> dict[str, Any]:
         return {
             "job_id": self.job_id,
             "status": self.status(),

@@ -81,9 +81,11 @@ class CountingPlanOutputs:
         self.invalid_by_code: Counter[str] = Counter()
         self._keep_invalid = keep_invalid
         encodings = list(dict.fromkeys(recount_encodings))
-        if encodings and token_counter is None:
-            raise ValueError("recounting under other encodings needs the planner's token_counter")
-        self._recount = {encoding: _Recount(encoding_counter(encoding), token_counter) for encoding in encodings}
+        self._recount: dict[str, _Recount] = {}
+        if encodings:
+            if token_counter is None:
+                raise ValueError("recounting under other encodings needs the planner's token_counter")
+            self._recount = {encoding: _Recount(encoding_counter(encoding), token_counter) for encoding in encodings}
         self._sample_size = sample_size
         self._rng = random.Random(seed)
         self._reservoirs: dict[GroupKey, list[SampledRequest]] = {}

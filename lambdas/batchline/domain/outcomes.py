@@ -22,14 +22,14 @@ STAGE_PROVIDER = "provider"
 ROUTE_BATCH = "batch"
 
 
-def result_record(*, custom_id: str, line: int, route: str, model: str, response: Any) -> dict:
+def result_record(*, custom_id: str, line: int, route: str, model: str, response: Any) -> dict[str, Any]:
     usage = response.get("usage") if isinstance(response, dict) else None
     return {"custom_id": custom_id, "line": line, "route": route, "model": model, "response": response, "usage": usage}
 
 
 def error_record(
     *, custom_id: str | None, line: int, stage: str, code: str, message: str, status_code: int | None = None
-) -> dict:
+) -> dict[str, Any]:
     return {
         "custom_id": custom_id,
         "line": line,
@@ -59,7 +59,7 @@ class ShardTally:
     cost_usd_if_realtime: float = 0.0
     error_codes: dict[str, int] = field(default_factory=dict)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
@@ -77,7 +77,7 @@ class BatchJoiner:
             return None
         return self._pending.pop(custom_id, None)
 
-    def provider_lines(self, raw_lines: Iterable[bytes]) -> Iterator[tuple[int, dict, bool]]:
+    def provider_lines(self, raw_lines: Iterable[bytes]) -> Iterator[tuple[int, dict[str, Any], bool]]:
         """Yield (line, record, succeeded) for every line of an output or error file.
 
         Both error-file shapes of the reference are read: a response with an error status and
@@ -101,7 +101,7 @@ class BatchJoiner:
             else:
                 yield line, self._failed(custom_id, line, status, body, error), False
 
-    def _succeeded(self, custom_id: str, line: int, body: Any) -> dict:
+    def _succeeded(self, custom_id: str, line: int, body: Any) -> dict[str, Any]:
         input_tokens, output_tokens = usage_tokens(body.get("usage") if isinstance(body, dict) else None)
         tally = self.tally
         tally.succeeded += 1
@@ -111,7 +111,7 @@ class BatchJoiner:
         tally.cost_usd_if_realtime += self._prices.realtime_cost(self._model, input_tokens, output_tokens)
         return result_record(custom_id=custom_id, line=line, route=ROUTE_BATCH, model=self._model, response=body)
 
-    def _failed(self, custom_id: str, line: int, status: int | None, body: Any, error: Any) -> dict:
+    def _failed(self, custom_id: str, line: int, status: int | None, body: Any, error: Any) -> dict[str, Any]:
         if isinstance(error, dict):
             code = str(error.get("code") or "provider_error")
             message = str(error.get("message") or "the provider did not execute this request")
@@ -122,14 +122,14 @@ class BatchJoiner:
             message = str(detail.get("message") or f"the provider answered HTTP {status}")
         return self._error(custom_id, line, code, message, status)
 
-    def _error(self, custom_id: str, line: int, code: str, message: str, status: int | None = None) -> dict:
+    def _error(self, custom_id: str, line: int, code: str, message: str, status: int | None = None) -> dict[str, Any]:
         self.tally.failed += 1
         self.tally.error_codes[code] = self.tally.error_codes.get(code, 0) + 1
         return error_record(
             custom_id=custom_id, line=line, stage=STAGE_PROVIDER, code=code, message=message, status_code=status
         )
 
-    def unanswered(self, code: str, message: str) -> Iterator[tuple[int, dict, bool]]:
+    def unanswered(self, code: str, message: str) -> Iterator[tuple[int, dict[str, Any], bool]]:
         """Every request the provider's files did not mention, as an error with the given reason."""
         pending, self._pending = self._pending, {}
         for custom_id, line in pending.items():

@@ -18,7 +18,7 @@ refusing a new one here would refuse a request the provider accepts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, final
 
 import msgspec
 import orjson
@@ -27,33 +27,39 @@ INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class Integer:
     low: int
     high: int = INT64_MAX  # JSON integers beyond int64 come out of orjson as floats: refused alike
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class Number:
     low: float
     high: float
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class Boolean:
     pass
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class OneOf:
     values: tuple[str, ...]
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class StopSequences:
     most: int = 4
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class Metadata:
     entries: int = 16
@@ -61,6 +67,7 @@ class Metadata:
     value_chars: int = 512
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class LogitBias:
     low: int = -100

@@ -41,7 +41,7 @@ class RealtimeRequest:
     custom_id: str
     url: str
     model: str
-    body: dict
+    body: dict[str, Any]
     token_cost: int  # prompt tokens + max output tokens: what the provider charges against TPM
 
 
@@ -104,7 +104,7 @@ def retry_after_seconds(headers: dict[str, str]) -> float | None:
     return None
 
 
-def _error_detail(body: Any) -> dict:
+def _error_detail(body: Any) -> dict[str, Any]:
     detail = body.get("error") if isinstance(body, dict) else None
     return detail if isinstance(detail, dict) else {}
 
@@ -134,7 +134,7 @@ def backoff_seconds(attempt: int, *, base: float, ceiling: float, rng: random.Ra
 
 
 class Provider(Protocol):
-    def call(self, url: str, body: dict, *, client_request_id: str | None = None) -> ProviderResponse: ...
+    def call(self, url: str, body: dict[str, Any], *, client_request_id: str | None = None) -> ProviderResponse: ...
 
 
 class RateLimiter(Protocol):

@@ -39,7 +39,7 @@ UNANSWERED_REASONS = {
 _SINCE = {"validating": "created_at", "finalizing": "finalizing_at"}
 
 
-def is_retriable(error: dict) -> bool:
+def is_retriable(error: dict[str, Any]) -> bool:
     return error.get("code") in RETRIABLE_CODES or error.get("status_code") in RETRIABLE_STATUS
 
 

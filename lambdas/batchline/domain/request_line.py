@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 import orjson
@@ -298,6 +299,8 @@ class RequestValidator:
                 output = f" and the {asked:,} output tokens it asks for" if asked else ""
                 reason = f"the prompt's {tokens:,} tokens{output} exceed {request.model}'s context window of {window:,}"
             return InvalidLine(request.line, request.custom_id, "context_length_exceeded", reason)
+        if window is None:  # no context window known: token_limits set no per-text limit either
+            return None
         field = "input" if request.url == "/v1/embeddings" else "prompt"
         text = request.counter.text
         for index, item in enumerate(request.texts):
@@ -315,15 +318,15 @@ class RequestValidator:
         return None
 
 
-def _output_cap(url: str, body: dict) -> int | None:
+def _output_cap(url: str, body: dict[str, Any]) -> int | None:
     for name in OUTPUT_CAP_FIELDS.get(url, ()):
-        value = body.get(name)
+        value: int | None = body.get(name)  # parameter_problem has held it to an integer
         if value is not None:
             return value
     return None
 
 
-def _input_problem(url: str, body: dict, model: str, limits: ModelLimits | None) -> tuple[str, str] | None:
+def _input_problem(url: str, body: dict[str, Any], model: str, limits: ModelLimits | None) -> tuple[str, str] | None:
     """(code, message) when the body's messages or inputs are not of a shape the endpoint takes."""
     if url == "/v1/chat/completions":
         messages = body["messages"]

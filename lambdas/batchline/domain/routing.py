@@ -24,10 +24,10 @@ def requested_mode(*, key: str, metadata: dict[str, str], default: Mode) -> Mode
     if value is not None:
         if value not in MODES:
             raise InvalidModeError(f"object metadata {METADATA_KEY}={value!r}: expected one of {', '.join(MODES)}")
-        return value  # type: ignore[return-value]
+        return value
     first = key.split("/", 1)[0] if "/" in key else ""
     if first in MODES:
-        return first  # type: ignore[return-value]
+        return first
     return default
 
 

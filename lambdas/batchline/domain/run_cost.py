@@ -12,6 +12,7 @@ Step Functions workflows, x86 Lambda); `AwsPrices` may be overridden for another
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 # Requests billed as S3 PUT-class (writes and lists) and GET-class (reads).
 _S3_WRITES = frozenset(
@@ -59,7 +60,7 @@ class AwsUsage:
     s3_read_requests: int = 0
     secrets_manager_calls: int = 0
 
-    def count_call(self, service: str, operation: str, params: dict) -> None:
+    def count_call(self, service: str, operation: str, params: dict[str, Any]) -> None:
         """One API request a function made, by the service's own name for it."""
         if service == "s3":
             if operation in _S3_WRITES:
@@ -99,7 +100,7 @@ class AwsUsage:
         return {f"{prefix}{name}": value for name, value in asdict(self).items() if value}
 
     @classmethod
-    def from_counters(cls, item: dict, prefix: str = "aws_") -> AwsUsage:
+    def from_counters(cls, item: dict[str, Any], prefix: str = "aws_") -> AwsUsage:
         return cls(**{field.name: int(item.get(f"{prefix}{field.name}", 0)) for field in fields(cls)})
 
     def split(self, parts: int) -> list[AwsUsage]:
@@ -108,7 +109,7 @@ class AwsUsage:
         return [AwsUsage(**share) for _ in range(parts)]
 
 
-def aws_cost(usage: AwsUsage, prices: AwsPrices = AwsPrices()) -> dict:
+def aws_cost(usage: AwsUsage, prices: AwsPrices = AwsPrices()) -> dict[str, Any]:
     """The run's AWS cost in US dollars, in total and by service."""
     by_service = {
         "lambda": usage.lambda_ms_mb / 1_024_000 * prices.lambda_gb_second
