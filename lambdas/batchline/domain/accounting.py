@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from batchline.domain.statuses import JobStatus
 
@@ -24,8 +24,11 @@ STATUS_CANCELLED = JobStatus.CANCELLED  # the user cancelled it; what finished i
 STATUS_INTERRUPTED = JobStatus.INTERRUPTED
 
 
-def merge_by_line(streams: Iterable[Iterable[tuple[int, bytes]]]) -> Iterator[tuple[int, bytes]]:
-    """Merge streams of (line, record) that are each sorted by line into one sorted stream."""
+LineItem = TypeVar("LineItem")
+
+
+def merge_by_line(streams: Iterable[Iterable[tuple[int, LineItem]]]) -> Iterator[tuple[int, LineItem]]:
+    """Merge streams of (line, item) that are each sorted by line into one sorted stream."""
     return heapq.merge(*streams, key=lambda item: item[0])
 
 

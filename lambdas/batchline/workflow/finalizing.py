@@ -127,7 +127,7 @@ def _stage_realtime_outcomes(
     outcomes: Iterable[bytes],
     layout: JobLayout,
     targets: _Targets,
-    parts: list[tuple[dict, int]],
+    parts: list[tuple[ShardRecord, int]],
     reason: str | None,
 ) -> tuple[_RealtimeTiming, int]:
     """Realtime outcomes, joined to every request sent that way, into a results and an errors file.
@@ -150,18 +150,18 @@ def _stage_realtime_outcomes(
     pending_requests = 0
     with index:
         index.add_all(outcomes)
-        outcomes = index.in_line_order()
-        pending = next(outcomes, None)
+        in_order = index.in_line_order()
+        pending = next(in_order, None)
         with storage.writer(targets.realtime_results) as results, storage.writer(targets.realtime_errors) as errors:
             for line, custom_id in manifests:
                 while pending is not None and pending[0] < line:  # not one of these parts' lines
-                    pending = next(outcomes, None)
+                    pending = next(in_order, None)
                 if pending is not None and pending[0] == line:
                     _, succeeded, _, raw = pending
                     record = orjson.loads(raw)
                     timing.add(record)
                     (results if succeeded else errors).write(_public(record) + b"\n")
-                    pending = next(outcomes, None)
+                    pending = next(in_order, None)
                 elif reason is None:
                     pending_requests += 1
                 else:

@@ -108,7 +108,7 @@ class JobPlanning:
         job_id = make_job_id(key, digest)
         self.on_job(job_id)
         job_cap = requested_job_cap(metadata, self.defaults.job_budget_usd)
-        cap_fields = {"budget_cap_nano": job_cap} if job_cap is not None else {}
+        cap_fields: dict[str, Any] = {"budget_cap_nano": job_cap} if job_cap is not None else {}
         store = self.jobs
         job = store.get_job(job_id)
         if job is not None and job.planned:
@@ -116,7 +116,7 @@ class JobPlanning:
 
         mode = requested_mode(key=key, metadata=metadata, default=self.defaults.default_mode)
         month = self.month()
-        fields = dict(
+        fields: dict[str, Any] = dict(
             status=JobStatus.PLANNING, bucket=bucket, key=key, mode=mode, started_at=self.now(), content_sha256=digest
         )
         if job is None:
@@ -145,7 +145,7 @@ class JobPlanning:
             prompt_tokens=summary.prompt_tokens,
             estimated_cost_usd=summary.estimated_cost_usd,
             estimated_cost_usd_if_realtime=summary.estimated_cost_usd_if_realtime,
-            **({"refused": refused} if refused else {}),
+            **_refusal(refused),
         )
         logger.info(
             "planned",
@@ -246,6 +246,11 @@ class JobPlanning:
             self.count(JOBS_REFUSED_METRIC, 1)
             return str(exc)
         return None
+
+
+def _refusal(refused: str | None) -> dict[str, Any]:
+    """The job's `refused` field when the budget refused it (absent, not null, otherwise)."""
+    return {"refused": refused} if refused else {}
 
 
 def _map_items(shards: list[ShardRecord]) -> list[dict[str, Any]]:

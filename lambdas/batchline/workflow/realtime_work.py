@@ -89,7 +89,7 @@ class JobStatePort(Protocol):
         *,
         lines: Iterable[int],
         counters: dict[str, int],
-        also: tuple[dict, ...] = (),
+        also: tuple[dict[str, Any], ...] = (),
         finished_sending: str | None = None,
     ) -> set[int]: ...
 
@@ -101,11 +101,11 @@ class BudgetPort(Protocol):
 
     def take(self, job_id: str, month: str, estimate_nano: int) -> bool: ...
 
-    def month_settle_update(self, month: str, *, reserved_nano: int, actual_nano: int) -> dict: ...
+    def month_settle_update(self, month: str, *, reserved_nano: int, actual_nano: int) -> dict[str, Any]: ...
 
 
 class OutcomeSpool(Protocol):
-    def write(self, job_id: str, records: Sequence[dict]) -> None:
+    def write(self, job_id: str, records: Sequence[dict[str, Any]]) -> None:
         """Store one invocation's outcome records (JSON Lines) where Finalize will find them."""
 
 
@@ -139,7 +139,7 @@ class _Pending:
 
 @dataclass
 class _JobTally:
-    records: list[dict] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
     answered_lines: list[int] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     reserved_sent_nano: int = 0  # reservations of requests the provider answered for good
@@ -291,6 +291,8 @@ class RealtimeWork:
                 request = replace(request, model=model, body={**request.body, "model": model})
                 delivery = replace(delivery, request=request)
             price = self._prices.price_for(request.model)
+            if price is None:  # validation refuses a model without a price: a request reaching here has one
+                raise ValueError(f"no price for model {request.model!r}: the budget cannot bound its cost")
             ceiling = realtime_ceiling_nano(*price.ceiling_rates(), request.token_cost)
             pending.append(_Pending(delivery, reserved_nano=ceiling))
         sendable = self._policy.sendable((job_scope, month_scope), [p.reserved_nano for p in pending])
@@ -329,7 +331,7 @@ class RealtimeWork:
 
     def _send(self, run: _Run) -> None:
         """Call what the limit grants as it refills, on a pool of threads, until nothing is left."""
-        in_flight: dict[Future, _Pending] = {}
+        in_flight: dict[Future[Any], _Pending] = {}
         recorded = checked = time.monotonic()
         with ThreadPoolExecutor(max_workers=self._settings.concurrent_calls, thread_name_prefix="call") as pool:
             while run.queues or in_flight:
@@ -362,7 +364,7 @@ class RealtimeWork:
                 if halted:
                     run.halted[job_id] = ("job_halted", f"not sent: the job was stopped ({halted})")
 
-    def _dispatch(self, run: _Run, pool: ThreadPoolExecutor, in_flight: dict[Future, _Pending]) -> float | None:
+    def _dispatch(self, run: _Run, pool: ThreadPoolExecutor, in_flight: dict[Future[Any], _Pending]) -> float | None:
         """Start every call the shared limit grants now; the seconds until the next grant, if one is due soon."""
         soonest: float | None = None
         for model in list(run.queues):
@@ -495,12 +497,12 @@ class RealtimeWork:
             run.requeue.append((item.delivery.raw, offset + step * (index + self._rng.random())))
 
     # -- outcomes -------------------------------------------------------------------------------
-    def _success(self, request: RealtimeRequest, body: Any) -> dict:
+    def _success(self, request: RealtimeRequest, body: Any) -> dict[str, Any]:
         return result_record(
             custom_id=request.custom_id, line=request.line, route=ROUTE_REALTIME, model=request.model, response=body
         )
 
-    def _error(self, request: RealtimeRequest, code: str | None, message: str | None, status: int) -> dict:
+    def _error(self, request: RealtimeRequest, code: str | None, message: str | None, status: int) -> dict[str, Any]:
         record = error_record(
             custom_id=request.custom_id,
             line=request.line,
@@ -511,7 +513,7 @@ class RealtimeWork:
         )
         return {**record, "route": ROUTE_REALTIME}
 
-    def _answered(self, run: _Run, item: _Pending, record: dict) -> None:
+    def _answered(self, run: _Run, item: _Pending, record: dict[str, Any]) -> None:
         """A final answer for the request's line: it counts, and it is never sent again."""
         request = item.delivery.request
         tally = run.tallies[request.job_id]
@@ -565,7 +567,7 @@ class RealtimeWork:
                 for name, value in tally.by_line[line].items():
                     counters[name] = counters.get(name, 0) + value
             budget = {}
-            also: tuple[dict, ...] = ()
+            also: tuple[dict[str, Any], ...] = ()
             if tally.reserved_sent_nano or tally.spent_nano or tally.unused_nano:
                 # What was really spent replaces what was reserved for it; unused reservations go back.
                 budget = {
