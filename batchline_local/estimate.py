@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import orjson
+from batchline.composition import planner_for
 from batchline.domain.estimate import (
     OUTPUT_FROM_SAMPLE,
     CountingPlanOutputs,
@@ -30,10 +31,10 @@ from batchline.domain.estimate import (
 )
 from batchline.domain.numbers import count, usd
 from batchline.domain.outcomes import usage_tokens
-from batchline.domain.planning import PlanSummary, planner_for
+from batchline.domain.planning import PlanSummary
 from batchline.domain.realtime import ProviderResponse
 from batchline.domain.request_line import InvalidLine, iter_physical_lines
-from batchline.domain.tokens import ParallelTokenCounter
+from batchline.engines.tokenization import ParallelTokenCounter
 from batchline.settings import Settings
 from rich import box
 from rich.console import Console

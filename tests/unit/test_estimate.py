@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import tiktoken
+from batchline.composition import planner_for
 from batchline.domain.estimate import (
     OUTPUT_FROM_MAX_TOKENS,
     OUTPUT_FROM_SAMPLE,
@@ -17,9 +18,9 @@ from batchline.domain.estimate import (
     compare_models,
     extrapolate_output_tokens,
 )
-from batchline.domain.planning import PlanSummary, ShardPlan, planner_for
+from batchline.domain.planning import PlanSummary, ShardPlan
 from batchline.domain.request_line import iter_physical_lines
-from batchline.domain.tokens import ParallelTokenCounter
+from batchline.engines.tokenization import ParallelTokenCounter
 from batchline.settings import load_settings
 from lines import BAD_LINES, chat, embedding, response
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 import tiktoken
-from batchline.domain.planning import planner_for
+from batchline.composition import planner_for
 from batchline.domain.request_line import iter_physical_lines
-from batchline.domain.tokens import ParallelTokenCounter
+from batchline.engines.tokenization import ParallelTokenCounter
 from batchline.settings import load_settings
 from fakes import MemoryPlanOutputs
 from lines import BAD_LINES, chat, embedding

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from batchline.domain.request_line import InvalidLine, RequestValidator, ValidRequest
+from batchline.engines.tokenization import token_counter
 from batchline.settings import BATCH_ENDPOINTS, load_settings
 from lines import BAD_LINES
 
@@ -73,6 +74,7 @@ def validator() -> RequestValidator:
         models=load_settings().model_table(),
         assumed_output_tokens=99,
         max_line_bytes=1 << 20,
+        token_counters=token_counter,
     )
 
 

@@ -6,10 +6,10 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from batchline.domain.custom_ids import CustomIdRegistry
 from batchline.domain.planning import Planner, PlanSummary, decode_manifest_entry, encode_manifest_entry
 from batchline.domain.request_line import RequestValidator, iter_physical_lines
-from batchline.domain.tokens import ParallelTokenCounter, token_counter
+from batchline.engines.custom_ids import CustomIdRegistry
+from batchline.engines.tokenization import ParallelTokenCounter, token_counter
 from batchline.settings import BATCH_ENDPOINTS, load_settings
 from fakes import MemoryPlanOutputs
 from lines import BAD_LINES, chat, embedding, response
@@ -40,6 +40,7 @@ def plan(
             models=settings.model_table(),
             assumed_output_tokens=100,
             max_line_bytes=max_bytes - 1,
+            token_counters=token_counter,
         ),
         prices=settings.price_book(),
         outputs=outputs,
@@ -47,7 +48,7 @@ def plan(
         max_bytes=max_bytes,
         token_counter=token_pool,
         max_prompt_tokens=max_prompt_tokens,
-        custom_ids=custom_ids,
+        custom_ids=custom_ids if custom_ids is not None else CustomIdRegistry(),
     )
     data = ("\n".join(lines) + "\n").encode()
     summary: PlanSummary = planner.run(iter_physical_lines([data]))

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import pytest
 from batchline.domain.pricing import LongContextPrice, ModelPrice, PriceBook
 from batchline.domain.request_line import InvalidLine, RequestValidator, ValidRequest
+from batchline.engines.tokenization import token_counter
 from batchline.price_table import GenaiPricesTable
 from batchline.settings import BATCH_ENDPOINTS, SettingsError, load_settings
 from lines import chat
@@ -132,6 +133,7 @@ def test_a_line_with_an_unpriced_model_is_refused_with_its_line_field_and_how_to
         models=settings.model_table(),
         assumed_output_tokens=256,
         max_line_bytes=4096,
+        token_counters=token_counter,
     )
 
     outcome = validator.validate(7, chat("r1", model="gpt-9-ultra").encode())
@@ -150,6 +152,7 @@ def test_a_model_priced_in_the_settings_is_accepted_where_it_was_refused():
         models=settings.model_table(),
         assumed_output_tokens=256,
         max_line_bytes=4096,
+        token_counters=token_counter,
     )
 
     assert isinstance(validator.validate(1, chat("r1", model="gpt-9-ultra").encode()), ValidRequest)

@@ -12,6 +12,7 @@ import pytest
 from batchline.domain.fast_lines import fast_parse
 from batchline.domain.json_depth import MAX_JSON_DEPTH, nesting_depth
 from batchline.domain.request_line import InvalidLine, RequestValidator, ValidRequest
+from batchline.engines.tokenization import token_counter
 from batchline.settings import BATCH_ENDPOINTS, load_settings
 from hostile_lines import ANSWERED, hostile_lines, write_hostile_file
 from lines import chat
@@ -31,6 +32,7 @@ def validator() -> RequestValidator:
         models=settings.model_table(),
         assumed_output_tokens=256,
         max_line_bytes=8 << 20,
+        token_counters=token_counter,
     )
 
 

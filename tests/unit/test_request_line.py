@@ -6,6 +6,7 @@ import json
 
 import pytest
 from batchline.domain.request_line import InvalidLine, RequestValidator, ValidRequest, iter_physical_lines
+from batchline.engines.tokenization import token_counter
 from batchline.settings import BATCH_ENDPOINTS, load_settings
 from lines import BAD_LINES, chat, embedding
 
@@ -19,6 +20,7 @@ def validator() -> RequestValidator:
         models=settings.model_table(),
         assumed_output_tokens=256,
         max_line_bytes=4096,
+        token_counters=token_counter,
     )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 from batchline.domain.request_line import RequestValidator, ValidRequest
+from batchline.engines.tokenization import token_counter
 from batchline.settings import BATCH_ENDPOINTS, load_settings
 
 from batchline_local.samples import (
@@ -32,6 +33,7 @@ def validator() -> RequestValidator:
         models=settings.model_table(),
         assumed_output_tokens=settings.assumed_output_tokens,
         max_line_bytes=settings.shard_max_bytes,
+        token_counters=token_counter,
     )
 
 

@@ -15,7 +15,7 @@ import openai
 
 from batchline.domain.errors import ProviderError, TransientProviderError
 from batchline.domain.statuses import BATCH_ENDED
-from batchline.domain.streams import split_lines
+from batchline.engines.streams import split_lines
 
 _TRANSIENT = (
     openai.APIConnectionError,  # includes APITimeoutError

@@ -17,7 +17,7 @@ from batchline.domain.json_depth import MAX_JSON_DEPTH, may_nest_too_deep, nesti
 from batchline.domain.model_limits import ModelLimits, ModelTable
 from batchline.domain.parameters import OUTPUT_CAP_FIELDS, output_budget, parameter_problem, shown
 from batchline.domain.pricing import PriceBook
-from batchline.domain.tokens import TokenCounter, prompt_parts, token_counter
+from batchline.domain.tokens import TextCounter, TextCounters, prompt_parts
 
 UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -52,7 +52,7 @@ class ValidRequest(msgspec.Struct, gc=False):
     # encoding the planner counts in bulk; `prompt_tokens` is their sum once counted.
     fixed_tokens: int
     texts: list[str]
-    counter: TokenCounter
+    counter: TextCounter
     prompt_tokens: int = 0
     # What the provider lets the prompt be, checked once it is counted (`RequestValidator.after_count`):
     # all of it together, and each text alone when `item_limit` is set (embedding inputs, prompts).
@@ -141,13 +141,15 @@ class RequestValidator:
         models: ModelTable,
         assumed_output_tokens: int,
         max_line_bytes: int,
+        token_counters: TextCounters,
     ) -> None:
         self._endpoints = frozenset(endpoints)
         self._prices = prices
         self._models = models
         self._assumed_output_tokens = assumed_output_tokens
         self._max_line_bytes = max_line_bytes
-        self._known: dict[str, tuple[TokenCounter, ModelLimits | None]] = {}
+        self._token_counters = token_counters
+        self._known: dict[str, tuple[TextCounter, ModelLimits | None]] = {}
 
     def validate(self, line: int, raw: bytes) -> ValidRequest | InvalidLine:
         if len(raw) > self._max_line_bytes:
@@ -170,12 +172,12 @@ class RequestValidator:
                     )
         return self._validate_general(line, raw)
 
-    def _model(self, model: str) -> tuple[TokenCounter, ModelLimits | None] | None:
+    def _model(self, model: str) -> tuple[TextCounter, ModelLimits | None] | None:
         """The model's token counter and limits, remembered for priced models only (a finite set, whatever the file)."""
         price = self._prices.price_for(model)
         if price is None:
             return None
-        known = self._known[model] = (token_counter(price.encoding), self._models.limits_for(model))
+        known = self._known[model] = (self._token_counters(price.encoding), self._models.limits_for(model))
         return known
 
     def _validate_general(self, line: int, raw: bytes) -> ValidRequest | InvalidLine:

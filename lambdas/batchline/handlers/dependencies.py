@@ -27,11 +27,12 @@ from batchline.adapters.plan_outputs import S3PlanOutputs
 from batchline.adapters.realtime_outcomes import S3OutcomeSpool
 from batchline.adapters.s3_objects import S3Objects, s3_client
 from batchline.adapters.sqs_queue import RequestQueue, sqs_client
+from batchline.composition import planner_for
 from batchline.domain.budget import BudgetPolicy, month_of, to_nano
 from batchline.domain.layout import JobLayout
-from batchline.domain.planning import PlanSummary, planner_for
+from batchline.domain.planning import PlanSummary
 from batchline.domain.run_cost import AwsUsage
-from batchline.domain.tokens import ParallelTokenCounter
+from batchline.engines.tokenization import ParallelTokenCounter
 from batchline.observability import logger, publish_metric
 from batchline.settings import RuntimeEnvironment, SettingsError, runtime_environment
 from batchline.topology import state_transitions

@@ -13,8 +13,9 @@ from itertools import islice
 
 import orjson
 
+from batchline.composition import validator_for
 from batchline.domain.layout import JobLayout
-from batchline.domain.planning import decode_manifest_entry, validator_for
+from batchline.domain.planning import decode_manifest_entry
 from batchline.domain.request_line import ValidRequest
 from batchline.handlers.dependencies import environment, job_store, output_objects, request_queue
 
