@@ -736,7 +736,7 @@ def results(
             sys.stdout.flush()
         else:
             typer.echo("\n".join(str(path) for path in saved))
-    from batchline.domain.numbers import count, usd
+    from batchline.presentation.numbers import count, usd
 
     said = (
         f"job {job_id}: {summary['status']}, {count(summary['succeeded'])} succeeded, {count(summary['failed'])} "

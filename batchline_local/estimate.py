@@ -29,12 +29,12 @@ from batchline.domain.estimate import (
     build_estimate,
     compare_models,
 )
-from batchline.domain.numbers import count, usd
 from batchline.domain.outcomes import usage_tokens
 from batchline.domain.planning import PlanSummary
 from batchline.domain.realtime import ProviderResponse
 from batchline.domain.request_line import InvalidLine, iter_physical_lines
 from batchline.engines.tokenization import ParallelTokenCounter
+from batchline.presentation.numbers import count, usd
 from batchline.settings import Settings
 from rich import box
 from rich.console import Console

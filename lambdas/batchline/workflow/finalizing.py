@@ -26,9 +26,10 @@ from batchline.domain.budget import STAGE_BUDGET, month_of, to_usd
 from batchline.domain.layout import JobLayout
 from batchline.domain.outcomes import STAGE_PROVIDER, error_record
 from batchline.domain.planning import decode_manifest_entry
-from batchline.domain.report import ROUTE_REALTIME, SLOWEST_LIMIT, Progress, SlowRequest, render_report, report_key
 from batchline.domain.run_cost import AwsUsage, aws_cost
 from batchline.domain.statuses import ShardStatus
+from batchline.presentation.figures import ROUTE_REALTIME, SLOWEST_LIMIT, Progress, SlowRequest
+from batchline.presentation.report import render_report, report_key
 from batchline.topology import state_transitions
 from batchline.workflow.ports import (
     BudgetAccounts,
