@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import orjson
-from batchline.composition import planner_for
+from batchline.composition import planner_for, price_book
 from batchline.domain.estimate import (
     OUTPUT_FROM_SAMPLE,
     CountingPlanOutputs,
@@ -237,7 +237,7 @@ def measure_sample(
     from batchline.adapters.openai_realtime import OpenAIRealtime
 
     provider = OpenAIRealtime(api_key=api_key, base_url=base_url)
-    prices = settings.price_book()
+    prices = price_book(settings)
     measurements: list[Measurement] = []
     failures: list[tuple[SampledRequest, str]] = []
     input_tokens = 0
@@ -277,7 +277,7 @@ def run_estimate(
 
     `endpoint` is where the sample goes (required with `sample`); it is connected only when one is sent.
     """
-    prices = settings.price_book()
+    prices = price_book(settings)
     encodings = [prices.price_for(model).encoding for model in models]
     planned = plan_file(path, settings, console, recount_encodings=encodings, sample_size=sample, seed=seed)
     report = None
@@ -345,7 +345,7 @@ def _priced_models(estimate: Estimate) -> list[str]:
 
 def model_prices(estimate: Estimate, settings: Settings) -> dict[str, dict]:
     """Each model's rates as priced here (USD per million tokens) and where they come from."""
-    prices = settings.price_book()
+    prices = price_book(settings)
     quoted = {}
     for model in _priced_models(estimate):
         price = prices.price_for(model)

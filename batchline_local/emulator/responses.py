@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import tiktoken
-from batchline.domain.model_limits import ModelKind, ModelLimits
+from batchline.catalog import ModelKind, ModelLimits
 from batchline.domain.tokens import max_output_tokens
 from batchline.engines.tokenization import token_counter
 

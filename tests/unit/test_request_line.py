@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from batchline.composition import model_table, price_book
 from batchline.domain.request_line import InvalidLine, RequestValidator, ValidRequest, iter_physical_lines
 from batchline.engines.tokenization import token_counter
 from batchline.settings import BATCH_ENDPOINTS, load_settings
@@ -16,8 +17,8 @@ def validator() -> RequestValidator:
     settings = load_settings()
     return RequestValidator(
         endpoints=BATCH_ENDPOINTS,
-        prices=settings.price_book(),
-        models=settings.model_table(),
+        prices=price_book(settings),
+        models=model_table(settings),
         assumed_output_tokens=256,
         max_line_bytes=4096,
         token_counters=token_counter,

@@ -27,7 +27,7 @@ from batchline.adapters.plan_outputs import S3PlanOutputs
 from batchline.adapters.realtime_outcomes import S3OutcomeSpool
 from batchline.adapters.s3_objects import S3Objects, s3_client
 from batchline.adapters.sqs_queue import RequestQueue, sqs_client
-from batchline.composition import planner_for
+from batchline.composition import planner_for, price_book
 from batchline.domain.budget import BudgetPolicy, month_of, to_nano
 from batchline.domain.layout import JobLayout
 from batchline.domain.planning import PlanSummary
@@ -111,7 +111,7 @@ def realtime_work(seconds_left: Callable[[], float], invocation: str = "") -> Re
         jobs=job_store(),
         budgets=budgets(),
         budget_policy=budget_policy(),
-        prices=settings.price_book(),
+        prices=price_book(settings),
         limiter=rate_limiter(),
         circuit=circuit_breaker(),
         provider=openai_realtime(),

@@ -17,6 +17,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from batchline.adapters.job_store import now_iso
 from batchline.adapters.spool import LineOrderedSpool
+from batchline.composition import price_book
 from batchline.domain.budget import month_of, to_nano
 from batchline.domain.layout import JobLayout
 from batchline.domain.outcomes import STAGE_PROVIDER, BatchJoiner, error_record
@@ -112,7 +113,7 @@ def collect_batch(shard: dict[str, Any], batch_id: str) -> dict[str, Any]:
         (custom_id, line)
         for line, custom_id in map(decode_manifest_entry, storage.lines(layout.round_manifest(shard_id, round_number)))
     )
-    joiner = BatchJoiner(manifest=manifest, model=model, prices=settings.price_book())
+    joiner = BatchJoiner(manifest=manifest, model=model, prices=price_book(settings))
     results, errors = LineOrderedSpool(), LineOrderedSpool()
     retry: dict[str, int] = {}
     hold: dict[str, int] = {}

@@ -23,6 +23,7 @@ import orjson
 from aws_lambda_powertools.metrics import MetricUnit
 
 from batchline.adapters.job_store import now_iso
+from batchline.composition import price_book
 from batchline.domain.budget import Stance, month_of, stop_message, to_nano
 from batchline.domain.errors import ShardStateError
 from batchline.domain.layout import JobLayout
@@ -65,7 +66,7 @@ def round_figures(record: dict) -> tuple[int, int, float]:
 def _round_estimate_nano(record: dict, model: str) -> int:
     """The round's worst case at batch price for the model it will run on."""
     _, prompt_tokens, share = round_figures(record)
-    prices = environment().settings.price_book()
+    prices = price_book(environment().settings)
     return to_nano(prices.batch_cost(model, prompt_tokens, round(int(record["max_output_tokens"]) * share)))
 
 
