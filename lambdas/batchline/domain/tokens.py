@@ -48,7 +48,11 @@ class TokenCountingPool(Protocol):
     """Counts the texts of many prompts in the background, a block at a time."""
 
     def submit(self, jobs: Sequence[tuple[Any, list[str]]]) -> PendingCounts:
-        """Start counting each (counter, texts) job; call the result for the counts, in job order."""
+        """Start counting each (counter, texts) job; call the result for the counts, in job order.
+
+        Each counter is a TextCounter of the pool's own engine (it reads the counter's caches),
+        hence `Any` here: the domain only passes on the counters the wiring gave it.
+        """
         ...
 
     def counter_for(self, encoding: str) -> TextCounter: ...
