@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from batchline.composition import price_book
 from batchline.domain.routing import MODES
 from batchline.settings import EmulatorSettings, Settings, SettingsError, load_settings, settings_from_cdk_json
 from pydantic import ValidationError
@@ -371,7 +372,7 @@ def estimate(
     _use_bundled_encodings()
     settings = _settings(cdk_json)
     models = list(dict.fromkeys(model or []))
-    prices = settings.price_book()
+    prices = price_book(settings)
     unknown = [name for name in models if prices.price_for(name) is None]
     if unknown:
         for name in unknown:
@@ -559,7 +560,7 @@ def submit(
 
     settings = _settings(cdk_json)
     route = mode.value if mode is not None else None
-    prices = settings.price_book()
+    prices = price_book(settings)
     if model is not None and prices.price_for(model) is None:
         raise _fail(f"--model: {prices.unpriced_message(model)}", 2)
     client = _jobs_client(stack, local, state_file, region, cdk_json)
@@ -736,7 +737,7 @@ def results(
             sys.stdout.flush()
         else:
             typer.echo("\n".join(str(path) for path in saved))
-    from batchline.domain.numbers import count, usd
+    from batchline.presentation.numbers import count, usd
 
     said = (
         f"job {job_id}: {summary['status']}, {count(summary['succeeded'])} succeeded, {count(summary['failed'])} "

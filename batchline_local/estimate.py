@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import orjson
+from batchline.composition import planner_for, price_book
 from batchline.domain.estimate import (
     OUTPUT_FROM_SAMPLE,
     CountingPlanOutputs,
@@ -28,12 +29,12 @@ from batchline.domain.estimate import (
     build_estimate,
     compare_models,
 )
-from batchline.domain.numbers import count, usd
 from batchline.domain.outcomes import usage_tokens
-from batchline.domain.planning import PlanSummary, planner_for
+from batchline.domain.planning import PlanSummary
 from batchline.domain.realtime import ProviderResponse
 from batchline.domain.request_line import InvalidLine, iter_physical_lines
-from batchline.domain.tokens import ParallelTokenCounter
+from batchline.engines.tokenization import ParallelTokenCounter
+from batchline.presentation.numbers import count, usd
 from batchline.settings import Settings
 from rich import box
 from rich.console import Console
@@ -236,7 +237,7 @@ def measure_sample(
     from batchline.adapters.openai_realtime import OpenAIRealtime
 
     provider = OpenAIRealtime(api_key=api_key, base_url=base_url)
-    prices = settings.price_book()
+    prices = price_book(settings)
     measurements: list[Measurement] = []
     failures: list[tuple[SampledRequest, str]] = []
     input_tokens = 0
@@ -276,7 +277,7 @@ def run_estimate(
 
     `endpoint` is where the sample goes (required with `sample`); it is connected only when one is sent.
     """
-    prices = settings.price_book()
+    prices = price_book(settings)
     encodings = [prices.price_for(model).encoding for model in models]
     planned = plan_file(path, settings, console, recount_encodings=encodings, sample_size=sample, seed=seed)
     report = None
@@ -344,7 +345,7 @@ def _priced_models(estimate: Estimate) -> list[str]:
 
 def model_prices(estimate: Estimate, settings: Settings) -> dict[str, dict]:
     """Each model's rates as priced here (USD per million tokens) and where they come from."""
-    prices = settings.price_book()
+    prices = price_book(settings)
     quoted = {}
     for model in _priced_models(estimate):
         price = prices.price_for(model)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path, PurePosixPath
 
-from batchline.domain.report import REPORT_FILE, with_local_outputs
+from batchline.presentation.report import REPORT_FILE, with_local_outputs
 
 
 def local_outputs(summary: dict, out_dir: Path) -> dict[str, str]:

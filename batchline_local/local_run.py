@@ -20,8 +20,9 @@ from pathlib import Path
 
 from batchline.adapters.job_store import JobStore
 from batchline.domain.layout import JobLayout
-from batchline.domain.numbers import count, percent, usd
-from batchline.domain.report import REPORT_FILE, duration, report_key
+from batchline.presentation.numbers import count, percent, usd
+from batchline.presentation.report import REPORT_FILE, report_key
+from batchline.presentation.text import duration
 from batchline.settings import Settings
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 from batchline.domain.request_line import UTF8_BOM
-from batchline.domain.streams import split_lines
+from batchline.engines.streams import split_lines
 
 CHUNK_BYTES = 1 << 20
 

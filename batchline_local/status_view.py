@@ -6,7 +6,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from batchline.domain.numbers import count, percent, usd
+from batchline.presentation.numbers import count, percent, usd
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live

@@ -38,9 +38,10 @@ from itertools import islice
 from pathlib import Path
 
 import tiktoken
-from batchline.domain.planning import encode_manifest_entry, planner_for
+from batchline.composition import planner_for
+from batchline.domain.planning import encode_manifest_entry
 from batchline.domain.request_line import InvalidLine, ValidRequest, iter_physical_lines
-from batchline.domain.tokens import ParallelTokenCounter, token_counter
+from batchline.engines.tokenization import ParallelTokenCounter, token_counter
 from batchline.settings import load_settings
 from rich.console import Console
 from rich.table import Table

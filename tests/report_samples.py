@@ -6,7 +6,7 @@ monthly cap, and hostile text wherever a user or a provider chooses the words.
 
 from __future__ import annotations
 
-from batchline.domain.report import Progress
+from batchline.presentation.figures import Progress
 
 HOSTILE = "<script>window.__pwned = 1</script>"
 JOB_ID = "feedback-1k-98a10682c092196b"

@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from batchline.composition import model_table, price_book
 from batchline.domain.tokens import max_output_tokens
 from batchline.settings import (
     BATCH_ENDPOINTS,
@@ -197,8 +198,8 @@ class OpenAIEmulator:
         self.max_bytes_per_file = max_bytes_per_file
         self.max_requests_per_file = max_requests_per_file
         self._clock = clock
-        self._price_book = settings.price_book()
-        self._model_table = settings.model_table()
+        self._price_book = price_book(settings)
+        self._model_table = model_table(settings)
         self._lock = threading.RLock()
         self._files: dict[str, StoredFile] = {}
         self._batches: dict[str, BatchRecord] = {}

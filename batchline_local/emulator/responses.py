@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import tiktoken
-from batchline.domain.model_limits import ModelKind, ModelLimits
-from batchline.domain.tokens import max_output_tokens, token_counter
+from batchline.catalog import ModelKind, ModelLimits
+from batchline.domain.tokens import max_output_tokens
+from batchline.engines.tokenization import token_counter
 
 from .errors import InvalidRequest
 from .structured import OutputFormat, chat_format, json_answer, responses_format

@@ -25,7 +25,7 @@ from typing import Any
 
 import tiktoken.model
 
-from batchline.domain.pricing import Encoding, LongContextPrice, ModelPrice
+from batchline.catalog import Encoding, LongContextPrice, ModelPrice
 
 PROVIDER = "openai"
 BATCH_CONTEXT = {"processing": "batch"}

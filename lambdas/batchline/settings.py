@@ -4,6 +4,9 @@ Read by the CDK constructs (from the ``batchline`` key of cdk.json's context), b
 (from the same file) and by the Lambda functions (from the ``BATCHLINE_SETTINGS`` environment
 variable that both of those write). A wrong value fails at the edge with a message naming it;
 the domain receives plain, already-valid values and never reads the environment itself.
+
+Plain values only: nothing here imports the domain. The domain's objects (the price book, the
+model table, the validator, the planner) are built from these by `batchline.composition`.
 """
 
 from __future__ import annotations
@@ -19,8 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from batchline.domain.model_limits import DEFAULT_LIMITS, ModelLimits, ModelTable
-from batchline.domain.pricing import ModelPrice, PriceBook
+from batchline.catalog import ModelLimits, ModelPrice, find_price
 from batchline.price_table import maintained_table
 
 # Hard limits of the OpenAI Batch API (see shared/reference/openai-batch-api.md).
@@ -388,17 +390,11 @@ class Settings(_Frozen):
             name
             for pair in self.budget.fallback_models.items()
             for name in pair
-            if not self.price_book().price_for(name)
+            if find_price(self.pricing, maintained_table(), name)[0] is None
         )
         if unknown:
             raise ValueError(f"budget.fallback_models names models with no price: {', '.join(unknown)}")
         return self
-
-    def price_book(self) -> PriceBook:
-        return PriceBook(self.pricing, self.batch_discount, maintained_table())
-
-    def model_table(self) -> ModelTable:
-        return ModelTable({**DEFAULT_LIMITS, **self.model_limits})
 
 
 class SettingsError(ValueError):

@@ -29,10 +29,11 @@ from batchline.adapters.realtime_outcomes import S3OutcomeSpool
 from batchline.adapters.s3_objects import S3Objects, s3_client
 from batchline.adapters.spool import LineOrderedSpool
 from batchline.adapters.sqs_queue import RequestQueue, sqs_client
+from batchline.composition import planner_for, price_book, validator_for
 from batchline.domain.budget import BudgetPolicy, month_of, to_nano
 from batchline.domain.layout import JobLayout
-from batchline.domain.planning import PlanSummary, planner_for, validator_for
-from batchline.domain.tokens import ParallelTokenCounter
+from batchline.domain.planning import PlanSummary
+from batchline.engines.tokenization import ParallelTokenCounter
 from batchline.observability import DashboardMetrics, logger, publish_metric
 from batchline.settings import RuntimeEnvironment, SettingsError, runtime_environment
 from batchline.workflow.enqueueing import Enqueueing
@@ -114,7 +115,7 @@ def realtime_work(seconds_left: Callable[[], float], invocation: str = "") -> Re
         jobs=job_store(),
         budgets=budgets(),
         budget_policy=budget_policy(),
-        prices=settings.price_book(),
+        prices=price_book(settings),
         limiter=rate_limiter(),
         circuit=circuit_breaker(),
         provider=openai_realtime(),
@@ -241,7 +242,7 @@ def loop_context() -> LoopContext:
         admission=admission_ledger(),
         budgets=budgets(),
         budget_policy=budget_policy(),
-        prices=settings.price_book(),
+        prices=price_book(settings),
         validator=lambda: validator_for(settings),
         queue=request_queue,
         spool=LineOrderedSpool,

@@ -8,7 +8,7 @@ import time
 
 import pytest
 from accounting_check import assert_every_line_accounted_for
-from batchline.domain.tokens import token_counter
+from batchline.engines.tokenization import token_counter
 from batchline.settings import load_settings
 from lines import chat
 from running_stack import FAST, PACE, Stack, running_stack, write

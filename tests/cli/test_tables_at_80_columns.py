@@ -11,7 +11,7 @@ import json
 import re
 
 import pytest
-from batchline.domain.numbers import usd
+from batchline.presentation.numbers import usd
 from lines import chat, embedding
 from typer.testing import CliRunner
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from batchline.domain.report import (
+from batchline.presentation.charts import (
     CAP_COLOUR,
     CHART_IDS,
     CHART_PROGRESS,
@@ -25,8 +25,8 @@ from batchline.domain.report import (
     ROUTE_COLOURS,
     SPENT_COLOUR,
     UNFINISHED_COLOUR,
-    render_report,
 )
+from batchline.presentation.report import render_report
 from report_samples import JOB_ID, sample_progress, sample_shards, sample_summary
 
 from .chromium import Chromium, find_chromium

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 import orjson
+from batchline.composition import price_book
 from batchline.domain.budget import BudgetPolicy, ScopeUsage
 from batchline.domain.errors import ProviderError
 from batchline.domain.layout import JobLayout
@@ -453,7 +454,7 @@ def loop_world(*, plans: Iterable[str] = (), budget_cap_nano: int | None = None,
         admission=admission,
         budgets=budgets,
         budget_policy=BudgetPolicy(fallback_threshold=0.8, stop_threshold=1.0, fallback_models={}),
-        prices=settings.price_book(),
+        prices=price_book(settings),
         validator=lambda: _unused("validator"),
         queue=lambda: queue,
         spool=MemorySpool,

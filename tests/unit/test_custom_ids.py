@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from batchline.domain.custom_ids import CustomIdRegistry
+from batchline.engines.custom_ids import CustomIdRegistry
 
 
 def test_repeats_are_found_with_the_line_of_first_use_across_spills():

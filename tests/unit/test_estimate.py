@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import tiktoken
+from batchline.composition import planner_for, price_book
 from batchline.domain.estimate import (
     OUTPUT_FROM_MAX_TOKENS,
     OUTPUT_FROM_SAMPLE,
@@ -17,9 +18,9 @@ from batchline.domain.estimate import (
     compare_models,
     extrapolate_output_tokens,
 )
-from batchline.domain.planning import PlanSummary, ShardPlan, planner_for
+from batchline.domain.planning import PlanSummary, ShardPlan
 from batchline.domain.request_line import iter_physical_lines
-from batchline.domain.tokens import ParallelTokenCounter
+from batchline.engines.tokenization import ParallelTokenCounter
 from batchline.settings import load_settings
 from lines import BAD_LINES, chat, embedding, response
 
@@ -52,7 +53,7 @@ def test_the_estimate_sums_the_planners_shards_per_endpoint_and_model(token_pool
     lines = [chat(f"c{i}") for i in range(20)] + [embedding(f"e{i}") for i in range(5)] + [BAD_LINES[0][0]]
     summary, outputs = plan(lines, token_pool)
 
-    estimate = build_estimate(summary, load_settings().price_book(), invalid_by_code=outputs.invalid_by_code)
+    estimate = build_estimate(summary, price_book(load_settings()), invalid_by_code=outputs.invalid_by_code)
 
     chat_group, embedding_group = estimate.groups
     assert (chat_group.requests, chat_group.shards) == (20, 3)  # 7 + 7 + 6
@@ -85,7 +86,7 @@ def test_prompts_recounted_under_another_encoding_match_tiktoken(token_pool):
 
 
 def test_another_model_is_priced_on_its_own_encodings_count_and_the_files_output():
-    prices = load_settings().price_book()
+    prices = price_book(load_settings())
     estimate = build_estimate(_summary_of_one_chat_shard(), prices, invalid_by_code={})
 
     (gpt35,) = compare_models(estimate, prices, ["gpt-3.5-turbo"], {"cl100k_base": 1234})
@@ -96,7 +97,7 @@ def test_another_model_is_priced_on_its_own_encodings_count_and_the_files_output
 
 
 def test_sampled_output_scales_the_assumed_output_by_the_measured_ratio():
-    prices = load_settings().price_book()
+    prices = price_book(load_settings())
     measured = [Measurement(CHAT, "gpt-4o-mini", 50, 10), Measurement(CHAT, "gpt-4o-mini", 50, 30)]
 
     estimate = build_estimate(_summary_of_one_chat_shard(), prices, invalid_by_code={}, measured=measured)

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 import tiktoken
-from batchline.domain.planning import planner_for
+from batchline.composition import planner_for, price_book
 from batchline.domain.request_line import iter_physical_lines
-from batchline.domain.tokens import ParallelTokenCounter
+from batchline.engines.tokenization import ParallelTokenCounter
 from batchline.settings import load_settings
 from fakes import MemoryPlanOutputs
 from lines import BAD_LINES, chat, embedding
@@ -163,7 +163,7 @@ def test_another_model_is_priced_on_the_same_requests_counted_with_its_own_encod
 
     estimated = estimate(str(path), "--model", "gpt-4o", "-m", "gpt-3.5-turbo")
 
-    prices = load_settings().price_book()
+    prices = price_book(load_settings())
     by_model = {m["model"]: m for m in estimated["models"]}
     assert list(by_model) == ["gpt-4o", "gpt-3.5-turbo"]
     expected_input = {

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from batchline.composition import model_table, price_book
 from batchline.domain.request_line import InvalidLine, RequestValidator, ValidRequest
+from batchline.engines.tokenization import token_counter
 from batchline.settings import BATCH_ENDPOINTS, load_settings
 from lines import BAD_LINES
 
@@ -69,10 +71,11 @@ SHAPES = [
 def validator() -> RequestValidator:
     return RequestValidator(
         endpoints=BATCH_ENDPOINTS,
-        prices=load_settings().price_book(),
-        models=load_settings().model_table(),
+        prices=price_book(load_settings()),
+        models=model_table(load_settings()),
         assumed_output_tokens=99,
         max_line_bytes=1 << 20,
+        token_counters=token_counter,
     )
 
 

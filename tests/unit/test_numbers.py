@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from batchline.domain.numbers import count, percent, usd
+from batchline.presentation.numbers import count, percent, usd
 
 
 @pytest.mark.parametrize(("value", "shown"), [(0, "0"), (7, "7"), (12345, "12,345"), (1_234_567_890, "1,234,567,890")])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from batchline.composition import price_book
 from batchline.domain.outcomes import BatchJoiner
 from batchline.settings import load_settings
 
@@ -23,7 +24,7 @@ def out_line(custom_id, *, status=200, body=None, error=None, response=True):
 @pytest.fixture
 def joiner():
     return BatchJoiner(
-        manifest={"a": 1, "b": 5, "c": 9, "d": 12}, model="gpt-4o-mini", prices=load_settings().price_book()
+        manifest={"a": 1, "b": 5, "c": 9, "d": 12}, model="gpt-4o-mini", prices=price_book(load_settings())
     )
 
 

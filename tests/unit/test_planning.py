@@ -6,10 +6,11 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from batchline.domain.custom_ids import CustomIdRegistry
+from batchline.composition import model_table, price_book
 from batchline.domain.planning import Planner, PlanSummary, decode_manifest_entry, encode_manifest_entry
 from batchline.domain.request_line import RequestValidator, iter_physical_lines
-from batchline.domain.tokens import ParallelTokenCounter, token_counter
+from batchline.engines.custom_ids import CustomIdRegistry
+from batchline.engines.tokenization import ParallelTokenCounter, token_counter
 from batchline.settings import BATCH_ENDPOINTS, load_settings
 from fakes import MemoryPlanOutputs
 from lines import BAD_LINES, chat, embedding, response
@@ -36,18 +37,19 @@ def plan(
     planner = Planner(
         validator=RequestValidator(
             endpoints=BATCH_ENDPOINTS,
-            prices=settings.price_book(),
-            models=settings.model_table(),
+            prices=price_book(settings),
+            models=model_table(settings),
             assumed_output_tokens=100,
             max_line_bytes=max_bytes - 1,
+            token_counters=token_counter,
         ),
-        prices=settings.price_book(),
+        prices=price_book(settings),
         outputs=outputs,
         max_requests=max_requests,
         max_bytes=max_bytes,
         token_counter=token_pool,
         max_prompt_tokens=max_prompt_tokens,
-        custom_ids=custom_ids,
+        custom_ids=custom_ids if custom_ids is not None else CustomIdRegistry(),
     )
     data = ("\n".join(lines) + "\n").encode()
     summary: PlanSummary = planner.run(iter_physical_lines([data]))
@@ -153,7 +155,7 @@ def test_token_totals_and_estimates_come_from_exact_counts_and_the_price_table(t
         counter.prompt_tokens("/v1/chat/completions", {"messages": [{"role": "user", "content": f"message {i}"}]})
         for i in range(2)
     ]
-    prices = load_settings().price_book()
+    prices = price_book(load_settings())
     assert summary.estimated_cost_usd == pytest.approx(prices.batch_cost("gpt-4o-mini", expected, 3000 * 20))
     assert summary.estimated_cost_usd_if_realtime == pytest.approx(2 * summary.estimated_cost_usd)
 

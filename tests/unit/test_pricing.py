@@ -12,8 +12,11 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import pytest
-from batchline.domain.pricing import LongContextPrice, ModelPrice, PriceBook
+from batchline.catalog import LongContextPrice, ModelPrice
+from batchline.composition import model_table, price_book
+from batchline.domain.pricing import PriceBook
 from batchline.domain.request_line import InvalidLine, RequestValidator, ValidRequest
+from batchline.engines.tokenization import token_counter
 from batchline.price_table import GenaiPricesTable
 from batchline.settings import BATCH_ENDPOINTS, SettingsError, load_settings
 from lines import chat
@@ -128,10 +131,11 @@ def test_a_line_with_an_unpriced_model_is_refused_with_its_line_field_and_how_to
     settings = load_settings()
     validator = RequestValidator(
         endpoints=BATCH_ENDPOINTS,
-        prices=settings.price_book(),
-        models=settings.model_table(),
+        prices=price_book(settings),
+        models=model_table(settings),
         assumed_output_tokens=256,
         max_line_bytes=4096,
+        token_counters=token_counter,
     )
 
     outcome = validator.validate(7, chat("r1", model="gpt-9-ultra").encode())
@@ -146,14 +150,15 @@ def test_a_model_priced_in_the_settings_is_accepted_where_it_was_refused():
     settings = load_settings({"pricing": {"gpt-9-ultra": {"input_per_million": 3, "output_per_million": 9}}})
     validator = RequestValidator(
         endpoints=BATCH_ENDPOINTS,
-        prices=settings.price_book(),
-        models=settings.model_table(),
+        prices=price_book(settings),
+        models=model_table(settings),
         assumed_output_tokens=256,
         max_line_bytes=4096,
+        token_counters=token_counter,
     )
 
     assert isinstance(validator.validate(1, chat("r1", model="gpt-9-ultra").encode()), ValidRequest)
-    assert settings.price_book().batch_cost("gpt-9-ultra", 1_000_000, 0) == pytest.approx(1.5)
+    assert price_book(settings).batch_cost("gpt-9-ultra", 1_000_000, 0) == pytest.approx(1.5)
 
 
 @pytest.mark.parametrize(
@@ -185,7 +190,7 @@ def test_a_wrong_price_in_the_settings_fails_naming_it(values, named):
     ],
 )
 def test_current_models_are_priced_from_the_maintained_table(model, realtime, batch):
-    prices = load_settings().price_book()
+    prices = price_book(load_settings())
 
     assert prices.source_of(model) == "genai-prices 0.2.3"
     assert prices.realtime_cost(model, 1_000_000, 1_000_000) == pytest.approx(sum(realtime))
@@ -194,7 +199,7 @@ def test_current_models_are_priced_from_the_maintained_table(model, realtime, ba
 
 
 def test_dated_ids_are_priced_as_openai_bills_them():
-    prices = load_settings().price_book()
+    prices = price_book(load_settings())
 
     assert prices.price_for("gpt-4o-mini-2024-07-18") == prices.price_for("gpt-4o-mini")
     assert prices.price_for("gpt-5-mini-2025-08-07") == prices.price_for("gpt-5-mini")
@@ -204,7 +209,7 @@ def test_dated_ids_are_priced_as_openai_bills_them():
 
 
 def test_a_fine_tuned_model_is_billed_at_openais_fine_tuned_rates():
-    prices = load_settings().price_book()
+    prices = price_book(load_settings())
 
     tuned = "ft:gpt-4o-mini-2024-07-18:acme:labels:AbC123"
     assert prices.realtime_cost(tuned, 1_000_000, 1_000_000) == pytest.approx(0.3 + 1.2)
@@ -214,7 +219,7 @@ def test_a_fine_tuned_model_is_billed_at_openais_fine_tuned_rates():
 
 
 def test_embeddings_use_the_rule_and_moderations_are_free():
-    prices = load_settings().price_book()
+    prices = price_book(load_settings())
 
     assert prices.batch_cost("text-embedding-3-small", 1_000_000, 0) == pytest.approx(0.02 * 0.5)
     assert prices.price_for("text-embedding-3-small").encoding == "cl100k_base"
@@ -222,7 +227,7 @@ def test_embeddings_use_the_rule_and_moderations_are_free():
 
 
 def test_a_model_priced_only_per_character_or_second_has_no_token_price():
-    assert load_settings().price_book().price_for("tts-1") is None
+    assert price_book(load_settings()).price_for("tts-1") is None
 
 
 def test_prices_follow_the_date_the_table_gives_their_changes():
@@ -232,7 +237,7 @@ def test_prices_follow_the_date_the_table_gives_their_changes():
 
 
 def test_a_long_context_tier_of_the_table_is_kept():
-    prices = load_settings().price_book()
+    prices = price_book(load_settings())
 
     tier = prices.price_for("gpt-5.4").long_context
     assert tier is not None and tier.above_prompt_tokens == 272_000

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from batchline.composition import model_table, price_book
 from batchline.domain.fast_lines import fast_parse
 from batchline.domain.json_depth import MAX_JSON_DEPTH, nesting_depth
 from batchline.domain.request_line import InvalidLine, RequestValidator, ValidRequest
+from batchline.engines.tokenization import token_counter
 from batchline.settings import BATCH_ENDPOINTS, load_settings
 from hostile_lines import ANSWERED, hostile_lines, write_hostile_file
 from lines import chat
@@ -27,10 +29,11 @@ def validator() -> RequestValidator:
     settings = load_settings()
     return RequestValidator(
         endpoints=BATCH_ENDPOINTS,
-        prices=settings.price_book(),
-        models=settings.model_table(),
+        prices=price_book(settings),
+        models=model_table(settings),
         assumed_output_tokens=256,
         max_line_bytes=8 << 20,
+        token_counters=token_counter,
     )
 
 

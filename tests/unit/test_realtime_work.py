@@ -8,8 +8,9 @@ from collections.abc import Iterable, Sequence
 
 import orjson
 import pytest
+from batchline.catalog import ModelPrice
 from batchline.domain.budget import BudgetPolicy, ScopeUsage, realtime_ceiling_nano
-from batchline.domain.pricing import ModelPrice, PriceBook
+from batchline.domain.pricing import PriceBook
 from batchline.domain.rate_bucket import BucketShape, BucketState, Grant, Limits, paused, relearned, take
 from batchline.domain.realtime import JobState, ProviderResponse, RealtimeRequest, SendingMark
 from batchline.workflow.realtime_work import Delivery, RealtimeWork, WorkSettings

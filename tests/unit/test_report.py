@@ -9,24 +9,18 @@ from html.parser import HTMLParser
 
 import pytest
 from batchline.domain.layout import JobLayout
-from batchline.domain.numbers import usd
-from batchline.domain.report import (
+from batchline.presentation.charts import (
     CHART_IDS,
     CHART_PROGRESS,
     CHART_SLOWEST,
     CHART_SPEND,
     CHART_TOKENS,
-    Progress,
-    SlowRequest,
-    duration,
-    progress_series,
-    render_report,
-    report_key,
-    slowest_batches,
     time_ticks,
-    tokens_by_route,
-    with_local_outputs,
 )
+from batchline.presentation.figures import Progress, SlowRequest, progress_series, slowest_batches, tokens_by_route
+from batchline.presentation.numbers import usd
+from batchline.presentation.report import render_report, report_key, with_local_outputs
+from batchline.presentation.text import duration
 from report_samples import HOSTILE, JOB_ID, sample_progress, sample_shards, sample_summary
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -81,7 +75,7 @@ def test_the_header_shows_the_summarys_own_figures(page):
         assert fields[name] == (f"{summary[name]:,}", str(summary[name])), name
     for name in ("cost_usd", "cost_usd_if_realtime", "estimated_cost_usd"):
         assert fields[name] == (usd(summary[name]), str(summary[name])), name
-    assert fields["aws.cost_usd"] == ("$0.0011", "0.00107698")  # the one number format (domain/numbers)
+    assert fields["aws.cost_usd"] == ("$0.0011", "0.00107698")  # the one number format (presentation/numbers)
     assert fields["aws.share_of_llm_cost"] == ("10.0% of the LLM cost", "0.100036")
     assert fields["aws.dynamodb"] == ("<$0.0001", "2.588e-05")  # too small for four decimals: never "$0.0000"
     assert "aws.sqs" not in fields  # services that cost nothing are left out

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+from batchline.composition import model_table, price_book
 from batchline.domain.request_line import RequestValidator, ValidRequest
+from batchline.engines.tokenization import token_counter
 from batchline.settings import BATCH_ENDPOINTS, load_settings
 
 from batchline_local.samples import (
@@ -28,10 +30,11 @@ def validator() -> RequestValidator:
     settings = load_settings()
     return RequestValidator(
         endpoints=BATCH_ENDPOINTS,
-        prices=settings.price_book(),
-        models=settings.model_table(),
+        prices=price_book(settings),
+        models=model_table(settings),
         assumed_output_tokens=settings.assumed_output_tokens,
         max_line_bytes=settings.shard_max_bytes,
+        token_counters=token_counter,
     )
 
 

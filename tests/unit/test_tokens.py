@@ -6,13 +6,13 @@ import random
 
 import pytest
 import tiktoken
-from batchline.domain.tokens import (
+from batchline.domain.tokens import max_output_tokens
+from batchline.engines.tokenization import (
     _NON_ASCII_WHITESPACE,
     ParallelTokenCounter,
     TokenCounter,
     _Helper,
     _words,
-    max_output_tokens,
     token_counter,
 )
 

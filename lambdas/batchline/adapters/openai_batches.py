@@ -13,7 +13,7 @@ from pathlib import Path
 import openai
 
 from batchline.domain.errors import ProviderError, TransientProviderError
-from batchline.domain.streams import split_lines
+from batchline.engines.streams import split_lines
 
 _TRANSIENT = (
     openai.APIConnectionError,  # includes APITimeoutError

@@ -7,7 +7,7 @@ from functools import cache
 from typing import Any
 
 from batchline.adapters.aws_meter import default_session
-from batchline.domain.streams import split_lines
+from batchline.engines.streams import split_lines
 
 READ_CHUNK_BYTES = 1 << 20
 

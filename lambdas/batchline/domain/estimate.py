@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from batchline.domain.planning import PlanSummary
 from batchline.domain.pricing import PriceBook
 from batchline.domain.request_line import InvalidLine, ValidRequest
-from batchline.domain.tokens import ParallelTokenCounter, TokenCounter
-from batchline.domain.tokens import token_counter as encoding_counter
+from batchline.domain.tokens import PendingCounts, TextCounter, TokenCountingPool
 
 OUTPUT_FROM_MAX_TOKENS = "max_tokens"
 OUTPUT_FROM_SAMPLE = "sample"
@@ -73,7 +72,7 @@ class CountingPlanOutputs:
         *,
         keep_invalid: bool = False,
         recount_encodings: Iterable[str] = (),
-        token_counter: ParallelTokenCounter | None = None,
+        token_counter: TokenCountingPool | None = None,
         sample_size: int = 0,
         seed: int = 0,
     ) -> None:
@@ -85,7 +84,9 @@ class CountingPlanOutputs:
         if encodings:
             if token_counter is None:
                 raise ValueError("recounting under other encodings needs the planner's token_counter")
-            self._recount = {encoding: _Recount(encoding_counter(encoding), token_counter) for encoding in encodings}
+            self._recount = {
+                encoding: _Recount(token_counter.counter_for(encoding), token_counter) for encoding in encodings
+            }
         self._sample_size = sample_size
         self._rng = random.Random(seed)
         self._reservoirs: dict[GroupKey, list[SampledRequest]] = {}
@@ -151,12 +152,12 @@ class _Recount:
 
     __slots__ = ("counter", "counted", "_pool", "_block", "_pending")
 
-    def __init__(self, counter: TokenCounter, pool: ParallelTokenCounter) -> None:
+    def __init__(self, counter: TextCounter, pool: TokenCountingPool) -> None:
         self.counter = counter
         self._pool = pool
         self.counted = 0  # tokens known so far: fixed parts, counted texts, same-encoding prompts
-        self._block: list[tuple[TokenCounter, list[str]]] = []
-        self._pending: list[Callable[[], list[int]]] = []
+        self._block: list[tuple[TextCounter, list[str]]] = []
+        self._pending: list[PendingCounts] = []
 
     def add(self, request: ValidRequest) -> None:
         self.counted += request.fixed_tokens

@@ -18,7 +18,10 @@ decoding itself.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import functools
+import operator
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -37,7 +40,7 @@ class _Message(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     name: str | UnsetType = UNSET
 
 
-def _body(name: str, url: str, *inputs: tuple[str, object]) -> type:
+def _body(name: str, url: str, *inputs: tuple[Any, ...]) -> type:
     """The body struct of one endpoint: the model, its inputs (required) and its known parameters."""
     parameters = [(field, msgspec_type(rule), None) for field, rule in PARAMETERS[url].items()]
     return msgspec.defstruct(name, [("model", NonEmptyText), *inputs, *parameters], gc=False)
@@ -63,28 +66,19 @@ class _Line(msgspec.Struct, tag_field="url", gc=False):
     method: Literal["POST"]
 
 
-class _ChatLine(_Line, tag="/v1/chat/completions", gc=False):
-    body: _Chat
+def _line(body: type, url: str) -> type:
+    """The envelope of one endpoint's lines, tagged by its url, around that endpoint's body."""
+    return msgspec.defstruct(f"{body.__name__}Line", [("body", body)], bases=(_Line,), tag=url, gc=False)
 
 
-class _EmbeddingsLine(_Line, tag="/v1/embeddings", gc=False):
-    body: _Embeddings
-
-
-class _ModerationsLine(_Line, tag="/v1/moderations", gc=False):
-    body: _Moderations
-
-
-class _CompletionsLine(_Line, tag="/v1/completions", gc=False):
-    body: _Completions
-
-
-class _ResponsesLine(_Line, tag="/v1/responses", gc=False):
-    body: _Responses
-
-
-_decode = msgspec.json.Decoder(
-    _ChatLine | _EmbeddingsLine | _ModerationsLine | _CompletionsLine | _ResponsesLine
+_ChatLine = _line(_Chat, "/v1/chat/completions")
+_EmbeddingsLine = _line(_Embeddings, "/v1/embeddings")
+_ModerationsLine = _line(_Moderations, "/v1/moderations")
+_CompletionsLine = _line(_Completions, "/v1/completions")
+_ResponsesLine = _line(_Responses, "/v1/responses")
+# One tagged union of them all: a line is decoded in a single pass whatever its endpoint.
+_decode: Callable[[bytes], Any] = msgspec.json.Decoder(
+    functools.reduce(operator.or_, [_ChatLine, _EmbeddingsLine, _ModerationsLine, _CompletionsLine, _ResponsesLine])
 ).decode
 # RecursionError too, though the depth check before decoding should leave msgspec nothing that deep.
 _DecodeErrors = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError)

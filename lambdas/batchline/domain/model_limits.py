@@ -7,10 +7,11 @@ and keeps such a line out of a batch, where it would come back as an error after
 
 Limits are kept apart from prices (`pricing.py`): prices change monthly and come from a
 maintained price table (genai-prices, `batchline.price_table`), limits change with model
-releases. `Settings.model_limits` overrides or extends this table the way `Settings.pricing`
-does for prices. A model is looked up by its name, then by its base name (`pricing.base_model`:
-dated snapshots and fine-tunes share their base's limits), so a snapshot whose limits differ from
-its base (gpt-4o-2024-05-13) has its own entry.
+releases (their value types, `ModelLimits` and `ModelKind`, are in `batchline.catalog`).
+`Settings.model_limits` overrides or extends this table the way `Settings.pricing` does for prices.
+A model is looked up by its name, then by its base name (`catalog.base_model`: dated snapshots and
+fine-tunes share their base's limits), so a snapshot whose limits differ from its base
+(gpt-4o-2024-05-13) has its own entry.
 
 A priced model with no entry here is not refused: its parameters are checked for type and range,
 but nothing depends on the model (no output cap, no context window, any endpoint). The genai-prices
@@ -20,44 +21,7 @@ Figures: OpenAI's model pages and API reference.
 
 from __future__ import annotations
 
-from enum import StrEnum
-
-from pydantic import BaseModel, ConfigDict, Field
-
-from batchline.domain.pricing import base_model
-
-
-class ModelKind(StrEnum):
-    CHAT = "chat"  # chat completions and responses
-    RESPONSES = "responses"  # the responses endpoint only (the pro and codex models)
-    COMPLETION = "completion"  # the legacy completions endpoint only
-    EMBEDDING = "embedding"
-    MODERATION = "moderation"
-
-
-KIND_ENDPOINTS: dict[ModelKind, frozenset[str]] = {
-    ModelKind.CHAT: frozenset(("/v1/chat/completions", "/v1/responses")),
-    ModelKind.RESPONSES: frozenset(("/v1/responses",)),
-    ModelKind.COMPLETION: frozenset(("/v1/completions",)),
-    ModelKind.EMBEDDING: frozenset(("/v1/embeddings",)),
-    ModelKind.MODERATION: frozenset(("/v1/moderations",)),
-}
-
-
-class ModelLimits(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    kind: ModelKind
-    context_window: int | None = Field(
-        None, ge=1, description="tokens of prompt and output together; for embeddings, per input; None: not checked"
-    )
-    max_output_tokens: int | None = Field(None, ge=1, description="the largest output cap a request may set")
-    max_dimensions: int = Field(0, ge=0, description="embeddings: the largest `dimensions`; 0: not accepted")
-    dimensions: int = Field(0, ge=0, description="embeddings: the vector's length when a request sets no `dimensions`")
-
-    @property
-    def endpoints(self) -> frozenset[str]:
-        return KIND_ENDPOINTS[self.kind]
+from batchline.catalog import ModelKind, ModelLimits, base_model
 
 
 def _chat(context: int, output: int, kind: ModelKind = ModelKind.CHAT) -> ModelLimits:

@@ -14,19 +14,34 @@ import json
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-from batchline.domain.custom_ids import CustomIdRegistry
 from batchline.domain.pricing import PriceBook
 from batchline.domain.request_line import InvalidLine, RequestValidator, ValidRequest
 from batchline.domain.shard_lines import canonical_line
-from batchline.domain.tokens import BlockCounts, ParallelTokenCounter
-from batchline.settings import BATCH_ENDPOINTS, Settings
+from batchline.domain.tokens import PendingCounts, TokenCountingPool
 
 # Requests parsed between two hand-overs to the token-counting threads, and the blocks that may
 # wait for their counts before the planner waits for the oldest (a few MB of requests in all).
 _BLOCK = 2048
 _BLOCKS_PENDING = 3
+
+
+def _no_open_shard(request: ValidRequest) -> None:
+    raise AssertionError("a request was written before its shard was opened")
+
+
+class CustomIds(Protocol):
+    """The job's custom_ids so far: each is unique, and a repeat is told the line of its first use.
+
+    Bounded in memory whatever the file (`batchline.engines.custom_ids` spills to disk); one per plan.
+    """
+
+    def first_lines(self, custom_ids: list[str], lines: list[int]) -> list[int | None]:
+        """Register each id seen on its line; for a repeat, the line it was first seen on, else None."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class ShardWriter(Protocol):
@@ -59,7 +74,7 @@ class ShardPlan:
     estimated_cost_usd: float = 0.0
     estimated_cost_usd_if_realtime: float = 0.0
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
@@ -107,9 +122,9 @@ class Planner:
         outputs: PlanOutputs,
         max_requests: int,
         max_bytes: int,
-        token_counter: ParallelTokenCounter,
+        token_counter: TokenCountingPool,
+        custom_ids: CustomIds,
         max_prompt_tokens: Callable[[str], int] | None = None,
-        custom_ids: CustomIdRegistry | None = None,
     ) -> None:
         self._validator = validator
         self._token_counter = token_counter
@@ -118,7 +133,7 @@ class Planner:
         self._max_requests = max_requests
         self._max_bytes = max_bytes
         self._max_prompt_tokens = max_prompt_tokens or (lambda model: 1 << 62)
-        self._registry = custom_ids if custom_ids is not None else CustomIdRegistry()
+        self._registry = custom_ids
         self._open: dict[tuple[str, str], _OpenShard] = {}
         self._summary = PlanSummary()
 
@@ -126,7 +141,7 @@ class Planner:
         """Plan every line. Parsing of one block overlaps the token counting of the previous ones.
 
         Lines go by blocks: a block's custom_ids are checked together, its invalid lines (repeats
-        included) are reported in line order, its tokens are counted (see ParallelTokenCounter), and its
+        included) are reported in line order, its tokens are counted (see TokenCountingPool), and its
         requests are written to their shards once counted, blocks in input order.
         """
         try:
@@ -143,7 +158,7 @@ class Planner:
         summary = self._summary
         block: list[ValidRequest] = []
         invalid: list[InvalidLine] = []
-        pending: deque[tuple[list[ValidRequest], list[InvalidLine], BlockCounts]] = deque()
+        pending: deque[tuple[list[ValidRequest], list[InvalidLine], PendingCounts]] = deque()
         seen = 0  # lines in the block, valid or not
         for number, raw in lines:
             outcome = validate(number, raw)
@@ -171,7 +186,7 @@ class Planner:
 
     def _hand_over(
         self, block: list[ValidRequest], invalid: list[InvalidLine]
-    ) -> tuple[list[ValidRequest], list[InvalidLine], BlockCounts]:
+    ) -> tuple[list[ValidRequest], list[InvalidLine], PendingCounts]:
         """Make each request's line canonical (see shard_lines), drop the block's repeated custom_ids
         (into `invalid`) and start counting the tokens of the rest.
 
@@ -232,7 +247,7 @@ class Planner:
         for error in invalid:
             invalid_line(error)
 
-    def _commit(self, block: list[ValidRequest], invalid: list[InvalidLine], counts: BlockCounts) -> None:
+    def _commit(self, block: list[ValidRequest], invalid: list[InvalidLine], counts: PendingCounts) -> None:
         """Put each counted request of the block in its group's open shard, cutting a new one at a limit.
 
         A request whose counted prompt is more than the provider allows for its model is refused
@@ -244,7 +259,11 @@ class Planner:
         open_shards = self._open
         max_requests, max_bytes = self._max_requests, self._max_bytes
         prompt_total = output_total = 0
-        url = model = shard = plan = write = None
+        url: str | None = None
+        model: str | None = None
+        shard: _OpenShard | None = None
+        plan: ShardPlan | None = None
+        write: Callable[[ValidRequest], None] = _no_open_shard
         requests = size_total = tokens_total = outputs_total = limit = last_line = 0
         committed = 0
         for request, count in zip(block, counts(), strict=True):
@@ -274,7 +293,7 @@ class Planner:
                 or size_total + size > max_bytes
                 or tokens_total + tokens > limit
             ):
-                if plan is not None:
+                if plan is not None and shard is not None:
                     plan.requests, plan.bytes, plan.prompt_tokens = requests, size_total, tokens_total
                     plan.max_output_tokens, plan.last_line = outputs_total, last_line
                     shard.writer.close()
@@ -320,26 +339,3 @@ class Planner:
             )
         summary.estimated_cost_usd = sum(plan.estimated_cost_usd for plan in summary.shards)
         summary.estimated_cost_usd_if_realtime = sum(plan.estimated_cost_usd_if_realtime for plan in summary.shards)
-
-
-def validator_for(settings: Settings) -> RequestValidator:
-    """The validator every step uses: the same endpoints, prices, model limits, output assumption and line limit."""
-    return RequestValidator(
-        endpoints=BATCH_ENDPOINTS,
-        prices=settings.price_book(),
-        models=settings.model_table(),
-        assumed_output_tokens=settings.assumed_output_tokens,
-        max_line_bytes=settings.shard_max_bytes - 1,  # a line and its newline must fit in a shard
-    )
-
-
-def planner_for(settings: Settings, *, outputs: PlanOutputs, token_counter: ParallelTokenCounter) -> Planner:
-    return Planner(
-        validator=validator_for(settings),
-        prices=settings.price_book(),
-        outputs=outputs,
-        max_requests=settings.shard_max_requests,
-        max_bytes=settings.shard_max_bytes,
-        token_counter=token_counter,
-        max_prompt_tokens=settings.batch_queue.limit_for,
-    )

@@ -2,8 +2,9 @@
 
 The prices come from a maintained table (genai-prices, read by `batchline.price_table` and pinned
 in the lock: bumping the pin updates them), and from the `pricing` setting, which wins over the
-table and adds the models it lacks. Where a price gives no batch rate, batch requests cost
-`batch_discount` times the realtime price, input and output alike (OpenAI's Batch API: 50%).
+table and adds the models it lacks (the price values and their look-up are in `batchline.catalog`).
+Where a price gives no batch rate, batch requests cost `batch_discount` times the realtime price,
+input and output alike (OpenAI's Batch API: 50%).
 
 A model with a long-context tier (OpenAI's gpt-5.4 and later: above 272K prompt tokens, every
 token of the request at the dearer rate) is priced at that tier when the prompt tokens priced
@@ -16,78 +17,9 @@ from __future__ import annotations
 
 import difflib
 import json
-import re
-from collections.abc import Iterable, Mapping
-from typing import Literal, Protocol
+from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field
-
-# The encodings the install puts in tiktoken's cache (scripts/install_encodings.py): any other
-# would be downloaded on first use, which these machines and a locked-down Lambda cannot do.
-Encoding = Literal["o200k_base", "cl100k_base"]
-
-
-class _Rates(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    input_per_million: float = Field(ge=0)
-    output_per_million: float = Field(ge=0)
-    batch_input_per_million: float | None = Field(
-        None, ge=0, description="the Batch API's input rate; None: batch_discount x input_per_million"
-    )
-    batch_output_per_million: float | None = Field(
-        None, ge=0, description="the Batch API's output rate; None: batch_discount x output_per_million"
-    )
-
-
-class LongContextPrice(_Rates):
-    """The dearer rates of a request whose prompt is above `above_prompt_tokens`: every token of it."""
-
-    above_prompt_tokens: int = Field(ge=1)
-
-
-class ModelPrice(_Rates):
-    encoding: Encoding = Field(
-        "o200k_base", description="tiktoken encoding that counts this model's tokens (o200k_base: every current model)"
-    )
-    long_context: LongContextPrice | None = None
-
-    def ceiling_rates(self) -> tuple[float, float]:
-        """(input, output) realtime rates no request of this model can exceed."""
-        if self.long_context is None:
-            return self.input_per_million, self.output_per_million
-        tier = self.long_context
-        return max(self.input_per_million, tier.input_per_million), max(
-            self.output_per_million, tier.output_per_million
-        )
-
-
-class PriceTable(Protocol):
-    """A maintained table of model prices (the port `batchline.price_table` fills)."""
-
-    source: str
-
-    def price_for(self, model: str) -> ModelPrice | None: ...
-
-    def model_names(self) -> Iterable[str]: ...
-
-
-# Dated snapshots ("gpt-4o-mini-2024-07-18") share their base's limits and, where the table has no
-# entry of their own, its price; fine-tunes ("ft:gpt-4o-mini-2024-07-18:org::id") share its limits.
-_SNAPSHOT_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}$")
-
-
-def base_model(model: str) -> str:
-    name = model
-    if name.startswith("ft:"):
-        name = name[3:].split(":", 1)[0]
-    return _SNAPSHOT_SUFFIX.sub("", name)
-
-
-def _setting_keys(model: str) -> tuple[str, ...]:
-    """The `pricing` keys that price `model`: its own name, then its base ("ft:<base>" for a fine-tune)."""
-    base = base_model(model)
-    return (model, f"ft:{base}") if model.startswith("ft:") else (model, base)
+from batchline.catalog import ModelPrice, PriceTable, Rates, find_price, price_setting_keys
 
 
 class PriceBook:
@@ -125,15 +57,7 @@ class PriceBook:
             return found
 
     def _find(self, model: str) -> tuple[ModelPrice | None, str | None]:
-        for key in _setting_keys(model):
-            if key in self._prices:
-                return self._prices[key], f"the 'pricing' setting ({key})"
-        if self._table is None:
-            return None, None
-        price = self._table.price_for(model)
-        if price is None and not model.startswith("ft:") and (base := base_model(model)) != model:
-            price = self._table.price_for(base)
-        return price, self._table.source if price is not None else None
+        return find_price(self._prices, self._table, model)
 
     def batch_rates(self, model: str, input_tokens: int = 0) -> tuple[float, float]:
         """(input, output) USD per million tokens at the Batch API, the discount applied where no rate is given."""
@@ -153,7 +77,7 @@ class PriceBook:
         input_rate, output_rate = self.batch_rates(model, input_tokens)
         return (input_tokens * input_rate + output_tokens * output_rate) / 1e6
 
-    def _rates(self, model: str, input_tokens: int) -> _Rates:
+    def _rates(self, model: str, input_tokens: int) -> Rates:
         price = self.price_for(model)
         if price is None:
             raise KeyError(model)
@@ -165,7 +89,7 @@ class PriceBook:
         source = f"the price table ({self._table.source})" if self._table is not None else "the price table"
         names = [*self._prices, *(self._table.model_names() if self._table is not None else ())]
         close = difflib.get_close_matches(model, dict.fromkeys(names), n=3, cutoff=0.8)
-        key = _setting_keys(model)[1] if model.startswith("ft:") else model  # a fine-tune: all of its base's
+        key = price_setting_keys(model)[1] if model.startswith("ft:") else model  # a fine-tune: all of its base's
         example = json.dumps({"pricing": {key: {"input_per_million": 1.0, "output_per_million": 4.0}}})
         return (
             f"model {model!r} has no price: neither {source} nor the 'pricing' setting has it"

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, final
 
 import msgspec
 import orjson
 
+from batchline.catalog import ModelLimits
 from batchline.domain.fast_lines import fast_parse
 from batchline.domain.json_depth import MAX_JSON_DEPTH, may_nest_too_deep, nesting_depth
-from batchline.domain.model_limits import ModelLimits, ModelTable
+from batchline.domain.model_limits import ModelTable
 from batchline.domain.parameters import OUTPUT_CAP_FIELDS, output_budget, parameter_problem, shown
 from batchline.domain.pricing import PriceBook
-from batchline.domain.tokens import TokenCounter, prompt_parts, token_counter
+from batchline.domain.tokens import TextCounter, TextCounters, prompt_parts
 
 UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -38,6 +39,7 @@ EMBEDDING_MAX_REQUEST_TOKENS = 300_000  # summed over a request's inputs, for ev
 NO_LIMIT = 1 << 62
 
 
+@final
 class ValidRequest(msgspec.Struct, gc=False):
     """A request that can be sent. A msgspec Struct rather than a dataclass: the planner makes
     millions of them, and a Struct is built in C and is never scanned by the garbage collector
@@ -53,7 +55,7 @@ class ValidRequest(msgspec.Struct, gc=False):
     # encoding the planner counts in bulk; `prompt_tokens` is their sum once counted.
     fixed_tokens: int
     texts: list[str]
-    counter: TokenCounter
+    counter: TextCounter
     prompt_tokens: int = 0
     # What the provider lets the prompt be, checked once it is counted (`RequestValidator.after_count`):
     # all of it together, and each text alone when `item_limit` is set (embedding inputs, prompts).
@@ -66,6 +68,7 @@ class ValidRequest(msgspec.Struct, gc=False):
         return self.prompt_tokens
 
 
+@final
 @dataclass(slots=True, frozen=True)
 class InvalidLine:
     line: int
@@ -142,13 +145,15 @@ class RequestValidator:
         models: ModelTable,
         assumed_output_tokens: int,
         max_line_bytes: int,
+        token_counters: TextCounters,
     ) -> None:
         self._endpoints = frozenset(endpoints)
         self._prices = prices
         self._models = models
         self._assumed_output_tokens = assumed_output_tokens
         self._max_line_bytes = max_line_bytes
-        self._known: dict[str, tuple[TokenCounter, ModelLimits | None]] = {}
+        self._token_counters = token_counters
+        self._known: dict[str, tuple[TextCounter, ModelLimits | None]] = {}
 
     def validate(self, line: int, raw: bytes) -> ValidRequest | InvalidLine:
         if len(raw) > self._max_line_bytes:
@@ -171,12 +176,12 @@ class RequestValidator:
                     )
         return self._validate_general(line, raw)
 
-    def _model(self, model: str) -> tuple[TokenCounter, ModelLimits | None] | None:
+    def _model(self, model: str) -> tuple[TextCounter, ModelLimits | None] | None:
         """The model's token counter and limits, remembered for priced models only (a finite set, whatever the file)."""
         price = self._prices.price_for(model)
         if price is None:
             return None
-        known = self._known[model] = (token_counter(price.encoding), self._models.limits_for(model))
+        known = self._known[model] = (self._token_counters(price.encoding), self._models.limits_for(model))
         return known
 
     def _validate_general(self, line: int, raw: bytes) -> ValidRequest | InvalidLine:

@@ -27,9 +27,10 @@ from batchline.domain.layout import JobLayout
 from batchline.domain.outcomes import STAGE_PROVIDER, error_record
 from batchline.domain.planning import decode_manifest_entry
 from batchline.domain.records import JobRecord, ShardRecord, plain
-from batchline.domain.report import ROUTE_REALTIME, SLOWEST_LIMIT, Progress, SlowRequest, render_report, report_key
 from batchline.domain.run_cost import AwsUsage, aws_cost
 from batchline.domain.statuses import ShardStatus
+from batchline.presentation.figures import ROUTE_REALTIME, SLOWEST_LIMIT, Progress, SlowRequest
+from batchline.presentation.report import render_report, report_key
 from batchline.topology import state_transitions
 from batchline.workflow.planning_job import InputSource, job_id_of
 from batchline.workflow.ports import (
