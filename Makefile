@@ -16,7 +16,7 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
-$(VENV)/.installed: pyproject.toml uv.lock scripts/install_encodings.py batchline_local/encodings.py | $(UV)
+$(VENV)/.installed: pyproject.toml uv.lock scripts/install_encodings.py batchline_cli/encodings.py | $(UV)
 	$(UV) sync --frozen --quiet
 	$(BIN)/python scripts/install_encodings.py $(TIKTOKEN_CACHE_DIR)
 	touch $@

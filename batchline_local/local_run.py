@@ -28,9 +28,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from batchline_cli.local_outputs import point_report_at_copies
 from batchline_local.crashes import Crash
 from batchline_local.emulator import EmulatorServer, Faults
-from batchline_local.local_outputs import point_report_at_copies
 from batchline_local.local_stack import LocalAws
 
 OUTPUT_FILES = ("results.jsonl", "errors.jsonl", "summary.json")
@@ -198,7 +198,7 @@ def run_local_job(
 
 
 def _check_resumable(aws: LocalAws, input_path: Path, state_dir: Path | None) -> None:
-    from batchline_local.jobs_client import file_job_id
+    from batchline_cli.jobs_client import file_job_id
 
     if state_dir is None:
         raise NothingToResume("--resume needs the state of an earlier run: it cannot go with --ephemeral")
@@ -247,7 +247,7 @@ def _running_at_provider(aws: LocalAws, job_id: str) -> tuple[str, ...]:
 
 def _cancel(aws: LocalAws, job_id: str, console: Console) -> tuple[str, ...]:
     """Cancel the job as `batchline cancel` does; what could not be cancelled is still running."""
-    from batchline_local.jobs_client import CancelError, JobsClient
+    from batchline_cli.jobs_client import CancelError, JobsClient
 
     try:
         outcome = JobsClient(aws.target()).cancel(job_id, grace_seconds=10.0)

@@ -39,11 +39,11 @@ from batchline.topology import (
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
+from batchline_cli.stack_target import StackTarget
 from batchline_local import crashes, moto_patches
 from batchline_local.crashes import CrashInjector
 from batchline_local.durable_state import DurableState
 from batchline_local.event_source import SqsEventSource
-from batchline_local.stack_target import StackTarget
 
 LOCAL_ACCOUNT = "123456789012"
 

@@ -21,10 +21,10 @@ from pathlib import Path
 from batchline.settings import Settings
 from rich.console import Console
 
+from batchline_cli.stack_target import TargetError, is_listening, read_state, write_state
 from batchline_local.emulator import EmulatorServer, Faults
 from batchline_local.local_run import quiet_service_logs
 from batchline_local.local_stack import LocalAws
-from batchline_local.stack_target import TargetError, is_listening, read_state, write_state
 
 EMULATOR_KEY = "local-emulator-key"
 

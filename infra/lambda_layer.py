@@ -19,7 +19,7 @@ from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
-from batchline_local.encodings import EXPECTED_SHA256, cache_file_name
+from batchline_cli.encodings import EXPECTED_SHA256, cache_file_name
 from infra.constants import ENCODINGS_CACHE, PYPROJECT, REPO_ROOT, TOOLS_BIN, UV_LOCK
 
 PYTHON_VERSION = "3.12"

@@ -1,4 +1,4 @@
-"""Put tiktoken's encoding files in place without internet (see batchline_local/encodings.py).
+"""Put tiktoken's encoding files in place without internet (see batchline_cli/encodings.py).
 
 Usage: python scripts/install_encodings.py DEST_DIR
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from batchline_local.encodings import install
+from batchline_cli.encodings import install
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:

@@ -19,12 +19,12 @@ from pathlib import Path
 from batchline.settings import Settings
 from typer.testing import CliRunner, Result
 
-from batchline_local.cli import app
+from batchline_cli.cli import app
+from batchline_cli.stack_target import write_state
 from batchline_local.emulator import EmulatorServer, Faults
 from batchline_local.local_run import quiet_service_logs
 from batchline_local.local_stack import LocalAws
 from batchline_local.local_up import stack_state
-from batchline_local.stack_target import write_state
 
 PACE = {"validating_seconds": 0, "in_progress_seconds": 0.2, "finalizing_seconds": 0}
 FAST = {"local_poll_seconds": 1, "poll_seconds": 1, "max_poll_seconds": 1, "shard_max_requests": 4, "emulator": PACE}

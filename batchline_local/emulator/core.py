@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchline.composition import model_table, price_book
-from batchline.domain.tokens import max_output_tokens
 from batchline.settings import (
     BATCH_ENDPOINTS,
     OPENAI_MAX_BYTES_PER_FILE,
@@ -49,6 +48,7 @@ from .errors import EmulatorError, InsufficientQuota, InvalidRequest, NotFound, 
 from .faults import Faults, hits
 from .ratelimits import ORGANIZATION, format_duration, rate_limiter, retry_after
 from .responses import Execution, respond
+from .token_counts import output_cap
 from .validation import BatchLine, BatchPlan, LineError, check_batch_upload, plan_batch
 
 FALLBACK_ENCODING = "o200k_base"
@@ -449,7 +449,7 @@ class OpenAIEmulator:
             raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
         execution = self._execute(url, body, self._clock())
         self._inject_realtime_fault(execution.model)
-        cost = execution.prompt_tokens + max_output_tokens(url, body, self.settings.assumed_output_tokens)
+        cost = execution.prompt_tokens + output_cap(url, body, self.settings.assumed_output_tokens)
         headers = self._limiter.admit(execution.model, cost)
         with self._lock:
             self._record(execution, url=url, custom_id=client_request_id, batch_id=None)

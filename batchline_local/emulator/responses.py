@@ -3,8 +3,9 @@
 Sharing one function is the point: a request gives the same content and the same usage whether it
 went through a batch or straight to the endpoint, so tests can compare the two paths. Content is
 derived from a hash of the request body (same body, same answer), its length is capped by the
-request's own token limit, and usage is counted with the project's own token counter, so a
-mistake in batchline's cost accounting shows up as a mismatch against the emulator.
+request's own token limit, and usage is counted straight from tiktoken (token_counts.py), apart
+from batchline's own counter, so a mistake in batchline's cost accounting shows up as a mismatch
+against the emulator.
 """
 
 from __future__ import annotations
@@ -23,11 +24,10 @@ from typing import Any
 
 import tiktoken
 from batchline.catalog import ModelKind, ModelLimits
-from batchline.domain.tokens import max_output_tokens
-from batchline.engines.tokenization import token_counter
 
 from .errors import InvalidRequest
 from .structured import OutputFormat, chat_format, json_answer, responses_format
+from .token_counts import output_cap, prompt_tokens, text_tokens
 
 # Generated answers are at most this many tokens long, so fast runs stay fast.
 MAX_GENERATED_TOKENS = 40
@@ -102,12 +102,11 @@ class _Context:
     created: int
     limits: ModelLimits | None = None
 
-    @property
-    def counter(self):
-        return token_counter(self.encoding)
-
     def prompt_tokens(self) -> int:
-        return self.counter.prompt_tokens(self.url, self.body)
+        return prompt_tokens(self.url, self.body, self.encoding)
+
+    def tokens(self, text: str) -> int:
+        return text_tokens(text, self.encoding)
 
     def seed(self, *salt: object) -> int:
         """A number fixed by the request body (and a salt), so the same request gets the same answer."""
@@ -118,16 +117,16 @@ class _Context:
         """Deterministic text, its real token count, and the finish reason the API would give."""
         seed = self.seed("text", *salt)
         natural_length = 1 + seed % MAX_GENERATED_TOKENS
-        cap = max_output_tokens(self.url, self.body, MAX_GENERATED_TOKENS)
+        cap = output_cap(self.url, self.body, MAX_GENERATED_TOKENS)
         target = min(natural_length, cap)
         picks = hashlib.shake_256(seed.to_bytes(8, "big")).digest(target) if target else b""
         words = [_VOCABULARY[pick % len(_VOCABULARY)] for pick in picks]
         text = " ".join(words).capitalize()
-        tokens = self.counter.text(text)
+        tokens = self.tokens(text)
         while tokens > target and words:  # never exceed the cap, whatever the tokenizer does
             words.pop()
             text = " ".join(words).capitalize()
-            tokens = self.counter.text(text)
+            tokens = self.tokens(text)
         return text, tokens, "length" if cap < natural_length else "stop"
 
     def answer(self, fmt: OutputFormat | None, *salt: object) -> tuple[str, int, str]:
@@ -135,15 +134,15 @@ class _Context:
         if fmt is None:
             return self.generate(*salt)
         text = json_answer(fmt, self.seed("json", *salt))
-        tokens = self.counter.text(text)
-        cap = max_output_tokens(self.url, self.body, sys.maxsize)
+        tokens = self.tokens(text)
+        cap = output_cap(self.url, self.body, sys.maxsize)
         if tokens <= cap:
             return text, tokens, "stop"
         encoding = tiktoken.get_encoding(self.encoding)
         kept = encoding.encode_ordinary(text)[:cap]
         while kept:
             text = encoding.decode(kept)
-            tokens = self.counter.text(text)
+            tokens = self.tokens(text)
             if tokens <= cap:
                 return text, tokens, "length"
             kept.pop()

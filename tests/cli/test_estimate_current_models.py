@@ -11,7 +11,7 @@ import pytest
 from lines import chat, embedding
 from typer.testing import CliRunner
 
-from batchline_local.cli import app
+from batchline_cli.cli import app
 
 WIDE = {"COLUMNS": "200"}  # rich wraps at the terminal's width; the runner has none
 # USD per million tokens (input, output) in genai-prices 0.2.3: realtime, and the Batch API's own rates.

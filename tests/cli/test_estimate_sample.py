@@ -17,10 +17,10 @@ from batchline.settings import load_settings
 from lines import chat, embedding
 from typer.testing import CliRunner
 
-from batchline_local.cli import app
+from batchline_cli.cli import app
+from batchline_cli.estimate import OPENAI_API_URL, SampleEndpoint
 from batchline_local.emulator import EmulatorServer
 from batchline_local.emulator.faults import FAULTS_ENV
-from batchline_local.estimate import OPENAI_API_URL, SampleEndpoint
 
 CAP = 30  # max_tokens of every chat line; the emulator answers 1 to 40 tokens, cut at the cap
 

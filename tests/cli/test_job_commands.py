@@ -18,7 +18,7 @@ from lines import chat, embedding
 from running_stack import FAST, Stack, read_jsonl, running_stack, sha256, write
 from typer.testing import CliRunner
 
-from batchline_local.cli import app
+from batchline_cli.cli import app
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,7 @@ import pytest
 from cli_processes import ctrl_c_reaches_it
 from typer.testing import CliRunner
 
-from batchline_local.cli import app
+from batchline_cli.cli import app
 
 pytestmark = pytest.mark.e2e
 

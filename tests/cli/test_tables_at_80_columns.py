@@ -15,8 +15,8 @@ from batchline.presentation.numbers import usd
 from lines import chat, embedding
 from typer.testing import CliRunner
 
-from batchline_local import cli
-from batchline_local.job_progress import job_progress
+from batchline_cli import cli
+from batchline_cli.job_progress import job_progress
 
 NARROW = {"COLUMNS": "80"}
 JOB_ID = "customer-feedback-reviews-2026-11-98a10682c092196b"

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import batchline_local.emulator
 import batchline_local.local_run
-from batchline_local.cli import app
+from batchline_cli.cli import app
 from batchline_local.emulator import EmulatorServer, Faults, OpenAIEmulator
 from batchline_local.emulator.faults import FAULTS_ENV
 from batchline_local.local_run import openai_endpoint, run_local_job

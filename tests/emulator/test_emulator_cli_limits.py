@@ -9,7 +9,7 @@ import pytest
 from batchline.settings import EmulatorSettings
 from typer.testing import CliRunner
 
-from batchline_local.cli import app
+from batchline_cli.cli import app
 
 
 def _invoke(*args: str):

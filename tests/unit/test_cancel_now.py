@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from batchline_local.jobs_client import JobsClient
-from batchline_local.stack_target import StackTarget
+from batchline_cli.jobs_client import JobsClient
+from batchline_cli.stack_target import StackTarget
 
 
 class FakeStepFunctions:

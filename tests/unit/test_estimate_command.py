@@ -20,7 +20,7 @@ from lines import BAD_LINES, chat, embedding
 from test_tokens import reference_chat_tokens
 from typer.testing import CliRunner
 
-from batchline_local.cli import app
+from batchline_cli.cli import app
 
 O200K = tiktoken.get_encoding("o200k_base")
 CL100K = tiktoken.get_encoding("cl100k_base")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from batchline.domain.budget import to_nano
 
-from batchline_local.job_progress import job_progress, shard_progress, shown_status
+from batchline_cli.job_progress import job_progress, shard_progress, shown_status
 
 
 def shard(shard_id: str = "00001", **fields) -> dict:

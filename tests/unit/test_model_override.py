@@ -7,7 +7,7 @@ import json
 import pytest
 from lines import chat, embedding
 
-from batchline_local.model_override import MixedEndpointsError, rewrite_model
+from batchline_cli.model_override import MixedEndpointsError, rewrite_model
 
 
 def test_every_request_asks_for_the_model_and_every_line_keeps_its_number(tmp_path):

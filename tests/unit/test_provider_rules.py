@@ -19,7 +19,7 @@ from hostile_lines import ANSWERED, hostile_lines, write_hostile_file
 from lines import chat
 from typer.testing import CliRunner
 
-from batchline_local.cli import app
+from batchline_cli.cli import app
 
 WIDE = {"COLUMNS": "200"}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from lines import BAD_LINES, chat, embedding, response
 from typer.testing import CliRunner
 
-from batchline_local.cli import app
+from batchline_cli.cli import app
 
 WIDE = {"COLUMNS": "250"}
 

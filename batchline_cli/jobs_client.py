@@ -26,8 +26,8 @@ from batchline.domain.errors import ProviderError
 from batchline.domain.layout import JobLayout, make_job_id
 from batchline.domain.routing import METADATA_KEY
 
-from batchline_local.job_progress import JobProgress, job_finished, job_progress, shown_status
-from batchline_local.stack_target import StackTarget
+from batchline_cli.job_progress import JobProgress, job_finished, job_progress, shown_status
+from batchline_cli.stack_target import StackTarget
 
 if TYPE_CHECKING:  # the OpenAI client takes a second and a half to import: only cancel needs it
     from batchline.adapters.openai_batches import OpenAIBatches

@@ -112,7 +112,7 @@ def _faults(spec: str | None, settings: Settings) -> Faults | None:
 
 def _use_bundled_encodings() -> None:
     """tiktoken must never reach for the internet: point it at the packaged encodings."""
-    from batchline_local.encodings import ensure_encodings
+    from batchline_cli.encodings import ensure_encodings
 
     ensure_encodings()
 
@@ -378,7 +378,7 @@ def estimate(
         for name in unknown:
             console.print(f"--model: {prices.unpriced_message(name)}", style="red", markup=False)
         raise typer.Exit(2)
-    from batchline_local import estimate as estimating
+    from batchline_cli import estimate as estimating
 
     endpoint = None
     if sample_emulator and not sample:
@@ -421,7 +421,7 @@ def validate(
     """The pipeline's own checks of every line; exit status 0 only when every non-blank line is valid."""
     _use_bundled_encodings()
     settings = _settings(cdk_json)
-    from batchline_local import estimate as estimating
+    from batchline_cli import estimate as estimating
 
     summary, invalid = estimating.run_validate(input_path, settings, console=console)
     said = estimating.validate_summary(summary, invalid)
@@ -455,7 +455,7 @@ JOB_ARGUMENT = typer.Argument(metavar="JOB", help="the job id, as `batchline sub
 
 
 def _target(stack: str | None, local: bool, state_file: Path | None, region: str | None, cdk_json: Path):
-    from batchline_local.stack_target import TargetError, resolve_target
+    from batchline_cli.stack_target import TargetError, resolve_target
 
     settings = _settings(cdk_json)
     try:
@@ -468,7 +468,7 @@ def _target(stack: str | None, local: bool, state_file: Path | None, region: str
 
 
 def _jobs_client(stack: str | None, local: bool, state_file: Path | None, region: str | None, cdk_json: Path):
-    from batchline_local.jobs_client import JobsClient
+    from batchline_cli.jobs_client import JobsClient
 
     return JobsClient(_target(stack, local, state_file, region, cdk_json))
 
@@ -555,8 +555,8 @@ def submit(
     """Upload INPUT to the stack's input bucket, which starts the job, and print the job's id."""
     import tempfile
 
-    from batchline_local.jobs_client import file_job_id
-    from batchline_local.model_override import MixedEndpointsError, rewrite_model
+    from batchline_cli.jobs_client import file_job_id
+    from batchline_cli.model_override import MixedEndpointsError, rewrite_model
 
     settings = _settings(cdk_json)
     route = mode.value if mode is not None else None
@@ -585,7 +585,7 @@ def submit(
             job_id = file_job_id(upload_path, key, advance)
         earlier = client.store.get_job(job_id)
         if earlier is not None:
-            from batchline_local.job_progress import shown_status
+            from batchline_cli.job_progress import shown_status
 
             _say(
                 f"this file ran before as job {job_id} ({shown_status(earlier)}): uploading it again resumes it, "
@@ -628,7 +628,7 @@ def status(
     cdk_json: Annotated[Path | None, SETTINGS_FILE] = None,
 ) -> None:
     """The recent jobs; or one job's progress per route and per shard (each batch's state), and its spend."""
-    from batchline_local import status_view
+    from batchline_cli import status_view
 
     client = _jobs_client(stack, local, state_file, region, cdk_json)
     out = Console()
@@ -656,7 +656,7 @@ def _job_progress(client, job_id: str, *, wait: bool, appear_seconds: float = 60
     """The job's progress; with `wait`, a job not in the table yet (just submitted) is waited for."""
     import time
 
-    from batchline_local.jobs_client import JobNotFoundError
+    from batchline_cli.jobs_client import JobNotFoundError
 
     deadline = time.monotonic() + (appear_seconds if wait else 0)
     with console.status(f"waiting for job {job_id} to be planned") if wait else contextlib.nullcontext():
@@ -671,7 +671,7 @@ def _job_progress(client, job_id: str, *, wait: bool, appear_seconds: float = 60
 
 def _watch_job(client, job_id: str, view, out: Console, interval: float, json_output: bool):
     """Redraw the job's bars every `interval` seconds until it ends (Ctrl-C stops watching, not the job)."""
-    from batchline_local import status_view
+    from batchline_cli import status_view
 
     screen = console if json_output else out  # with --json, stdout holds the JSON alone
     try:
@@ -706,7 +706,7 @@ def results(
     lines have no result (errors.jsonl says why)."""
     import tempfile
 
-    from batchline_local.jobs_client import JobNotFinishedError, JobNotFoundError
+    from batchline_cli.jobs_client import JobNotFinishedError, JobNotFoundError
 
     client = _jobs_client(stack, local, state_file, region, cdk_json)
     try:
@@ -728,7 +728,7 @@ def results(
         summary = json.loads((into / "summary.json").read_text())
         if out is not None and client.target.is_local:
             # the local stack's bucket is no place to go: the report lists the copies
-            from batchline_local.local_outputs import point_report_at_copies
+            from batchline_cli.local_outputs import point_report_at_copies
 
             point_report_at_copies(out)
         if out is None:
@@ -775,7 +775,7 @@ def cancel(
     region: Annotated[str | None, REGION_OPTION] = None,
     cdk_json: Annotated[Path | None, SETTINGS_FILE] = None,
 ) -> None:
-    from batchline_local.jobs_client import CancelError, JobNotFoundError
+    from batchline_cli.jobs_client import CancelError, JobNotFoundError
 
     client = _jobs_client(stack, local, state_file, region, cdk_json)
     try:
@@ -829,8 +829,8 @@ def local_up(
     machine, SQS, EventBridge) and the OpenAI emulator (or OPENAI_BASE_URL). The other commands
     find it through the state file, which is removed when it stops.
     """
+    from batchline_cli.stack_target import TargetError, state_file_path
     from batchline_local.local_up import serve_until_interrupted
-    from batchline_local.stack_target import TargetError, state_file_path
 
     _use_bundled_encodings()
     settings = _settings(cdk_json)

@@ -14,7 +14,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from batchline_local.job_progress import JobProgress, ShardProgress, Spend
+from batchline_cli.job_progress import JobProgress, ShardProgress, Spend
 
 STATUS_STYLES = {
     "succeeded": "green",
