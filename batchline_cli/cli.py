@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from batchline.composition import price_book
 from batchline.domain.routing import MODES
+from batchline.domain.statuses import JobStatus
 from batchline.settings import EmulatorSettings, Settings, SettingsError, load_settings, settings_from_cdk_json
 from pydantic import ValidationError
 from rich.console import Console
@@ -226,7 +227,7 @@ def local_run(
             )
         _say_how_to_resume(kept)
         raise typer.Exit(INTERRUPTED_EXIT)
-    if result.execution_status != "SUCCEEDED" or result.summary.get("status") != "succeeded":
+    if result.execution_status != "SUCCEEDED" or result.summary.get("status") != JobStatus.SUCCEEDED:
         raise typer.Exit(1)  # done, but not every line answered: errors.jsonl says which and why
 
 

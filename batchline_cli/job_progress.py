@@ -11,24 +11,26 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from batchline.domain.budget import to_usd
-from batchline.domain.statuses import ENDED_SHARD_STATUSES
+from batchline.domain.records import JobRecord, ShardRecord
+from batchline.domain.statuses import BATCH_ENDED, ENDED_SHARD_STATUSES, JobStatus, ShardStatus
 
-FINAL_STATUSES = frozenset({"succeeded", "completed_with_errors", "paused", "cancelled", "failed"})
-TERMINAL_BATCH_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
+FINAL_STATUSES = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.COMPLETED_WITH_ERRORS, JobStatus.PAUSED, JobStatus.CANCELLED, JobStatus.FAILED}
+)
 
 
-def job_finished(job: dict) -> bool:
+def job_finished(job: JobRecord) -> bool:
     """Finalize has written the outputs of the job's last run (a resumed job runs again)."""
-    return job.get("status") in FINAL_STATUSES
+    return job.status in FINAL_STATUSES
 
 
-def shown_status(job: dict) -> str:
+def shown_status(job: JobRecord) -> str:
     """The job's status as a person thinks of it: a cancelled job says so, before and after it ends."""
-    if job.get("cancel_requested"):
+    if job.cancel_requested:
         if job_finished(job):
-            return "cancelled"
-        return "stopped" if job.get("execution_stopped") else "cancelling"  # `cancel --now`: no outputs
-    return str(job.get("status") or "unknown")
+            return JobStatus.CANCELLED.value
+        return "stopped" if job.execution_stopped else "cancelling"  # `cancel --now`: no outputs
+    return job.status.value
 
 
 @dataclass(frozen=True)
@@ -58,38 +60,37 @@ class ShardProgress:
 
     @property
     def batch_in_flight(self) -> bool:
-        return bool(self.batch_id) and self.batch_status not in TERMINAL_BATCH_STATUSES
+        return bool(self.batch_id) and self.batch_status not in BATCH_ENDED
 
 
-def shard_progress(shard: dict) -> ShardProgress:
-    requests = int(shard.get("requests", 0))
-    round_size = int(shard.get("round_requests", requests))
-    counts = shard.get("request_counts") or {}
-    batch_id = shard.get("batch_id")
+def shard_progress(shard: ShardRecord) -> ShardProgress:
+    requests = shard.requests
+    round_size, _, _ = shard.round_figures()
+    counts = shard.request_counts
+    batch_id = shard.batch_id
     # request_counts stay on the shard after its round was collected: only the current batch's count.
-    current = bool(batch_id) and int(counts.get("total", -1)) == round_size
-    completed = int(counts.get("completed", 0)) if current else None
-    failed = int(counts.get("failed", 0)) if current else None
-    status = str(shard.get("status", "planned"))
-    sent_realtime = round_size if status == "realtime" else 0
-    if status in ENDED_SHARD_STATUSES:
+    current = bool(batch_id) and counts.get("total", -1) == round_size
+    completed = counts.get("completed", 0) if current else None
+    failed = counts.get("failed", 0) if current else None
+    sent_realtime = round_size if shard.status == ShardStatus.REALTIME else 0
+    if shard.status in ENDED_SHARD_STATUSES:
         # Nothing more to come from a batch: a round sent realtime shows on the realtime route's bar.
         done = requests - sent_realtime
     else:
-        done = int(shard.get("succeeded", 0)) + int(shard.get("failed", 0)) + (completed or 0) + (failed or 0)
+        done = shard.succeeded + shard.failed + (completed or 0) + (failed or 0)
     return ShardProgress(
-        shard_id=str(shard.get("shard_id", "?")),
-        model=str(shard.get("round_model") or shard.get("model", "?")),
-        url=str(shard.get("url", "?")),
-        status=status,
-        round=int(shard.get("round", 0)),
+        shard_id=shard.shard_id,
+        model=shard.current_model,
+        url=shard.url,
+        status=shard.status.value,
+        round=shard.round,
         requests=requests,
         done=min(done, requests),
         batch_id=batch_id,
-        batch_status=shard.get("batch_status") if batch_id else None,
+        batch_status=shard.batch_status.value if batch_id and shard.batch_status else None,
         batch_completed=completed,
         batch_failed=failed,
-        batch_total=int(counts["total"]) if current else None,
+        batch_total=counts["total"] if current else None,
         sent_realtime=sent_realtime,
     )
 
@@ -108,13 +109,13 @@ class Spend:
         return self.spent_usd + self.in_flight_usd + self.held_usd
 
 
-def spend_of(job: dict) -> Spend:
-    cap = job.get("budget_cap_nano")
-    spent = int(job.get("spent_nano", 0))
-    held = max(0, int(job.get("hold_nano", 0)))
-    in_flight = max(0, int(job.get("committed_nano", 0)) - held - spent)
+def spend_of(job: JobRecord) -> Spend:
+    cap = job.budget_cap_nano
+    spent = job.spent_nano
+    held = max(0, job.hold_nano)
+    in_flight = max(0, job.committed_nano - held - spent)
     return Spend(
-        cap_usd=None if cap is None else to_usd(int(cap)),
+        cap_usd=None if cap is None else to_usd(cap),
         spent_usd=to_usd(spent),
         in_flight_usd=to_usd(in_flight),
         held_usd=to_usd(held),
@@ -154,35 +155,33 @@ class JobProgress:
         return {**asdict(self), "done": self.done}
 
 
-def job_progress(job: dict, shards: list[dict]) -> JobProgress:
-    """The progress of one job from its job item and its shard items (none for a listing)."""
+def job_progress(job: JobRecord, shards: list[ShardRecord]) -> JobProgress:
+    """The progress of one job from its job record and its shard records (none for a listing)."""
     finished = job_finished(job)
-    route = job.get("route")
-    views = [shard_progress(shard) for shard in sorted(shards, key=lambda s: str(s.get("shard_id", "")))]
-    on_batch = [] if route == "realtime" else views
-    realtime_total = int(job.get("valid", 0)) if route == "realtime" else int(job.get("realtime_expected", 0))
+    views = [shard_progress(shard) for shard in sorted(shards, key=lambda s: s.shard_id)]
+    on_batch = [] if job.route == "realtime" else views
     if finished:
-        cost = float(job.get("cost_usd", 0.0))
+        cost = job.cost_usd
     else:
-        cost = to_usd(sum(int(s.get("cost_nano_usd", 0)) for s in shards) + int(job.get("realtime_cost_nano_usd", 0)))
+        cost = to_usd(sum(s.cost_nano_usd for s in shards) + job.realtime_cost_nano_usd)
     return JobProgress(
-        job_id=str(job["job_id"]),
+        job_id=job.job_id,
         status=shown_status(job),
-        table_status=str(job.get("status") or "unknown"),
+        table_status=job.status.value,
         finished=finished,
-        route=route,
-        input_lines=int(job.get("input_lines", 0)),
-        valid=int(job.get("valid", 0)),
-        invalid=int(job.get("invalid", 0)),
+        route=job.route,
+        input_lines=job.input_lines or 0,
+        valid=job.valid,
+        invalid=job.invalid,
         batch_done=sum(view.done for view in on_batch),
         batch_total=sum(view.on_batch for view in on_batch),
-        realtime_done=int(job.get("realtime_done", 0)),
-        realtime_total=realtime_total,
+        realtime_done=job.realtime_done,
+        realtime_total=job.realtime_total,
         cost_usd=cost,
         spend=spend_of(job),
-        started_at=job.get("started_at"),
-        finished_at=job.get("finished_at") if finished else None,
-        message=job.get("message") if finished else (job.get("refused") or job.get("budget_paused")),
-        cancel_requested=job.get("cancel_requested"),
+        started_at=job.started_at,
+        finished_at=job.finished_at if finished else None,
+        message=job.message if finished else (job.refused or job.budget_paused),
+        cancel_requested=job.cancel_requested,
         shards=views,
     )

@@ -24,7 +24,9 @@ from batchline.adapters.job_store import JobStore
 from batchline.domain.budget import BUDGET_METADATA_KEY
 from batchline.domain.errors import ProviderError
 from batchline.domain.layout import JobLayout, make_job_id
+from batchline.domain.records import JobRecord
 from batchline.domain.routing import METADATA_KEY
+from batchline.domain.statuses import BATCH_ENDED, BatchStatus, ShardStatus
 
 from batchline_cli.job_progress import JobProgress, job_finished, job_progress, shown_status
 from batchline_cli.stack_target import StackTarget
@@ -34,7 +36,15 @@ if TYPE_CHECKING:  # the OpenAI client takes a second and a half to import: only
 
 CANCEL_REASON = "cancelled by the user"
 # A shard in one of these with no batch gets none once the job is cancelled.
-UNSENT_SHARD_STATUSES = frozenset({"planned", "waiting_admission", "retrying", "uploaded", "cancelled"})
+UNSENT_SHARD_STATUSES = frozenset(
+    {
+        ShardStatus.PLANNED,
+        ShardStatus.WAITING_ADMISSION,
+        ShardStatus.RETRYING,
+        ShardStatus.UPLOADED,
+        ShardStatus.CANCELLED,
+    }
+)
 CHUNK_BYTES = 1 << 20
 # What a job leaves under jobs/<job_id>/ in the output bucket, in the order they are shown.
 OUTPUT_NAMES = ("results.jsonl", "errors.jsonl", "summary.json", "report.html")
@@ -93,7 +103,7 @@ class JobsClient:
         )
 
     # -- reading jobs ---------------------------------------------------------------------------
-    def job(self, job_id: str) -> dict:
+    def job(self, job_id: str) -> JobRecord:
         job = self.store.get_job(job_id)
         if job is None:
             raise JobNotFoundError(
@@ -109,7 +119,7 @@ class JobsClient:
     def recent_jobs(self, limit: int) -> list[JobProgress]:
         """The `limit` most recently started jobs, newest first; unfinished ones with their shards."""
         return [
-            job_progress(job, [] if job_finished(job) else self.store.list_shards(job["job_id"]))
+            job_progress(job, [] if job_finished(job) else self.store.list_shards(job.job_id))
             for job in self.store.recent_jobs(limit)
         ]
 
@@ -130,7 +140,7 @@ class JobsClient:
                 found[item["Key"].removeprefix(prefix)] = (item["Key"], int(item["Size"]))
         if "summary.json" not in found:
             raise JobNotFinishedError(
-                f"job {job_id} is marked {job.get('status')} but s3://{self.target.output_bucket}/{prefix} holds no "
+                f"job {job_id} is marked {job.status} but s3://{self.target.output_bucket}/{prefix} holds no "
                 "summary.json: its outputs were moved or deleted"
             )
         ordered = [name for name in OUTPUT_NAMES if name in found] + sorted(set(found) - set(OUTPUT_NAMES))
@@ -154,18 +164,18 @@ class JobsClient:
         if job_finished(job):
             raise CancelError(f"job {job_id} has already ended ({shown_status(job)}): nothing to cancel")
         self.store.request_cancel(job_id, reason=CANCEL_REASON)
-        outcome = CancelOutcome(job_id, realtime=job.get("route") == "realtime")
+        outcome = CancelOutcome(job_id, realtime=job.route == "realtime")
         gateway: OpenAIBatches | None = None
         handled: set[str] = set()
         deadline = time.monotonic() + grace_seconds
         while True:
             shards = self.store.list_shards(job_id)
             for shard in shards:
-                batch_id, status = shard.get("batch_id"), shard.get("batch_status")
-                if not batch_id or batch_id in handled or status in ("completed", "failed", "expired", "cancelled"):
+                batch_id, status = shard.batch_id, shard.batch_status
+                if not batch_id or batch_id in handled or status in BATCH_ENDED:
                     continue
                 handled.add(batch_id)
-                if status == "cancelling":
+                if status == BatchStatus.CANCELLING:
                     outcome.cancelled_batches.append(batch_id)
                     continue
                 gateway = gateway or self.openai_batches()
@@ -174,23 +184,23 @@ class JobsClient:
                     outcome.cancelled_batches.append(batch_id)
                 except ProviderError as exc:  # cancelled or ended meanwhile, or the provider refused: say which
                     now = _batch_status(gateway, batch_id)
-                    if now in ("cancelling", "cancelled"):  # the job's own poll, seeing the cancel, got there first
+                    if now in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):  # the job's own poll got there first
                         outcome.cancelled_batches.append(batch_id)
-                    elif now not in ("completed", "failed", "expired"):
+                    elif now not in BATCH_ENDED:
                         outcome.failed_batches.append((batch_id, str(exc)))
-            submitting = [s for s in shards if s.get("submit_claim") and not s.get("batch_id")]
+            submitting = [s for s in shards if s.submit_claim and not s.batch_id]
             if not submitting or time.monotonic() >= deadline:
                 break
             sleep(1.0)
         if not outcome.realtime:  # on the realtime route, every request is already queued
             outcome.not_sent = [
-                str(s["shard_id"])
+                s.shard_id
                 for s in self.store.list_shards(job_id)
-                if not s.get("batch_id") and s.get("status") in UNSENT_SHARD_STATUSES
+                if not s.batch_id and s.status in UNSENT_SHARD_STATUSES
             ]
         return outcome
 
-    def stop_executions(self, job: dict, *, sfn=None) -> list[str]:  # noqa: ANN001
+    def stop_executions(self, job: JobRecord, *, sfn=None) -> list[str]:  # noqa: ANN001
         """Stop the running executions of this job (its input's bucket and key, and its id once planned).
 
         The job item then says so (``execution_stopped``): no Finalize will mark it ended.
@@ -207,14 +217,14 @@ class JobsClient:
                     sfn.stop_execution(executionArn=arn, error="Cancelled", cause=f"{CANCEL_REASON} (--now)")
                     stopped.append(arn)
         if stopped:
-            self.store.update_job(job["job_id"], execution_stopped=stopped[-1])
+            self.store.update_job(job.job_id, execution_stopped=stopped[-1])
         return stopped
 
     @staticmethod
-    def _runs_job(sfn, arn: str, job: dict) -> bool:  # noqa: ANN001
+    def _runs_job(sfn, arn: str, job: JobRecord) -> bool:  # noqa: ANN001
         described = sfn.describe_execution(executionArn=arn)
         start = json.loads(described.get("input") or "{}")
-        if (start.get("bucket"), start.get("key")) != (job.get("bucket"), job.get("key")):
+        if (start.get("bucket"), start.get("key")) != (job.bucket, job.key):
             return False
         # The same key may hold another file (another job) by now: Plan's answer names the job.
         for event in sfn.get_execution_history(executionArn=arn, maxResults=100)["events"]:
@@ -222,7 +232,7 @@ class JobsClient:
             if details.get("name") == "Plan":
                 output = json.loads(details.get("output") or "{}")
                 planned = output.get("plan", output)
-                return planned.get("job_id") in (None, job["job_id"])
+                return planned.get("job_id") in (None, job.job_id)
         return True  # not planned yet: the key is all there is to go by
 
     def openai_batches(self) -> OpenAIBatches:

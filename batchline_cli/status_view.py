@@ -6,6 +6,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from batchline.domain.statuses import JobStatus, ShardStatus
 from batchline.presentation.numbers import count, percent, usd
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -16,17 +17,18 @@ from rich.text import Text
 
 from batchline_cli.job_progress import JobProgress, ShardProgress, Spend
 
+# A job's or shard's status as shown (the enums' values, and the two a cancel adds), by colour.
 STATUS_STYLES = {
-    "succeeded": "green",
-    "completed_with_errors": "yellow",
-    "paused": "yellow",
-    "failed": "red",
-    "refused": "red",
-    "cancelled": "magenta",
+    JobStatus.SUCCEEDED: "green",
+    JobStatus.COMPLETED_WITH_ERRORS: "yellow",
+    JobStatus.PAUSED: "yellow",
+    JobStatus.FAILED: "red",
+    JobStatus.REFUSED: "red",
+    JobStatus.CANCELLED: "magenta",
     "cancelling": "magenta",
     "stopped": "red",
-    "collected": "green",
-    "budget_stopped": "yellow",
+    ShardStatus.COLLECTED: "green",
+    ShardStatus.BUDGET_STOPPED: "yellow",
 }
 BAR_WIDTH = 28
 SHARD_BAR_WIDTH = 20

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from batchline.adapters.job_store import JobStore
 from batchline.domain.layout import JobLayout
+from batchline.domain.statuses import BATCH_ENDED, ShardStatus
 from batchline.presentation.numbers import count, percent, usd
 from batchline.presentation.report import REPORT_FILE, report_key
 from batchline.presentation.text import duration
@@ -37,7 +38,6 @@ OUTPUT_FILES = ("results.jsonl", "errors.jsonl", "summary.json")
 
 
 # Batches in these states are done at the provider: nothing of theirs runs or bills any more.
-BATCH_ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 WORKERS_GRACE_SECONDS = 10.0  # an interrupted realtime run lets the calls under way end this long
 CANCEL_WAIT_SECONDS = 120.0  # --cancel-on-interrupt: how long the cancelled job is given to write its outputs
 
@@ -236,12 +236,10 @@ def _running_at_provider(aws: LocalAws, job_id: str) -> tuple[str, ...]:
     """One line per batch still running at the provider: it goes on, and bills, after this run."""
     store = JobStore(aws.names.table, resource=aws_resource(aws))
     lines = []
-    for shard in sorted(store.list_shards(job_id), key=lambda shard: shard["shard_id"]):
-        batch_id, status = shard.get("batch_id"), shard.get("batch_status")
-        if batch_id and status not in BATCH_ENDED and shard.get("status") not in ("collected", "failed"):
-            lines.append(
-                f"batch {batch_id} (shard {shard['shard_id']}, {int(shard.get('requests', 0)):,} requests, {status})"
-            )
+    for shard in sorted(store.list_shards(job_id), key=lambda shard: shard.shard_id):
+        batch_id, status = shard.batch_id, shard.batch_status
+        if batch_id and status not in BATCH_ENDED and shard.status not in (ShardStatus.COLLECTED, ShardStatus.FAILED):
+            lines.append(f"batch {batch_id} (shard {shard.shard_id}, {shard.requests:,} requests, {status})")
     return tuple(lines)
 
 
@@ -290,26 +288,20 @@ def _watch(aws: LocalAws, job_id: str, execution_arn: str, console: Console, tim
             job = store.get_job(job_id)
             if job is not None:
                 shards = store.list_shards(job_id)
-                if job.get("route") == "realtime":
-                    answered, unsent = job.get("realtime_done", 0), job.get("realtime_unsent", 0)
-                    done = answered + unsent
-                    waiting = max(0, job.get("valid", 0) - done)
+                if job.route == "realtime":
+                    done, waiting = job.realtime_outcomes, max(0, job.valid - job.realtime_outcomes)
                     description = (
-                        f"realtime: {job.get('realtime_calls', 0):,} sent, {answered:,} answered, "
-                        f"{waiting:,} waiting ({job.get('realtime_rate_limited', 0):,} answered 429)"
+                        f"realtime: {job.realtime_calls:,} sent, {job.realtime_done:,} answered, "
+                        f"{waiting:,} waiting ({job.realtime_rate_limited:,} answered 429)"
                     )
                 else:
-                    done = sum(
-                        (s.get("request_counts") or {}).get("completed", 0)
-                        + (s.get("request_counts") or {}).get("failed", 0)
-                        for s in shards
-                    )
-                    collected = sum(1 for s in shards if s.get("status") in ("collected", "failed"))
-                    description = f"batch: {len(shards)} shards, {collected} collected, status {job.get('status', '?')}"
+                    done = sum(s.request_counts.get("completed", 0) + s.request_counts.get("failed", 0) for s in shards)
+                    collected = sum(1 for s in shards if s.status in (ShardStatus.COLLECTED, ShardStatus.FAILED))
+                    description = f"batch: {len(shards)} shards, {collected} collected, status {job.status}"
                 progress.update(
                     task,
-                    total=max(job.get("valid", 0), 1),
-                    completed=min(done, job.get("valid", 0)),
+                    total=max(job.valid, 1),
+                    completed=min(done, job.valid),
                     description=description,
                 )
             if status != "RUNNING":

@@ -13,8 +13,6 @@ from batchline.domain.planning import Planner, PlanOutputs
 from batchline.domain.pricing import PriceBook
 from batchline.domain.request_line import RequestValidator
 from batchline.domain.tokens import TokenCountingPool
-from batchline.engines import tokenization
-from batchline.engines.custom_ids import CustomIdRegistry
 from batchline.price_table import maintained_table
 from batchline.settings import BATCH_ENDPOINTS, Settings
 
@@ -31,6 +29,10 @@ def model_table(settings: Settings) -> ModelTable:
 
 def validator_for(settings: Settings) -> RequestValidator:
     """The validator every step uses: the same endpoints, prices, model limits, output assumption and line limit."""
+    # The engines load here, not with this module: the emulator reads prices and limits from it and
+    # must count tokens without the project's counter, so that it can catch that counter's mistakes.
+    from batchline.engines import tokenization
+
     return RequestValidator(
         endpoints=BATCH_ENDPOINTS,
         prices=price_book(settings),
@@ -42,6 +44,8 @@ def validator_for(settings: Settings) -> RequestValidator:
 
 
 def planner_for(settings: Settings, *, outputs: PlanOutputs, token_counter: TokenCountingPool) -> Planner:
+    from batchline.engines.custom_ids import CustomIdRegistry
+
     return Planner(
         validator=validator_for(settings),
         prices=price_book(settings),

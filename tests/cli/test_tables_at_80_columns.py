@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import re
 
+import msgspec
 import pytest
+from batchline.domain.records import JobRecord, ShardRecord
+from batchline.domain.statuses import BatchStatus, ShardStatus
 from batchline.presentation.numbers import usd
 from lines import chat, embedding
 from typer.testing import CliRunner
@@ -23,35 +26,40 @@ JOB_ID = "customer-feedback-reviews-2026-11-98a10682c092196b"
 BATCH_ID = "batch_6912a0c4e5f08190b1c2d3e4f5a6b7c8"
 
 
-def job_item(status: str = "running") -> dict:
-    return {
-        "job_id": JOB_ID,
-        "status": status,
-        "route": "batch",
-        "input_lines": 123_456,
-        "valid": 123_450,
-        "invalid": 6,
-        "started_at": "2026-11-23T07:00:00.000+00:00",
-        "cost_usd": 1234.5678,
-        "budget_cap_nano": 2_000 * 10**9,
-        "spent_nano": 1_234_567_800_000,
-        "message": "123,400 of 123,450 requests succeeded",
-    }
-
-
-def shard_items() -> list[dict]:
-    return [
+def job_item(status: str = "running") -> JobRecord:
+    """A job's record as the job table returns it."""
+    return msgspec.convert(
         {
-            "shard_id": f"{index:05d}",
-            "model": "gpt-4.1-nano-2025-04-14",
-            "url": "/v1/chat/completions",
-            "requests": 41_150,
-            "round_requests": 41_150,
-            "status": "submitted",
-            "batch_id": BATCH_ID,
-            "batch_status": "in_progress",
-            "request_counts": {"total": 41_150, "completed": 12_345, "failed": 12},
-        }
+            "job_id": JOB_ID,
+            "status": status,
+            "route": "batch",
+            "input_lines": 123_456,
+            "valid": 123_450,
+            "invalid": 6,
+            "started_at": "2026-11-23T07:00:00.000+00:00",
+            "cost_usd": 1234.5678,
+            "budget_cap_nano": 2_000 * 10**9,
+            "spent_nano": 1_234_567_800_000,
+            "message": "123,400 of 123,450 requests succeeded",
+        },
+        JobRecord,
+    )
+
+
+def shard_items() -> list[ShardRecord]:
+    return [
+        ShardRecord(
+            job_id=JOB_ID,
+            shard_id=f"{index:05d}",
+            model="gpt-4.1-nano-2025-04-14",
+            url="/v1/chat/completions",
+            requests=41_150,
+            round_requests=41_150,
+            status=ShardStatus.SUBMITTED,
+            batch_id=BATCH_ID,
+            batch_status=BatchStatus.IN_PROGRESS,
+            request_counts={"total": 41_150, "completed": 12_345, "failed": 12},
+        )
         for index in range(3)
     ]
 

@@ -11,7 +11,8 @@ import sys
 from typing import Any
 
 import pytest
-from batchline.domain.tokens import max_output_tokens, token_counter
+from batchline.domain.tokens import max_output_tokens
+from batchline.engines.tokenization import token_counter
 
 from batchline_local.emulator.token_counts import output_cap, prompt_tokens, text_tokens
 
@@ -82,7 +83,7 @@ def test_answering_a_request_never_loads_batchlines_token_counter() -> None:
         "from batchline_local.emulator import OpenAIEmulator\n"
         "body = {'model': 'gpt-4o-mini', 'messages': [{'role': 'user', 'content': 'hi'}]}\n"
         "assert OpenAIEmulator(Settings()).realtime('/v1/chat/completions', body).body['usage']['prompt_tokens']\n"
-        "print(sorted(m for m in sys.modules if m.startswith('batchline.domain.tokens')))\n"
+        "print(sorted(m for m in sys.modules if m.startswith('batchline.engines')))\n"
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from batchline.domain.records import JobRecord
+
 from batchline_cli.jobs_client import JobsClient
 from batchline_cli.stack_target import StackTarget
 
@@ -63,7 +65,7 @@ def test_only_the_executions_of_the_job_are_stopped_and_the_job_says_so():
         }
     )
 
-    stopped = client.stop_executions({"job_id": "f-1111", "bucket": "in", "key": "f.jsonl"}, sfn=sfn)
+    stopped = client.stop_executions(JobRecord(job_id="f-1111", bucket="in", key="f.jsonl"), sfn=sfn)
 
     assert stopped == sfn.stopped == ["this-job", "not-planned-yet"]
     assert client.store.updates == [("f-1111", {"execution_stopped": "not-planned-yet"})]
