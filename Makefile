@@ -62,6 +62,7 @@ test-report: install browser
 lint: install
 	@status=0; \
 	$(BIN)/ruff check . || status=1; \
+	$(BIN)/ruff format --check --quiet . || status=1; \
 	$(BIN)/lint-imports --no-logo --cache-dir .cache/import-linter || status=1; \
 	$(BIN)/mypy lambdas/batchline/domain lambdas/batchline/workflow || status=1; \
 	exit $$status
