@@ -71,8 +71,9 @@ def standalone_emulator(tmp_path: Path) -> Iterator[str]:
         process.wait()
 
 
-def emulator_batches(root: str) -> list[dict]:
-    """Every batch the emulator at `root` holds, newest first."""
+def emulator_batches(root: str, *, timeout: float = 30.0) -> list[dict]:
+    """Every batch the emulator at `root` holds, newest first. The timeout is generous: on a loaded
+    2-core machine the emulator may be busy answering a run's calls for a few seconds."""
     request = urllib.request.Request(f"{root}/v1/batches?limit=100", headers={"Authorization": "Bearer test"})
-    with urllib.request.urlopen(request, timeout=5) as response:
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())["data"]
