@@ -8,9 +8,9 @@ import os
 import shlex
 import shutil
 import sys
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from batchline.composition import price_book
@@ -21,6 +21,8 @@ from pydantic import ValidationError
 from rich.console import Console
 
 if TYPE_CHECKING:
+    from batchline.datasets.spec import TableSpec
+
     from batchline_local.emulator.faults import Faults
 
 SETTINGS_NAME = "cdk.json"  # read from the current directory, as `cdk` reads it
@@ -82,6 +84,71 @@ def _settings(cdk_json: Path | None) -> Settings:
 INPUT_FILE = typer.Argument(
     metavar="INPUT", exists=True, dir_okay=False, readable=True, help="JSONL file of OpenAI batch requests"
 )
+DATA_ARGUMENT = typer.Argument(
+    metavar="DATA",
+    exists=True,
+    readable=True,
+    help="a JSONL file of OpenAI batch requests; or, with --prompt or --embed, a table: CSV, TSV, parquet, "
+    "JSON Lines of records, or a folder of text files",
+)
+TABLE_HELP = "Table jobs (DATA is a table)"
+PROMPT_OPTION = typer.Option(
+    "--prompt",
+    metavar="TEMPLATE",
+    rich_help_panel=TABLE_HELP,
+    help="each row's user message, a Jinja2 template over its columns, e.g. 'Classify: {{ review }}' "
+    "(@FILE reads it from a file)",
+)
+SYSTEM_OPTION = typer.Option(
+    "--system", metavar="TEMPLATE", rich_help_panel=TABLE_HELP, help="each row's system message (Jinja2 too)"
+)
+TABLE_MODEL_OPTION = typer.Option(
+    "--model", "-m", metavar="M", rich_help_panel=TABLE_HELP, help="the model every row's request goes to"
+)
+EMBED_OPTION = typer.Option(
+    "--embed", metavar="COLUMN", rich_help_panel=TABLE_HELP, help="embed each row's COLUMN instead of a chat"
+)
+SCHEMA_OPTION = typer.Option(
+    "--schema",
+    metavar="X",
+    rich_help_panel=TABLE_HELP,
+    help="structured answers: a JSON Schema file or module:PydanticModel; every answer is validated",
+)
+ID_COLUMN_OPTION = typer.Option(
+    "--id-column", metavar="COLUMN", rich_help_panel=TABLE_HELP, help="keep this column as each row's custom_id"
+)
+COLUMNS_OPTION = typer.Option(
+    "--columns", metavar="A,B", rich_help_panel=TABLE_HELP, help="input columns to keep in the results table [all]"
+)
+OUTPUT_FORMAT_OPTION = typer.Option(
+    "--output-format", rich_help_panel=TABLE_HELP, help="the results table's format: parquet or csv"
+)
+FLATTEN_OPTION = typer.Option(
+    "--flatten", rich_help_panel=TABLE_HELP, help="the schema's fields as columns instead of one parsed column"
+)
+MAX_TOKENS_OPTION = typer.Option(
+    "--max-tokens", min=1, rich_help_panel=TABLE_HELP, help="the output cap of each row's request"
+)
+
+
+class OutputFormat(StrEnum):
+    parquet = "parquet"
+    csv = "csv"
+
+
+def _table_spec(data: Path, **options: Any) -> TableSpec | None:
+    """The table job the options describe (None: DATA is a request file); exit 2 saying what is wrong."""
+    from batchline_cli.table_jobs import TableOptionError, table_spec
+
+    try:
+        spec = table_spec(data, **options)
+    except (TableOptionError, ValueError) as exc:
+        raise _fail(str(exc), 2) from None
+    if spec is None and data.is_dir():
+        raise _fail(f"{data} is a folder: a folder of text files is a table, give --prompt or --embed", 2)
+    return spec
+
+
 SETTINGS_FILE = typer.Option(
     "--cdk-json",
     exists=True,
@@ -120,7 +187,7 @@ def _use_bundled_encodings() -> None:
 
 @local_app.command("run")
 def local_run(
-    input_path: Annotated[Path, INPUT_FILE],
+    input_path: Annotated[Path, DATA_ARGUMENT],
     out: Annotated[
         Path, typer.Option("--out", help="directory that receives results.jsonl, errors.jsonl, summary.json")
     ] = Path("out"),
@@ -175,6 +242,16 @@ def local_run(
             help="stop watching after this long, as Ctrl-C does (outputs so far, state kept) [default: no limit]",
         ),
     ] = None,
+    prompt: Annotated[str | None, PROMPT_OPTION] = None,
+    system: Annotated[str | None, SYSTEM_OPTION] = None,
+    model: Annotated[str | None, TABLE_MODEL_OPTION] = None,
+    embed: Annotated[str | None, EMBED_OPTION] = None,
+    schema: Annotated[str | None, SCHEMA_OPTION] = None,
+    id_column: Annotated[str | None, ID_COLUMN_OPTION] = None,
+    columns: Annotated[str | None, COLUMNS_OPTION] = None,
+    output_format: Annotated[OutputFormat, OUTPUT_FORMAT_OPTION] = OutputFormat.parquet,
+    flatten: Annotated[bool, FLATTEN_OPTION] = False,
+    max_tokens: Annotated[int | None, MAX_TOKENS_OPTION] = None,
 ) -> None:
     """Run one job end to end: moto + the real state machine + the OpenAI emulator (or OPENAI_BASE_URL).
 
@@ -184,6 +261,19 @@ def local_run(
     """
     _use_bundled_encodings()
     settings = _settings(cdk_json)
+    spec = _table_spec(
+        input_path,
+        model=model,
+        prompt=prompt,
+        system=system,
+        embed=embed,
+        schema=schema,
+        id_column=id_column,
+        columns=columns,
+        output_format=output_format.value,
+        flatten=flatten,
+        max_tokens=max_tokens,
+    )
     if resend_in_doubt:
         settings = settings.model_copy(
             update={"realtime": settings.realtime.model_copy(update={"resend_in_doubt": True})}
@@ -207,6 +297,7 @@ def local_run(
             cancel_on_interrupt=cancel_on_interrupt,
             timeout_seconds=timeout,
             resume=resume,
+            spec=spec,
         )
     except NothingToResume as exc:
         console.print(str(exc), style="red", markup=False)
@@ -344,7 +435,7 @@ def emulator(
 
 @app.command("estimate")
 def estimate(
-    input_path: Annotated[Path, INPUT_FILE],
+    input_path: Annotated[Path, DATA_ARGUMENT],
     model: Annotated[
         list[str] | None,
         typer.Option("--model", "-m", metavar="M", help="also price every request as model M (repeatable)"),
@@ -368,11 +459,36 @@ def estimate(
     seed: Annotated[int, typer.Option(help="seed of the --sample choice: the same seed picks the same requests")] = 0,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object instead of tables")] = False,
     cdk_json: Annotated[Path | None, SETTINGS_FILE] = None,
+    prompt: Annotated[str | None, PROMPT_OPTION] = None,
+    system: Annotated[str | None, SYSTEM_OPTION] = None,
+    embed: Annotated[str | None, EMBED_OPTION] = None,
+    schema: Annotated[str | None, SCHEMA_OPTION] = None,
+    id_column: Annotated[str | None, ID_COLUMN_OPTION] = None,
+    max_tokens: Annotated[int | None, MAX_TOKENS_OPTION] = None,
 ) -> None:
-    """What a file costs before it is sent: tokens, shards and price per endpoint and model, as planned."""
+    """What a file costs before it is sent: tokens, shards and price per endpoint and model, as planned.
+
+    For a table (with --prompt or --embed), the first --model is the one its rows' requests go to.
+    """
     _use_bundled_encodings()
     settings = _settings(cdk_json)
     models = list(dict.fromkeys(model or []))
+    table = prompt is not None or embed is not None
+    spec = _table_spec(
+        input_path,
+        model=models[0] if table and models else None,
+        prompt=prompt,
+        system=system,
+        embed=embed,
+        schema=schema,
+        id_column=id_column,
+        columns=None,
+        output_format="parquet",
+        flatten=False,
+        max_tokens=max_tokens,
+    )
+    if spec is not None:
+        models = models[1:]  # the others, each priced beside it
     prices = price_book(settings)
     unknown = [name for name in models if prices.price_for(name) is None]
     if unknown:
@@ -391,9 +507,19 @@ def estimate(
         except estimating.SampleEndpointMissing as missing:
             console.print(str(missing), style="red", markup=False)
             raise typer.Exit(2) from None
-    result, report = estimating.run_estimate(
-        input_path, settings, models=models, sample=sample, seed=seed, console=console, endpoint=endpoint
-    )
+    from batchline_cli.table_jobs import upload_file
+
+    with upload_file(input_path) as planned_path:
+        result, report = estimating.run_estimate(
+            planned_path,
+            settings,
+            models=models,
+            sample=sample,
+            seed=seed,
+            console=console,
+            endpoint=endpoint,
+            spec=spec,
+        )
     if report is not None and report.sent and not report.measurements:
         _, first = report.failures[0]
         check = (
@@ -525,7 +651,7 @@ def _bytes_progress(description: str, total: int):
 @app.command("submit", epilog=TARGET_HELP)
 @_aws_errors
 def submit(
-    input_path: Annotated[Path, INPUT_FILE],
+    input_path: Annotated[Path, DATA_ARGUMENT],
     mode: Annotated[
         Mode | None,
         typer.Option(
@@ -552,23 +678,53 @@ def submit(
     state_file: Annotated[Path | None, STATE_FILE_OPTION] = None,
     region: Annotated[str | None, REGION_OPTION] = None,
     cdk_json: Annotated[Path | None, SETTINGS_FILE] = None,
+    prompt: Annotated[str | None, PROMPT_OPTION] = None,
+    system: Annotated[str | None, SYSTEM_OPTION] = None,
+    embed: Annotated[str | None, EMBED_OPTION] = None,
+    schema: Annotated[str | None, SCHEMA_OPTION] = None,
+    id_column: Annotated[str | None, ID_COLUMN_OPTION] = None,
+    columns: Annotated[str | None, COLUMNS_OPTION] = None,
+    output_format: Annotated[OutputFormat, OUTPUT_FORMAT_OPTION] = OutputFormat.parquet,
+    flatten: Annotated[bool, FLATTEN_OPTION] = False,
+    max_tokens: Annotated[int | None, MAX_TOKENS_OPTION] = None,
 ) -> None:
-    """Upload INPUT to the stack's input bucket, which starts the job, and print the job's id."""
+    """Upload DATA to the stack's input bucket, which starts the job, and print the job's id.
+
+    A table (with --prompt or --embed) goes with its spec: the stack renders each row into a request
+    and writes the results as a table beside results.jsonl.
+    """
     import tempfile
 
     from batchline_cli.jobs_client import file_job_id
     from batchline_cli.model_override import MixedEndpointsError, rewrite_model
+    from batchline_cli.table_jobs import spec_bytes, upload_file
 
     settings = _settings(cdk_json)
+    table = prompt is not None or embed is not None
+    spec = _table_spec(
+        input_path,
+        model=model if table else None,
+        prompt=prompt,
+        system=system,
+        embed=embed,
+        schema=schema,
+        id_column=id_column,
+        columns=columns,
+        output_format=output_format.value,
+        flatten=flatten,
+        max_tokens=max_tokens,
+    )
+    spec_upload = spec_bytes(spec) if spec is not None else None
+    if spec is not None:
+        model = None  # the spec's: every row's request is made for it
     route = mode.value if mode is not None else None
     prices = price_book(settings)
     if model is not None and prices.price_for(model) is None:
         raise _fail(f"--model: {prices.unpriced_message(model)}", 2)
     client = _jobs_client(stack, local, state_file, region, cdk_json)
-    key = input_path.name
-    size = input_path.stat().st_size
-    with tempfile.TemporaryDirectory(prefix="batchline-") as scratch:
-        upload_path = input_path
+    with tempfile.TemporaryDirectory(prefix="batchline-") as scratch, upload_file(input_path) as upload_path:
+        key = upload_path.name
+        size = upload_path.stat().st_size
         if model is not None:
             upload_path = Path(scratch) / input_path.name
             try:
@@ -583,7 +739,7 @@ def submit(
             )
             size = upload_path.stat().st_size
         with _bytes_progress("hashing (the job id)", size) as advance:
-            job_id = file_job_id(upload_path, key, advance)
+            job_id = file_job_id(upload_path, key, advance, spec_digest=spec_upload[0] if spec_upload else None)
         earlier = client.store.get_job(job_id)
         if earlier is not None:
             from batchline_cli.job_progress import shown_status
@@ -594,7 +750,9 @@ def submit(
             )
         try:
             with _bytes_progress(f"uploading to {client.target.input_bucket}", size) as advance:
-                client.upload(upload_path, key=key, mode=route, budget_usd=budget_usd, on_bytes=advance)
+                client.upload(
+                    upload_path, key=key, mode=route, budget_usd=budget_usd, on_bytes=advance, spec=spec_upload
+                )
         except Exception as exc:  # noqa: BLE001 - boto3's many errors: say what failed and where
             raise _fail(f"uploading {input_path} to {client.target.label} failed: {exc}") from None
     options = ", ".join(
@@ -603,6 +761,7 @@ def submit(
             f"mode {route}" if route else "",
             f"budget ${budget_usd:g}" if budget_usd is not None else "",
             f"model {model}" if model else "",
+            f"a table job for {spec.model}" if spec is not None else "",
         )
         if part
     )

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import orjson
 from batchline.composition import planner_for, price_book
+from batchline.datasets.spec import TableSpec
 from batchline.domain.estimate import (
     OUTPUT_FROM_SAMPLE,
     CountingPlanOutputs,
@@ -117,14 +118,22 @@ class PlannedFile:
     recounted_prompt_tokens: dict[str, int]  # per encoding asked for with recount_encodings
 
 
-def plan_file(path: Path, settings: Settings, console: Console, **outputs_options) -> PlannedFile:
-    """Run the pipeline's planner over a local file, keeping counts only (see CountingPlanOutputs)."""
+def plan_file(
+    path: Path, settings: Settings, console: Console, *, spec: TableSpec | None = None, **outputs_options
+) -> PlannedFile:
+    """Run the pipeline's planner over a local file, keeping counts only (see CountingPlanOutputs); with
+    `spec`, the file is a table whose rows the spec renders into requests, as Plan does."""
     pool = ParallelTokenCounter(TOKEN_THREADS)
     try:
         outputs = CountingPlanOutputs(token_counter=pool, **outputs_options)
         planner = planner_for(settings, outputs=outputs, token_counter=pool)
         with DelayedProgress(console, f"reading {path.name}", path.stat().st_size, DownloadColumn()) as progress:
-            summary = planner.run(iter_physical_lines(_chunks(path, progress)))
+            if spec is not None:
+                from batchline.datasets.plan_input import request_lines
+
+                summary = planner.run(request_lines(path, spec))
+            else:
+                summary = planner.run(iter_physical_lines(_chunks(path, progress)))
             recounted = outputs.recounted_prompt_tokens()  # while the counting threads still run
     finally:
         pool.close()
@@ -272,6 +281,7 @@ def run_estimate(
     seed: int,
     console: Console,
     endpoint: SampleEndpoint | None = None,
+    spec: TableSpec | None = None,
 ) -> tuple[Estimate, SampleReport | None]:
     """Plan, measure a sample when asked, and price: the whole of `batchline estimate`.
 
@@ -279,7 +289,7 @@ def run_estimate(
     """
     prices = price_book(settings)
     encodings = [prices.price_for(model).encoding for model in models]
-    planned = plan_file(path, settings, console, recount_encodings=encodings, sample_size=sample, seed=seed)
+    planned = plan_file(path, settings, console, spec=spec, recount_encodings=encodings, sample_size=sample, seed=seed)
     report = None
     if sample:
         chosen = planned.outputs.draw_sample()

@@ -18,12 +18,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from batchline.adapters.job_store import JobStore
 from batchline.domain.budget import BUDGET_METADATA_KEY
 from batchline.domain.errors import ProviderError
-from batchline.domain.layout import JobLayout, make_job_id
+from batchline.domain.layout import SPEC_METADATA_KEY, JobLayout, make_job_id, spec_key, table_job_hash
 from batchline.domain.records import JobRecord
 from batchline.domain.routing import METADATA_KEY
 from batchline.domain.statuses import BATCH_ENDED, BatchStatus, ShardStatus
@@ -74,14 +74,23 @@ class CancelOutcome:
     realtime: bool = False
 
 
-def file_job_id(path: Path, key: str, on_bytes: Progress = lambda n: None) -> str:
-    """The job id Plan will give this file under this key (its name and content hash)."""
+def file_job_id(path: Path, key: str, on_bytes: Progress = lambda n: None, *, spec_digest: str | None = None) -> str:
+    """The job id Plan will give this file under this key (its name and content hash, and for a table
+    job its spec's digest)."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(CHUNK_BYTES):
             digest.update(chunk)
             on_bytes(len(chunk))
-    return make_job_id(key, digest.hexdigest())
+    content = digest.hexdigest()
+    return make_job_id(key, table_job_hash(content, spec_digest) if spec_digest else content)
+
+
+def put_spec(s3: Any, bucket: str, spec: bytes, digest: str) -> dict[str, str]:
+    """Put a table job's spec in the input bucket (before its table: the table starts the job); the
+    metadata that names it on the table's object."""
+    s3.put_object(Bucket=bucket, Key=spec_key(digest), Body=spec, ContentType="application/json")
+    return {SPEC_METADATA_KEY: digest}
 
 
 class JobsClient:
@@ -92,12 +101,22 @@ class JobsClient:
 
     # -- submit ---------------------------------------------------------------------------------
     def upload(
-        self, path: Path, *, key: str, mode: str | None, budget_usd: float | None, on_bytes: Progress = lambda n: None
+        self,
+        path: Path,
+        *,
+        key: str,
+        mode: str | None,
+        budget_usd: float | None,
+        on_bytes: Progress = lambda n: None,
+        spec: tuple[str, bytes] | None = None,
     ) -> None:
-        """Put the file in the input bucket; the object-created trigger starts the job."""
+        """Put the file in the input bucket; the object-created trigger starts the job. `spec` is a table
+        job's (digest, JSON), put beside it first."""
         metadata = {METADATA_KEY: mode} if mode else {}
         if budget_usd is not None:
             metadata[BUDGET_METADATA_KEY] = repr(float(budget_usd))
+        if spec is not None:
+            metadata |= put_spec(self._s3, self.target.input_bucket, spec[1], spec[0])
         self._s3.upload_file(
             str(path), self.target.input_bucket, key, ExtraArgs={"Metadata": metadata}, Callback=on_bytes
         )

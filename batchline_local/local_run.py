@@ -16,9 +16,10 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from batchline.adapters.job_store import JobStore
+from batchline.datasets.spec import TableSpec
 from batchline.domain.layout import JobLayout
 from batchline.domain.statuses import BATCH_ENDED, ShardStatus
 from batchline.presentation.numbers import count, percent, usd
@@ -30,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from batchline_cli.local_outputs import point_report_at_copies
+from batchline_cli.table_jobs import spec_bytes, upload_file
 from batchline_local.crashes import Crash
 from batchline_local.emulator import EmulatorServer, Faults
 from batchline_local.local_stack import LocalAws
@@ -107,6 +109,7 @@ def run_local_job(
     state_dir: Path | None = None,
     cancel_on_interrupt: bool = False,
     resume: bool = False,
+    spec: TableSpec | None = None,
 ) -> LocalRunResult:
     """Run one job; `openai` = (base_url, api_key) of a server to use instead of the default one.
 
@@ -117,7 +120,8 @@ def run_local_job(
     instead (its batches too) and its outputs, status ``cancelled``, are waited for. Either way the
     state in `state_dir` is kept, so that the same run again goes on where this one stopped.
     With `resume`, that is all the run may do: NothingToResume when `state_dir` holds no job for
-    this file (a changed file is a new job).
+    this file (a changed file is a new job). With `spec`, `input_path` is a table (or a folder of text
+    files) and the job renders its rows into requests by the spec, and writes a results table too.
 
     `faults` are injected by the emulator this run starts, instead of BATCHLINE_EMULATOR_FAULTS or
     the settings'; a server given as `openai` brings its own, so giving both is an error.
@@ -129,7 +133,7 @@ def run_local_job(
         raise ValueError("faults apply to the emulator run_local_job starts; give them to the server passed as openai")
     console = console or Console(stderr=True)
     quiet_service_logs()
-    if not input_path.is_file():
+    if not (input_path.is_file() or (spec is not None and input_path.is_dir())):
         raise SystemExit(f"input file not found: {input_path}")
     started = time.monotonic()
     endpoint = contextlib.nullcontext(openai) if openai else openai_endpoint(settings, faults=faults)
@@ -149,11 +153,14 @@ def run_local_job(
                 f"state from {state_dir}: {aws.restored['items']:,} items, {aws.restored['objects']:,} objects "
                 "(a job run before resumes; --ephemeral to start from nothing)"
             )
-        if resume:
-            _check_resumable(aws, input_path, state_dir)
-        for crash in crashes:
-            aws.crashes.arm(crash.function, at_call=crash.at_call, when=crash.when)
-        job_id = aws.upload_input(str(input_path), input_path.name, mode=mode)
+        spec_upload = spec_bytes(spec) if spec is not None else None
+        with upload_file(input_path) as upload:
+            key = upload.name
+            if resume:
+                _check_resumable(aws, upload, key, state_dir, spec_upload[0] if spec_upload else None)
+            for crash in crashes:
+                aws.crashes.arm(crash.function, at_call=crash.at_call, when=crash.when)
+            job_id = aws.upload_input(str(upload), key, mode=mode, spec=spec_upload)
         layout = JobLayout(job_id, settings.output_prefix)
         interrupted, still_running, execution_arn = None, (), None
         try:
@@ -197,12 +204,14 @@ def run_local_job(
     )
 
 
-def _check_resumable(aws: LocalAws, input_path: Path, state_dir: Path | None) -> None:
+def _check_resumable(
+    aws: LocalAws, input_path: Path, key: str, state_dir: Path | None, spec_digest: str | None
+) -> None:
     from batchline_cli.jobs_client import file_job_id
 
     if state_dir is None:
         raise NothingToResume("--resume needs the state of an earlier run: it cannot go with --ephemeral")
-    job_id = file_job_id(input_path, input_path.name)
+    job_id = file_job_id(input_path, key, spec_digest=spec_digest)
     job = JobStore(aws.names.table, resource=aws_resource(aws)).get_job(job_id)
     if job is None:
         raise NothingToResume(
@@ -217,6 +226,9 @@ def _download_outputs(aws: LocalAws, layout: JobLayout, out_dir: Path) -> None:
         aws.download_output(key, str(out_dir / name))
     (out_dir / REPORT_FILE).unlink(missing_ok=True)  # never an earlier run's
     summary = json.loads((out_dir / "summary.json").read_text())
+    table = summary.get("outputs", {}).get("table")
+    if table:  # a table job's results as a table
+        aws.download_output(table.split("/", 3)[3], str(out_dir / PurePosixPath(table).name))
     if "report" in summary.get("outputs", {}):  # left out only when it could not be drawn
         aws.download_output(report_key(layout), str(out_dir / REPORT_FILE))
         point_report_at_copies(out_dir)  # the files beside it, not the local stack's bucket

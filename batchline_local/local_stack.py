@@ -23,7 +23,6 @@ from typing import Any
 import boto3
 from batchline import wiring
 from batchline.domain.budget import BUDGET_METADATA_KEY
-from batchline.domain.layout import content_hash, make_job_id
 from batchline.domain.routing import METADATA_KEY
 from batchline.settings import METER_CLOCK_ENV, Settings, runtime_environment_variables
 from batchline.topology import (
@@ -292,19 +291,30 @@ class LocalAws:
         )
 
     # -- use ---------------------------------------------------------------------------------
-    def upload_input(self, path: str, key: str, *, mode: str | None = None, budget_usd: float | None = None) -> str:
+    def upload_input(
+        self,
+        path: str,
+        key: str,
+        *,
+        mode: str | None = None,
+        budget_usd: float | None = None,
+        spec: tuple[str, bytes] | None = None,
+    ) -> str:
         """Drop a file in the input bucket (the trigger starts the job); return the job's id.
 
         `mode` and `budget_usd` travel as the object's ``batchline-mode`` and ``batchline-budget-usd``
-        metadata, as a user would set them.
+        metadata, as a user would set them; `spec`, a table job's (digest, JSON), is put beside it.
         """
+        from batchline_cli.jobs_client import file_job_id, put_spec
+
         s3 = self.client("s3")
         metadata = {METADATA_KEY: mode} if mode else {}
         if budget_usd is not None:
             metadata[BUDGET_METADATA_KEY] = repr(float(budget_usd))
+        if spec is not None:
+            metadata |= put_spec(s3, self.names.input_bucket, spec[1], spec[0])
         s3.upload_file(path, self.names.input_bucket, key, ExtraArgs={"Metadata": metadata} if metadata else None)
-        with open(path, "rb") as handle:
-            return make_job_id(key, content_hash(iter(lambda: handle.read(1 << 20), b"")))
+        return file_job_id(Path(path), key, spec_digest=spec[0] if spec else None)
 
     def executions(self) -> list[dict]:
         return self.client("stepfunctions").list_executions(stateMachineArn=self.state_machine_arn)["executions"]

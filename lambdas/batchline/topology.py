@@ -200,11 +200,15 @@ def render_asl(substitutions: dict[str, str]) -> str:
 
 
 def object_created_pattern(input_bucket: str) -> dict:
-    """EventBridge pattern: a new object in the input bucket starts a job."""
+    """EventBridge pattern: a new object in the input bucket starts a job, unless it is a table job's
+    spec (under SPEC_PREFIX's first part: the table it goes with starts the job)."""
     return {
         "source": ["aws.s3"],
         "detail-type": ["Object Created"],
-        "detail": {"bucket": {"name": [input_bucket]}},
+        "detail": {
+            "bucket": {"name": [input_bucket]},
+            "object": {"key": [{"anything-but": {"prefix": "_batchline/"}}]},
+        },
     }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aws_lambda_powertools.metrics import MetricUnit
@@ -33,6 +33,7 @@ from batchline.composition import planner_for, price_book, validator_for
 from batchline.domain.budget import BudgetPolicy, month_of, to_nano
 from batchline.domain.layout import JobLayout
 from batchline.domain.planning import PlanSummary
+from batchline.domain.request_line import InvalidLine
 from batchline.engines.tokenization import ParallelTokenCounter
 from batchline.observability import DashboardMetrics, logger, publish_metric
 from batchline.settings import RuntimeEnvironment, SettingsError, runtime_environment
@@ -43,6 +44,9 @@ from batchline.workflow.planning_job import JobPlanning, PlanDefaults
 from batchline.workflow.realtime_wait import RealtimeWait
 from batchline.workflow.realtime_work import RealtimeWork, WorkSettings
 from batchline.workflow.shard_loop import ShardLoop
+
+if TYPE_CHECKING:
+    from batchline.adapters.table_io import S3TableInputs, S3TableOutputs
 
 
 def environment() -> RuntimeEnvironment:
@@ -182,6 +186,7 @@ def finalization() -> Finalization:
         output_bucket=environment().output_bucket,
         now=now_iso,
         source=objects,
+        tables=_table_outputs(),
         usage_so_far=current_usage,
     )
 
@@ -190,7 +195,20 @@ def finalization() -> Finalization:
 PLAN_TOKEN_THREADS = 2
 
 
-def plan_lines(job_id: str, lines: Iterable[tuple[int, bytes]]) -> PlanSummary:
+def _table_inputs() -> S3TableInputs:
+    # pyarrow and Jinja2 load with the table adapters, in Plan and Finalize only: not in every function.
+    from batchline.adapters.table_io import S3TableInputs
+
+    return S3TableInputs(objects)
+
+
+def _table_outputs() -> S3TableOutputs:
+    from batchline.adapters.table_io import S3TableOutputs
+
+    return S3TableOutputs(objects, output_objects(), price_book(environment().settings))
+
+
+def plan_lines(job_id: str, lines: Iterable[tuple[int, bytes | InvalidLine]]) -> PlanSummary:
     """Validate, count and cut `lines` into the job's shard files in the output bucket."""
     settings = environment().settings
     outputs = S3PlanOutputs(output_objects(), JobLayout(job_id, settings.output_prefix))
@@ -213,6 +231,7 @@ def job_planning() -> JobPlanning:
         jobs=job_store(),
         source=objects,
         plan_lines=plan_lines,
+        tables=_table_inputs(),
         budgets=budgets(),
         defaults=PlanDefaults(
             job_budget_usd=settings.budget.job_usd,

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 STAGING_PREFIX = "staging"
+# A table job's spec (template, model, schema, ...) is put in the input bucket under this prefix, which
+# starts no job, and the table's object names it in this metadata key (its digest).
+SPEC_PREFIX = "_batchline/specs"
+SPEC_METADATA_KEY = "batchline-spec"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -35,6 +39,16 @@ def make_job_id(key: str, content_sha256: str) -> str:
     return f"{stem}-{tag}"
 
 
+def spec_key(spec_digest: str) -> str:
+    """Where a table job's spec is kept in the input bucket."""
+    return f"{SPEC_PREFIX}/{_UNSAFE.sub('', spec_digest)}.json"
+
+
+def table_job_hash(content_sha256: str, spec_digest: str) -> str:
+    """What names a table job: its table's content and its spec (a changed template is a new job)."""
+    return hashlib.sha256(f"{content_sha256}:{spec_digest}".encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class JobLayout:
     job_id: str
@@ -51,6 +65,10 @@ class JobLayout:
     @property
     def summary(self) -> str:
         return f"{self.output_prefix}/{self.job_id}/summary.json"
+
+    def table(self, output_format: str) -> str:
+        """A table job's results as a table (parquet or csv), one row per input row."""
+        return f"{self.output_prefix}/{self.job_id}/results.{output_format}"
 
     @property
     def invalid_lines(self) -> str:

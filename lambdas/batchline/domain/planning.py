@@ -137,7 +137,7 @@ class Planner:
         self._open: dict[tuple[str, str], _OpenShard] = {}
         self._summary = PlanSummary()
 
-    def run(self, lines: Iterable[tuple[int, bytes]]) -> PlanSummary:
+    def run(self, lines: Iterable[tuple[int, bytes | InvalidLine]]) -> PlanSummary:
         """Plan every line. Parsing of one block overlaps the token counting of the previous ones.
 
         Lines go by blocks: a block's custom_ids are checked together, its invalid lines (repeats
@@ -153,7 +153,7 @@ class Planner:
         self._price()
         return summary
 
-    def _run(self, lines: Iterable[tuple[int, bytes]]) -> None:
+    def _run(self, lines: Iterable[tuple[int, bytes | InvalidLine]]) -> None:
         validate = self._validator.validate
         summary = self._summary
         block: list[ValidRequest] = []
@@ -161,7 +161,8 @@ class Planner:
         pending: deque[tuple[list[ValidRequest], list[InvalidLine], PendingCounts]] = deque()
         seen = 0  # lines in the block, valid or not
         for number, raw in lines:
-            outcome = validate(number, raw)
+            # A table job's row that could not be rendered comes as its InvalidLine already.
+            outcome = raw if type(raw) is InvalidLine else validate(number, raw)
             if type(outcome) is ValidRequest:
                 block.append(outcome)
             else:

@@ -92,6 +92,7 @@ class JobRecord(msgspec.Struct, kw_only=True, frozen=True):
     key: str | None = None
     mode: str | None = None  # as the upload asked (batch, realtime, auto)
     content_sha256: str | None = None
+    spec_digest: str | None = None  # a table job's spec (domain/layout.spec_key): its rows are rendered by it
     started_at: str | None = None
     finished_at: str | None = None
     updated_at: str | None = None
@@ -171,6 +172,7 @@ class JobRecord(msgspec.Struct, kw_only=True, frozen=True):
     recovery: dict[str, Any] = {}
     aws: dict[str, Any] = {}
     unaccounted_lines: int = 0
+    table_error: str | None = None  # why a table job's results table could not be written
 
     @property
     def realtime_total(self) -> int:

@@ -40,6 +40,7 @@ from batchline.workflow.ports import (
     ObjectStore,
     OutcomeOrdering,
     OutcomeRecords,
+    TableOutputs,
 )
 
 logger = logging.getLogger("batchline.finalize")
@@ -299,6 +300,7 @@ class Finalization:
     output_bucket: str
     now: Callable[[], str]
     source: Callable[[str], InputSource]  # an input bucket, where Plan found the file
+    tables: TableOutputs  # a table job's results table
     usage_so_far: Callable[[], AwsUsage | None] = lambda: None
 
     def finalize_run(self, event: dict[str, Any], *, failure: str | None) -> dict[str, Any]:
@@ -346,6 +348,8 @@ class Finalization:
             # Never expected; said loudly so that a lost request cannot pass unnoticed.
             summary["unaccounted_lines"] = account.unaccounted()
             logger.error("lines unaccounted for", extra={"unaccounted": account.unaccounted()})
+        if job.spec_digest:
+            self._write_table(job, layout, summary)
         if not self._write_report(report, summary, shards, timing):
             del summary["outputs"]["report"]
         self.storage.put(layout.summary, _json(summary), "application/json")
@@ -424,6 +428,17 @@ class Finalization:
             for second, count in sorted(realtime_per_second.items())
         ]
         return points
+
+    def _write_table(self, job: JobRecord, layout: JobLayout, summary: dict[str, Any]) -> None:
+        """A table job's results as a table, joined to its input rows; said in the summary when it fails
+        (the JSONL outputs, written already, hold every outcome)."""
+        try:
+            key = self.tables.write(job, layout)
+        except Exception as exc:  # noqa: BLE001 (the job's account is written whatever happens here)
+            logger.exception("the results table could not be written")
+            summary["table_error"] = f"{type(exc).__name__}: {exc}"[:2000]
+            return
+        summary["outputs"]["table"] = f"s3://{self.output_bucket}/{key}"
 
     def _write_report(
         self, key: str, summary: dict[str, Any], shards: list[ShardRecord], timing: _RealtimeTiming

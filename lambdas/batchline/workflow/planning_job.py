@@ -19,10 +19,10 @@ import msgspec
 
 from batchline.domain.budget import requested_job_cap, to_nano
 from batchline.domain.errors import BudgetRefusedError, InputNotFoundError, ShardStateError
-from batchline.domain.layout import content_hash, make_job_id
+from batchline.domain.layout import SPEC_METADATA_KEY, content_hash, make_job_id, table_job_hash
 from batchline.domain.planning import PlanSummary
 from batchline.domain.records import JobRecord, ShardRecord
-from batchline.domain.request_line import iter_physical_lines
+from batchline.domain.request_line import InvalidLine, iter_physical_lines
 from batchline.domain.routing import Mode, requested_mode, route_for
 from batchline.domain.statuses import REOPENED_ON_RESUME, JobStatus, ShardStatus
 from batchline.topology import JOBS_REFUSED_METRIC, JOBS_RESUMED_METRIC
@@ -40,11 +40,25 @@ class InputSource(Protocol):
     def chunks(self, key: str) -> Iterator[bytes]: ...
 
 
+class TableInputs(Protocol):
+    """A table job's input: its table (CSV, parquet, ...) read row by row, each row rendered into one
+    request line by the job's spec, or into the reason it could not be (the row's number, its column)."""
+
+    def lines(self, bucket: str, key: str, spec_digest: str) -> Iterable[tuple[int, bytes | InvalidLine]]: ...
+
+
+def job_digest(content_sha256: str, metadata: dict[str, str]) -> str:
+    """What a job's id is made of: its file's content, and for a table job its spec too."""
+    spec_digest = metadata.get(SPEC_METADATA_KEY)
+    return table_job_hash(content_sha256, spec_digest) if spec_digest else content_sha256
+
+
 def job_id_of(source: InputSource, key: str) -> str:
-    """The id Plan gives the file at `key` (its name and content), or one marking it missing."""
-    if source.head(key) is None:
+    """The id Plan gives the file at `key` (its name, content and spec), or one marking it missing."""
+    head = source.head(key)
+    if head is None:
         return make_job_id(key, "missing")
-    return make_job_id(key, content_hash(source.chunks(key)))
+    return make_job_id(key, job_digest(content_hash(source.chunks(key)), head[1]))
 
 
 class PlanRecords(Protocol):
@@ -89,7 +103,8 @@ class JobPlanning:
 
     jobs: PlanRecords
     source: Callable[[str], InputSource]
-    plan_lines: Callable[[str, Iterable[tuple[int, bytes]]], PlanSummary]
+    plan_lines: Callable[[str, Iterable[tuple[int, bytes | InvalidLine]]], PlanSummary]
+    tables: TableInputs
     budgets: BudgetHolds
     defaults: PlanDefaults
     count: Callable[[str, int], None]
@@ -105,7 +120,8 @@ class JobPlanning:
             raise InputNotFoundError(f"s3://{bucket}/{key} does not exist (deleted after upload, or a wrong key)")
         _, metadata = head
         digest = content_hash(source.chunks(key))
-        job_id = make_job_id(key, digest)
+        spec_digest = metadata.get(SPEC_METADATA_KEY)
+        job_id = make_job_id(key, job_digest(digest, metadata))
         self.on_job(job_id)
         job_cap = requested_job_cap(metadata, self.defaults.job_budget_usd)
         cap_fields: dict[str, Any] = {"budget_cap_nano": job_cap} if job_cap is not None else {}
@@ -119,13 +135,18 @@ class JobPlanning:
         fields: dict[str, Any] = dict(
             status=JobStatus.PLANNING, bucket=bucket, key=key, mode=mode, started_at=self.now(), content_sha256=digest
         )
+        if spec_digest:
+            fields["spec_digest"] = spec_digest
         if job is None:
             store.put_job(job_id, budget_month=month, **fields, **cap_fields)
         else:  # an earlier Plan stopped half way: its counters stay, its staging files are rewritten
             store.update_job(job_id, **fields, **cap_fields)
             month = job.budget_month or month
 
-        summary = self.plan_lines(job_id, iter_physical_lines(source.chunks(key)))
+        lines: Iterable[tuple[int, bytes | InvalidLine]] = (
+            self.tables.lines(bucket, key, spec_digest) if spec_digest else iter_physical_lines(source.chunks(key))
+        )
+        summary = self.plan_lines(job_id, lines)
 
         shards = [ShardRecord(job_id=job_id, **plan.as_dict()) for plan in summary.shards]
         route = route_for(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from batchline.domain.budget import ScopeUsage
+from batchline.domain.layout import JobLayout
 from batchline.domain.records import JobRecord, ShardRecord
 
 
@@ -185,3 +186,12 @@ class Clock(Protocol):
     """The time, as the poll loop reads it (a fake one walks a batch through its expiry in a test)."""
 
     def now(self) -> datetime: ...
+
+
+class TableOutputs(Protocol):
+    """A table job's results written as a table (parquet or CSV), one row per input row, in input
+    order, joined to the row's columns; from the job's results and errors, written before."""
+
+    def write(self, job: JobRecord, layout: JobLayout) -> str:
+        """Write it; the key written in the output bucket."""
+        ...
