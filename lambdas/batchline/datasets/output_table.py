@@ -11,6 +11,9 @@ by default), then what became of its request:
   top-level property of the schema instead, typed from the schema;
 - ``status`` (succeeded, failed, invalid), ``error_code`` and ``error`` (why it has no answer);
 - ``input_tokens``, ``output_tokens``, ``cost_usd`` and ``route`` (batch, realtime or cache).
+
+The input's columns keep their names; one of these whose name an input column has already (a
+``text`` or ``status`` column of the user's) is written as ``answer_<name>`` instead.
 """
 
 from __future__ import annotations
@@ -151,7 +154,7 @@ def write_output_table(
     the carried columns (a parquet input's schema); strings otherwise.
     """
     own = OutputColumns(spec)
-    carried_names: dict[str, str] = {}
+    own_names: dict[str, str] = {}  # an output column's name in the table (answer_<name> on a clash)
     outcome_iter: Iterator[Outcome] = iter(outcomes)
     pending = next(outcome_iter, None)
     writer: pq.ParquetWriter | pa_csv.CSVWriter | None = None
@@ -163,13 +166,10 @@ def write_output_table(
             if schema is None:
                 names = list(batch.columns)
                 carried = [name for name in (spec.columns or names) if name in batch.columns]
-                clash = {field.name for field in own.fields} & set(carried)
-                carried_names = {name: (f"input_{name}" if name in clash else name) for name in carried}
-                fields = [
-                    pa.field(carried_names[field.name], field.type)
-                    for field in _input_schema(batch, carried, input_schema)
-                ]
-                schema = pa.schema(fields + own.fields)
+                own_names = {field.name: _free_name(field.name, set(carried)) for field in own.fields}
+                fields = _input_schema(batch, carried, input_schema)
+                fields += [pa.field(own_names[field.name], field.type) for field in own.fields]
+                schema = pa.schema(fields)
                 if spec.output_format == "csv":
                     writer = pa_csv.CSVWriter(str(destination), _csv_schema(schema))
                 else:
@@ -188,9 +188,9 @@ def write_output_table(
                     values = own.values(None, False, None)
                 for name in carried:
                     cell = batch.columns[name][offset]
-                    rows[carried_names[name]].append(cell if input_schema is not None else _as_text(cell))
+                    rows[name].append(cell if input_schema is not None else _as_text(cell))
                 for field in own.fields:
-                    rows[field.name].append(values[field.name])
+                    rows[own_names[field.name]].append(values[field.name])
             table = pa.Table.from_pydict(rows, schema=schema)
             assert writer is not None
             if isinstance(writer, pa_csv.CSVWriter):
@@ -209,6 +209,13 @@ def write_output_table(
         if writer is not None:
             writer.close()
     return written
+
+
+def _free_name(name: str, taken: set[str]) -> str:
+    candidate = name
+    while candidate in taken:
+        candidate = f"answer_{candidate}"
+    return candidate
 
 
 def _csv_schema(schema: pa.Schema) -> pa.Schema:
