@@ -188,7 +188,8 @@ def _parse(text: str) -> tuple[Any, str | None]:
     try:
         return json.loads(text, parse_constant=_no_constant), None
     except json.JSONDecodeError as error:
-        return None, f"{error.msg} at char {error.pos}"
+        where = "char" if error.msg.endswith(" at") else "at char"  # "Unterminated string starting at"
+        return None, f"{error.msg} {where} {error.pos}"
     except ValueError as error:
         return None, str(error)
 
