@@ -24,30 +24,34 @@ pytestmark = pytest.mark.e2e
 
 REQUESTS = Path(__file__).parent / "data" / "structured_requests.jsonl"
 SHARE = 0.3
-ATTEMPTS = 3  # recovery.max_attempts and realtime.schema_attempts, both at their defaults
 FAST = {
     "local_poll_seconds": 1,
     "emulator": {"validating_seconds": 0, "in_progress_seconds": 0.2, "finalizing_seconds": 0},
 }
 
 
-def expected(custom_ids: list[str]) -> tuple[int, set[str]]:
+def expected(custom_ids: list[str], attempts: int) -> tuple[int, set[str]]:
     """(answers asked again, custom_ids failing every attempt), as the fault draws them per attempt."""
     retries, failing = 0, set()
     for custom_id in custom_ids:
         failed = 0
-        while failed < ATTEMPTS and hits(SHARE, "schema_invalid", custom_id, str(failed)):
+        while failed < attempts and hits(SHARE, "schema_invalid", custom_id, str(failed)):
             failed += 1
-        retries += min(failed, ATTEMPTS - 1)
-        if failed == ATTEMPTS:
+        retries += min(failed, attempts - 1)
+        if failed == attempts:
             failing.add(custom_id)
     return retries, failing
 
 
-@pytest.mark.parametrize("mode", ["batch", "realtime"])
-def test_answers_off_their_schema_are_asked_again_and_every_result_follows_its_schema(tmp_path, monkeypatch, mode):
+@pytest.mark.parametrize(("mode", "attempts"), [("batch", 3), ("realtime", 3), ("batch", 2), ("realtime", 2)])
+def test_answers_off_their_schema_are_asked_again_and_every_result_follows_its_schema(
+    tmp_path, monkeypatch, mode, attempts
+):
     requests = {json.loads(raw)["custom_id"]: json.loads(raw) for raw in REQUESTS.read_text().splitlines() if raw}
-    settings = load_settings(FAST)
+    # The attempts an answer gets: rounds on the batch route, answers on the realtime route (3 by default).
+    settings = load_settings(
+        {**FAST, "recovery": {"max_attempts": attempts}, "realtime": {"schema_attempts": attempts}}
+    )
     with EmulatorServer(settings=settings, faults=Faults.parse(f"schema_invalid={SHARE}")) as server:
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "key-for-the-emulator")
@@ -63,11 +67,12 @@ def test_answers_off_their_schema_are_asked_again_and_every_result_follows_its_s
         assert record["parsed"] == json.loads(content) and record["route"] == mode
         jsonschema.validate(record["parsed"], schema)
 
-    retries, failing = expected(list(requests))
+    retries, failing = expected(list(requests), attempts)
     assert 0 < retries, "the fault broke some answers"
     assert {e["custom_id"] for e in errors} == failing
     for error in errors:
-        assert error["code"] == "schema_invalid" and error["message"].startswith("$")
+        assert error["code"] == "schema_invalid" and error["message"].startswith(("$", "not JSON"))
+        assert error["usage"]["prompt_tokens"] > 0, "billed: its usage goes with it"
     summary = result.summary
     assert summary["recovery"]["schema_retries"] == retries
     assert summary["error_codes"] == ({"schema_invalid": len(failing)} if failing else {})
