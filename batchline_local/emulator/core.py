@@ -205,6 +205,7 @@ class OpenAIEmulator:
         self._batches: dict[str, BatchRecord] = {}
         self._batches_created = 0
         self._ledger: list[LedgerEntry] = []
+        self._billed: dict[str, int] = {}  # answers billed per custom_id: the schema_invalid fault's attempt number
         self._limiter = rate_limiter(settings.emulator, clock)
         self._fault_rng = random.Random(FAULT_SEED)
 
@@ -231,12 +232,22 @@ class OpenAIEmulator:
         price = self._price_book.price_for(model)
         return price.encoding if price is not None else FALLBACK_ENCODING
 
-    def _execute(self, url: str, body: dict[str, Any], now: float) -> Execution:
+    def _execute(self, url: str, body: dict[str, Any], now: float, *, custom_id: str | None = None) -> Execution:
+        off_schema = self._off_schema(custom_id, body)
         model = body.get("model") if isinstance(body, dict) else None
         if not isinstance(model, str):
-            return respond(url, body, encoding=FALLBACK_ENCODING, now=now)
+            return respond(url, body, encoding=FALLBACK_ENCODING, now=now, schema_invalid=off_schema)
         limits = self._model_table.limits_for(model)
-        return respond(url, body, encoding=self.encoding_for(model), now=now, limits=limits)
+        return respond(url, body, encoding=self.encoding_for(model), now=now, limits=limits, schema_invalid=off_schema)
+
+    def _off_schema(self, custom_id: str | None, body: Any) -> bool:
+        """Whether this answer breaks its schema (the ``schema_invalid`` fault): drawn per custom_id and
+        the number of answers billed to it before, so each attempt is fixed and the next one may pass."""
+        share = self.faults.schema_invalid
+        if share <= 0.0:
+            return False
+        key = custom_id or ""  # a call without X-Client-Request-Id: counted with every other such call
+        return hits(share, "schema_invalid", key, str(self._billed.get(key, 0)))
 
     # ----- models -------------------------------------------------------------------------------
 
@@ -412,7 +423,7 @@ class OpenAIEmulator:
             server_error = {"message": REQUEST_ERROR_MESSAGE, "type": "server_error", "param": None, "code": None}
             return _refused(request.custom_id, request_id, 500, {"error": server_error})
         try:
-            execution = self._execute(request.url, request.body, at)
+            execution = self._execute(request.url, request.body, at, custom_id=request.custom_id)
         except EmulatorError as refused:
             # The endpoint refused this one request: it goes to the error file with the HTTP
             # status and error body, and nothing is billed.
@@ -447,7 +458,7 @@ class OpenAIEmulator:
         """
         if not isinstance(body, dict):
             raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
-        execution = self._execute(url, body, self._clock())
+        execution = self._execute(url, body, self._clock(), custom_id=client_request_id)
         self._inject_realtime_fault(execution.model)
         cost = execution.prompt_tokens + output_cap(url, body, self.settings.assumed_output_tokens)
         headers = self._limiter.admit(execution.model, cost)
@@ -496,6 +507,9 @@ class OpenAIEmulator:
     # ----- billing ledger -----------------------------------------------------------------------
 
     def _record(self, execution: Execution, *, url: str, custom_id: str | None, batch_id: str | None) -> None:
+        if self.faults.schema_invalid > 0.0:
+            key = custom_id or ""
+            self._billed[key] = self._billed.get(key, 0) + 1
         self._ledger.append(
             LedgerEntry(
                 custom_id=custom_id,

@@ -11,6 +11,10 @@ both (``--faults ""`` runs with none):
 - ``expire=F``: every batch expires once about a share F (0..1) of its requests has completed.
 - ``request_error=F``: a share F of batch requests end in the error file with a 500 response.
 - ``http_429=F`` / ``http_5xx=F``: a share F of realtime calls is answered 429 / 5xx.
+- ``schema_invalid=F``: a share F of the answers to requests asking for a ``json_schema`` do not follow
+  it (a required property left out, or JSON cut short), batch and realtime alike. Drawn per
+  (custom_id, how many answers that custom_id was billed before), so the same attempt always gets the
+  same answer and asking again can pass.
 - ``insufficient_quota``: every realtime call and every batch creation is answered 429 insufficient_quota.
 - ``refuse_line=ID``: every batch whose file holds the request with custom_id ID fails validation with
   ``invalid_json_line`` naming that request's line, as a line the provider cannot read does.
@@ -29,7 +33,7 @@ from dataclasses import dataclass, fields
 FAULTS_ENV = "BATCHLINE_EMULATOR_FAULTS"
 
 _COUNTS = ("token_limit", "stuck")
-_SHARES = ("expire", "request_error", "http_429", "http_5xx")
+_SHARES = ("expire", "request_error", "http_429", "http_5xx", "schema_invalid")
 _FLAGS = ("insufficient_quota",)
 _TEXTS = ("refuse_line", "refuse_file")
 
@@ -44,6 +48,7 @@ class Faults:
     request_error: float = 0.0
     http_429: float = 0.0
     http_5xx: float = 0.0
+    schema_invalid: float = 0.0
     insufficient_quota: bool = False
     refuse_line: str | None = None
     refuse_file: str | None = None

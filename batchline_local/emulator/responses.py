@@ -26,7 +26,7 @@ import tiktoken
 from batchline.catalog import ModelKind, ModelLimits
 
 from .errors import InvalidRequest
-from .structured import OutputFormat, chat_format, json_answer, responses_format
+from .structured import OutputFormat, chat_format, json_answer, off_schema_answer, responses_format
 from .token_counts import output_cap, prompt_tokens, text_tokens
 
 # Generated answers are at most this many tokens long, so fast runs stay fast.
@@ -71,12 +71,19 @@ class Execution:
 
 
 def respond(
-    url: str, body: dict[str, Any], *, encoding: str, now: float, limits: ModelLimits | None = None
+    url: str,
+    body: dict[str, Any],
+    *,
+    encoding: str,
+    now: float,
+    limits: ModelLimits | None = None,
+    schema_invalid: bool = False,
 ) -> Execution:
     """Execute one request to ``url``; raise InvalidRequest where the real endpoint answers 400.
 
     ``limits`` are the model's entry in the model table (None for a model it does not know): an
-    embedding model's vector length and whether it takes ``dimensions`` come from there."""
+    embedding model's vector length and whether it takes ``dimensions`` come from there.
+    ``schema_invalid``: an answer asked to follow a JSON Schema does not (the fault of that name)."""
     if url not in _BUILDERS:
         raise InvalidRequest(f"Invalid URL (POST {url})", param="url", code="invalid_url")
     if not isinstance(body, dict):
@@ -91,7 +98,10 @@ def respond(
     if not isinstance(model, str) or not model:
         raise InvalidRequest("you must provide a model parameter", param="model", code="missing_required_parameter")
     builder = _BUILDERS[url]
-    return builder(body, model, _Context(url=url, body=body, encoding=encoding, created=int(now), limits=limits))
+    context = _Context(
+        url=url, body=body, encoding=encoding, created=int(now), limits=limits, schema_invalid=schema_invalid
+    )
+    return builder(body, model, context)
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,7 @@ class _Context:
     encoding: str
     created: int
     limits: ModelLimits | None = None
+    schema_invalid: bool = False
 
     def prompt_tokens(self) -> int:
         return prompt_tokens(self.url, self.body, self.encoding)
@@ -133,7 +144,10 @@ class _Context:
         """The answer in the format asked for: plain text, or JSON cut at the request's cap as OpenAI cuts it."""
         if fmt is None:
             return self.generate(*salt)
-        text = json_answer(fmt, self.seed("json", *salt))
+        if self.schema_invalid and fmt.schema is not None:
+            text = off_schema_answer(fmt, self.seed("json", *salt))
+        else:
+            text = json_answer(fmt, self.seed("json", *salt))
         tokens = self.tokens(text)
         cap = output_cap(self.url, self.body, sys.maxsize)
         if tokens <= cap:

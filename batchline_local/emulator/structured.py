@@ -292,6 +292,20 @@ def json_answer(fmt: OutputFormat, seed: int) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def off_schema_answer(fmt: OutputFormat, seed: int) -> str:
+    """An answer that does not follow the format's schema (the ``schema_invalid`` fault), fixed by ``seed``:
+    the valid value with a required property left out, or, when it has none (or one time in three),
+    its JSON cut short."""
+    text = json_answer(fmt, seed)
+    rng = random.Random(seed ^ 0x5C4E3A)
+    value = json.loads(text)
+    required = [key for key in ((fmt.schema or {}).get("required") or []) if isinstance(value, dict) and key in value]
+    if required and rng.random() < 2 / 3:
+        del value[rng.choice(required)]
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text[: max(1, len(text) // 2)] if len(text) > 1 else "{"
+
+
 def _words(rng: random.Random, least: int, most: int) -> str:
     return " ".join(rng.choice(_WORDS) for _ in range(rng.randint(least, most)))
 

@@ -112,6 +112,14 @@ class RealtimeSettings(_Frozen):
     reserved_concurrency: int = Field(8, ge=2, le=1000)
     max_receive_count: int = Field(5, ge=1, le=1000, description="deliveries before a message goes to the DLQ")
     max_rate_limited_attempts: int = Field(3, ge=1, le=20, description="429s for one request within one invocation")
+    # The batch route asks again within its rounds (recovery.max_attempts); this is the realtime route's bound.
+    schema_attempts: int = Field(
+        3,
+        ge=1,
+        le=10,
+        description="answers a request asking for a JSON Schema gets on the realtime route before one that "
+        "fails the schema is final (each is billed)",
+    )
     backoff_base_seconds: float = Field(1.0, gt=0)
     backoff_max_seconds: float = Field(60.0, gt=0)
     max_pace_wait_seconds: float = Field(

@@ -136,6 +136,7 @@ def realtime_work(seconds_left: Callable[[], float], invocation: str = "") -> Re
             resend_in_doubt=realtime.resend_in_doubt,
             record_every_seconds=realtime.record_every_seconds,
             last_call_seconds=2 * realtime.expected_latency_seconds,
+            schema_attempts=realtime.schema_attempts,
         ),
         seconds_left=seconds_left,
         now=now_iso,

@@ -38,7 +38,8 @@ def _hi(client: openai.OpenAI):
 
 def test_a_spec_names_each_fault_with_its_value() -> None:
     faults = Faults.parse(
-        " token_limit=2, expire=0.5,request_error=0.1 ,http_429=0.2,http_5xx=0.3,stuck=1,insufficient_quota"
+        " token_limit=2, expire=0.5,request_error=0.1 ,http_429=0.2,http_5xx=0.3,stuck=1,insufficient_quota,"
+        "schema_invalid=0.25"
     )
 
     assert faults == Faults(
@@ -49,6 +50,7 @@ def test_a_spec_names_each_fault_with_its_value() -> None:
         http_5xx=0.3,
         stuck=1,
         insufficient_quota=True,
+        schema_invalid=0.25,
     )
     assert Faults.parse(faults.describe()) == faults
     assert Faults.parse("") == Faults()
@@ -348,3 +350,82 @@ def test_a_file_holding_the_refused_request_fails_validation_and_one_without_it_
     assert spared.status == "completed" and spared.request_counts.completed == 3
     assert len(server.emulator.ledger()) == 3, "the refused file billed nothing"
     assert Faults.parse(fault).describe() == fault
+
+
+# ----- schema_invalid: answers off their JSON Schema, per custom_id and attempt ----------------------
+
+LABEL_SCHEMA = {
+    "type": "object",
+    "properties": {"label": {"type": "string", "enum": ["yes", "no"]}, "reason": {"type": "string"}},
+    "required": ["label", "reason"],
+    "additionalProperties": False,
+}
+LABEL_FORMAT = {"type": "json_schema", "json_schema": {"name": "label", "strict": True, "schema": LABEL_SCHEMA}}
+
+
+def _follows_schema(content: str) -> bool:
+    import json
+
+    import jsonschema
+
+    try:
+        return jsonschema.Draft202012Validator(LABEL_SCHEMA).is_valid(json.loads(content))
+    except ValueError:
+        return False
+
+
+def test_schema_invalid_breaks_a_share_of_structured_batch_answers_and_a_resubmission_can_pass(start_server) -> None:
+    clock, server, client = _faulty(start_server, "schema_invalid=0.5")
+    lines = [chat_line(f"s{i}", f"prompt {i}") for i in range(40)]
+    for line in lines:
+        line["body"]["response_format"] = LABEL_FORMAT
+    plain = chat_line("plain", "no schema here")
+
+    batch_id = start_batch(client, [*lines, plain]).id
+    clock.advance(100)
+    batch = client.batches.retrieve(batch_id)
+    outputs = {item["custom_id"]: item for item in read_jsonl(client, batch.output_file_id)}
+
+    assert batch.status == "completed" and len(outputs) == 41, "every answer is a 200: off its schema, yet billed"
+    off = {cid for cid, item in outputs.items() if cid != "plain" and not _follows_schema(_content(item))}
+    assert off == {f"s{i}" for i in range(40) if hits(0.5, "schema_invalid", f"s{i}", "0")}, "fixed per attempt"
+    assert 5 < len(off) < 35
+    ledger = {entry["custom_id"]: entry for entry in server.emulator.ledger()}
+    for cid, item in outputs.items():
+        usage = item["response"]["body"]["usage"]
+        assert (ledger[cid]["prompt_tokens"], ledger[cid]["completion_tokens"]) == (
+            usage["prompt_tokens"],
+            usage["completion_tokens"],
+        ), "the answer off its schema is billed for the tokens it reports"
+
+    again = start_batch(client, [line for line in lines if line["custom_id"] in off]).id
+    clock.advance(100)
+    second = {item["custom_id"]: item for item in read_jsonl(client, client.batches.retrieve(again).output_file_id)}
+    passed = {cid for cid, item in second.items() if _follows_schema(_content(item))}
+    assert passed == {cid for cid in off if not hits(0.5, "schema_invalid", cid, "1")} and passed
+
+
+def test_schema_invalid_breaks_realtime_answers_by_attempt_so_asking_again_can_pass(start_server) -> None:
+    _, _, client = _faulty(start_server, "schema_invalid=0.5")
+
+    def ask(custom_id: str) -> bool:
+        completion = client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": f"label {custom_id}"}],
+            response_format=LABEL_FORMAT,
+            extra_headers={"X-Client-Request-Id": custom_id},
+        )
+        return _follows_schema(completion.choices[0].message.content or "")
+
+    for custom_id in (f"q{i}" for i in range(12)):
+        attempts = [ask(custom_id) for _ in range(3)]
+        assert attempts == [not hits(0.5, "schema_invalid", custom_id, str(n)) for n in range(3)], custom_id
+
+
+def test_schema_invalid_leaves_plain_answers_alone(start_server) -> None:
+    _, _, client = _faulty(start_server, "schema_invalid=1")
+    assert _hi(client).choices[0].message.content, "a request without a schema has nothing to break"
+
+
+def _content(item: dict[str, Any]) -> str:
+    return item["response"]["body"]["choices"][0]["message"]["content"]

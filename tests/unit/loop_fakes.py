@@ -183,7 +183,10 @@ class FakeBatchApi:
     """A Batch API on the test's clock. Each batch validates for a minute, then runs for an hour and
     ends as its plan says: `complete`; `expire` (after 24 hours, having answered the first half);
     `fail_some` (the custom_ids in `failing` answer 500, those in `refusing` 400, the rest 200);
-    `stay_validating` (never leaves validating). `plans` are taken one per batch created."""
+    `stay_validating` (never leaves validating). `plans` are taken one per batch created.
+
+    A request asking for a JSON Schema (`structured_request`) gets JSON that follows it, but the next
+    `off_schema[custom_id]` answers to that custom_id leave out its required `label`."""
 
     def __init__(self, clock: FakeClock, plans: Iterable[str] = ()) -> None:
         self.clock = clock
@@ -193,6 +196,7 @@ class FakeBatchApi:
         self.failing: set[str] = set()
         self.refusing: set[str] = set()
         self.transient_failures: dict[str, int] = {}  # batch id -> its next retrieves that raise a transient error
+        self.off_schema: dict[str, int] = {}  # custom_id -> its next answers that fail their schema
 
     def sent(self) -> list[list[str]]:
         """The custom_ids of each batch created, in order: what was paid for."""
@@ -262,7 +266,7 @@ class FakeBatchApi:
             custom_id = request["custom_id"]
             code = 500 if custom_id in self.failing else 400 if custom_id in self.refusing else 200
             body = (
-                {"choices": [{"message": {"content": f"answer to {custom_id}"}}], "usage": _USAGE}
+                {"choices": [{"message": {"content": self._content(request)}}], "usage": _USAGE}
                 if code == 200
                 else {"error": {"message": f"status {code}", "type": "server_error" if code == 500 else "invalid"}}
             )
@@ -272,6 +276,15 @@ class FakeBatchApi:
         batch.output_file_id = self._file(outputs)
         batch.error_file_id = self._file(errors)
         batch.status = status
+
+    def _content(self, request: dict[str, Any]) -> str:
+        custom_id = request["custom_id"]
+        if "response_format" not in request["body"]:
+            return f"answer to {custom_id}"
+        if self.off_schema.get(custom_id, 0) > 0:
+            self.off_schema[custom_id] -= 1
+            return orjson.dumps({"score": 1}).decode()
+        return orjson.dumps({"label": f"label of {custom_id}", "score": 1}).decode()
 
     def _file(self, lines: list[bytes]) -> str | None:
         if not lines:
@@ -375,8 +388,9 @@ class LoopWorld:
     metrics: RecordedMetrics
     loop: ShardLoop
 
-    def stage_shard(self, job_id: str, shard_id: str, lines: list[int]) -> None:
-        """A planned shard of `lines` (one chat request each), as Plan leaves it."""
+    def stage_shard(self, job_id: str, shard_id: str, lines: list[int], *, structured: bool = False) -> None:
+        """A planned shard of `lines` (one chat request each, asking for LABEL_SCHEMA if `structured`),
+        as Plan leaves it."""
         layout = JobLayout(job_id, PREFIX)
         self.jobs.update_job(job_id, route="batch", planned=True, budget_month="2026-12", valid=len(lines))
         self.jobs.put_shards(
@@ -393,7 +407,8 @@ class LoopWorld:
                 )
             ],
         )
-        requests = b"".join(orjson.dumps(chat_request(line)) + b"\n" for line in lines)
+        make = structured_request if structured else chat_request
+        requests = b"".join(orjson.dumps(make(line)) + b"\n" for line in lines)
         self.storage.put(layout.round_requests(shard_id, 0), requests)
         self.storage.put(
             layout.round_manifest(shard_id, 0), b"".join(encode_manifest_entry(line, f"c{line}") for line in lines)
@@ -424,6 +439,23 @@ def chat_request(line: int) -> dict[str, Any]:
         "url": CHAT,
         "body": {"model": MODEL, "messages": [{"role": "user", "content": f"line {line}"}], "max_tokens": 5},
     }
+
+
+LABEL_SCHEMA = {
+    "type": "object",
+    "properties": {"label": {"type": "string"}, "score": {"type": "integer"}},
+    "required": ["label", "score"],
+    "additionalProperties": False,
+}
+
+
+def structured_request(line: int) -> dict[str, Any]:
+    request = chat_request(line)
+    request["body"]["response_format"] = {
+        "type": "json_schema",
+        "json_schema": {"name": "label", "strict": True, "schema": LABEL_SCHEMA},
+    }
+    return request
 
 
 def loop_world(*, plans: Iterable[str] = (), budget_cap_nano: int | None = None, **overrides: Any) -> LoopWorld:

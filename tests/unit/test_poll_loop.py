@@ -7,6 +7,7 @@ what each line ended as, and what the loop gave back (queue room, budget reserva
 
 from __future__ import annotations
 
+from batchline.domain.budget import to_nano
 from batchline.domain.layout import JobLayout
 from batchline.domain.statuses import ShardStatus
 from loop_fakes import PREFIX, loop_world
@@ -125,3 +126,59 @@ def test_a_batch_stuck_in_validating_is_reported_and_cancelled_once():
     assert world.batches.batches["batch-1"].status == "cancelled"
     assert world.batches.sent()[1:] == [["c2"]], "its unanswered request went in the next round"
     assert world.jobs.get_job("job").stuck_batches == 1
+
+
+# -- structured answers: an answer that fails its JSON Schema is billed, asked again, then reported --
+
+
+def test_an_answer_failing_its_schema_is_asked_again_in_the_next_round_and_its_cost_still_counts():
+    world = loop_world(plans=["complete", "complete"])
+    world.batches.off_schema = {"c2": 1}  # its first answer leaves out the required label
+    world.stage_shard("job", "00001", [1, 2, 3], structured=True)
+
+    world.run("job")
+
+    assert world.batches.sent() == [["c1", "c2", "c3"], ["c2"]], "only the answer off its schema is asked again"
+    layout = JobLayout("job", PREFIX)
+    results = world.storage.jsonl(layout.round_results("00001", 0)) + world.storage.jsonl(
+        layout.round_results("00001", 1)
+    )
+    assert sorted(r["line"] for r in results) == [1, 2, 3]
+    assert all(r["parsed"] == {"label": f"label of c{r['line']}", "score": 1} for r in results)
+    assert world.storage.jsonl(layout.round_errors("00001", 0)) == [], "asked again, not an error"
+    record = world.shard("job", "00001")
+    assert (record.succeeded, record.failed, record.schema_retries) == (3, 0, 1)
+    # Four answers were billed (the one off its schema too): the tokens and the budget count all four.
+    assert (record.input_tokens, record.output_tokens) == (4 * 10, 4 * 5)
+    one = world.loop.context.prices.batch_cost("gpt-4o-mini", 10, 5)
+    assert world.budgets.settled == {"job#00001#r0": to_nano(3 * one), "job#00001#r1": to_nano(one)}
+    assert record.cost_nano_usd == to_nano(3 * one) + to_nano(one)
+
+
+def test_an_answer_failing_its_schema_on_every_attempt_ends_in_errors_with_the_validation_message():
+    world = loop_world(plans=["complete"] * 3, max_attempts=3)
+    world.batches.off_schema = {"c1": 99}
+    world.stage_shard("job", "00001", [1, 2], structured=True)
+
+    world.run("job")
+
+    assert world.batches.sent() == [["c1", "c2"], ["c1"], ["c1"]], "max_attempts answers, no more"
+    results, errors = results_and_errors(world, "job", "00001", 3)
+    assert results == [2] and errors == [(1, "schema_invalid")]
+    [error] = world.storage.jsonl(JobLayout("job", PREFIX).round_errors("00001", 2))
+    assert error["message"] == "$: 'label' is a required property" and error["attempts"] == 3
+    assert error["usage"]["prompt_tokens"] == 10, "the error says what the billed answer used"
+    record = world.shard("job", "00001")
+    assert (record.succeeded, record.failed, record.schema_retries) == (1, 1, 2)
+    assert record.input_tokens == 4 * 10, "all four answers were billed"
+
+
+def test_plain_requests_get_no_parsed_field_and_are_never_checked():
+    world = loop_world()
+    world.stage_shard("job", "00001", [1, 2])
+
+    world.run("job")
+
+    results = world.storage.jsonl(JobLayout("job", PREFIX).round_results("00001", 0))
+    assert [r["line"] for r in results] == [1, 2] and not any("parsed" in r for r in results)
+    assert world.shard("job", "00001").schema_retries == 0

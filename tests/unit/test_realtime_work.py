@@ -493,3 +493,112 @@ def test_each_answer_records_how_long_its_call_took_so_the_report_can_show_the_s
     timed = {record["custom_id"]: record["latency_seconds"] for record in parts["spool"].records()}
     assert set(timed) == {"req-1", "req-2", "req-3"}
     assert timed["req-2"] >= 0.05 > max(timed["req-1"], timed["req-3"])
+
+
+# -- structured answers: an answer off its JSON Schema is paid for, asked again, then reported ---------
+
+LABEL_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "label",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {"label": {"type": "string", "enum": ["yes", "no"]}},
+            "required": ["label"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def structured(line: int, *, schema_failures: int = 0) -> Delivery:
+    body = {"model": MODEL, "messages": [], "response_format": LABEL_FORMAT}
+    request = RealtimeRequest(
+        "job-1", line, f"req-{line}", "/v1/chat/completions", MODEL, body, 100, schema_failures=schema_failures
+    )
+    message = {"job_id": "job-1", "line": line, "custom_id": f"req-{line}", "url": "/v1/chat/completions"}
+    message |= {"model": MODEL, "body": body, "token_cost": 100}
+    if schema_failures:
+        message["schema_failures"] = schema_failures
+    return Delivery(f"m{line}", f"r{line}", 1, orjson.dumps(message).decode(), request)
+
+
+def answer(content: str | None, *, refusal: str | None = None) -> ProviderResponse:
+    body = {
+        "object": "chat.completion",
+        "choices": [{"message": {"content": content, "refusal": refusal}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 3},
+    }
+    return ProviderResponse(200, OK_HEADERS, body)
+
+
+ONE_ANSWER_NANO = round(PriceBook(PRICES, 0.5).realtime_cost(MODEL, 10, 3) * 1e9)
+
+
+def test_an_answer_off_its_schema_is_paid_for_and_its_request_goes_back_to_the_queue(world):
+    _, parts = world
+    parts["provider"].script = {"req-1": [answer('{"label": "maybe"}')], "req-2": [answer('{"label": "yes"}')]}
+
+    report = work(parts, [structured(1), structured(2)])
+
+    jobs, counters = parts["jobs"], parts["jobs"].counters
+    assert jobs.answered == {2}, "the line off its schema is not answered yet"
+    [(raw, delay)] = parts["queue"].requeued
+    assert orjson.loads(raw)["schema_failures"] == 1 and orjson.loads(raw)["line"] == 1 and 1 <= delay <= 2
+    [result] = parts["spool"].records()
+    assert result["line"] == 2 and result["parsed"] == {"label": "yes"}
+    assert counters["schema_retries"] == 1 and report.schema_retries == 1
+    assert (counters["realtime_done"], counters["realtime_succeeded"], counters.get("realtime_failed", 0)) == (1, 1, 0)
+    # Both calls were billed: the tokens, the cost and the budget's spend count both.
+    assert counters["realtime_input_tokens"] == 20 and counters["realtime_cost_nano_usd"] == 2 * ONE_ANSWER_NANO
+    assert counters["spent_nano"] == 2 * ONE_ANSWER_NANO
+    assert counters["committed_nano"] == 2 * ONE_ANSWER_NANO - parts["budgets"].committed, "reservations settled"
+
+
+def test_the_request_asked_again_comes_back_knowing_how_often_it_failed_and_then_passes(world):
+    from batchline.workflow.realtime_messages import delivery_of
+
+    _, parts = world
+    parts["provider"].script = {"req-1": [answer("not json"), answer('{"label": "no"}')]}
+    work(parts, [structured(1)])
+    [(raw, _)] = parts["queue"].requeued
+    again = delivery_of({"body": raw, "messageId": "m1b", "receiptHandle": "r1b"}, lambda key: {})
+    assert again.request.schema_failures == 1 and again.request.body["response_format"] == LABEL_FORMAT
+
+    work(parts, [again])
+
+    counters = parts["jobs"].counters
+    records = parts["spool"].records()
+    assert [r["parsed"] for r in records] == [{"label": "no"}]
+    assert (counters["realtime_done"], counters["realtime_succeeded"], counters["schema_retries"]) == (1, 1, 1)
+    assert counters["realtime_cost_nano_usd"] == 2 * ONE_ANSWER_NANO and counters["spent_nano"] == 2 * ONE_ANSWER_NANO
+    assert len(parts["queue"].requeued) == 1, "not asked a third time"
+
+
+def test_the_last_answer_off_its_schema_is_a_final_error_with_the_validation_message(world):
+    _, parts = world
+    parts["provider"].script = {"req-1": [answer('{"label": "maybe"}')]}
+
+    work(parts, [structured(1, schema_failures=2)], schema_attempts=3)
+
+    assert parts["queue"].requeued == []
+    [error] = parts["spool"].records()
+    assert error["code"] == "schema_invalid" and error["route"] == "realtime"
+    assert error["message"] == "$.label: 'maybe' is not one of ['yes', 'no'] (after 3 answers)"
+    assert error["usage"] == {"prompt_tokens": 10, "completion_tokens": 3}
+    counters = parts["jobs"].counters
+    assert (counters["realtime_done"], counters["realtime_failed"], counters.get("schema_retries", 0)) == (1, 1, 0)
+    assert counters["realtime_cost_nano_usd"] == ONE_ANSWER_NANO == counters["spent_nano"], "billed, counted once"
+
+
+def test_a_refusal_is_final_at_once(world):
+    _, parts = world
+    parts["provider"].script = {"req-1": [answer(None, refusal="I can't help with that.")]}
+
+    work(parts, [structured(1)])
+
+    assert parts["queue"].requeued == []
+    [error] = parts["spool"].records()
+    assert error["code"] == "refusal" and "I can't help with that." in error["message"]
+    assert parts["jobs"].counters["realtime_failed"] == 1

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from batchline.domain.answers import Parsed, RoundSchemas, SchemaProblem, check_answer
 from batchline.domain.pricing import PriceBook
 
 STAGE_VALIDATION = "validation"
@@ -22,15 +23,37 @@ STAGE_PROVIDER = "provider"
 ROUTE_BATCH = "batch"
 
 
-def result_record(*, custom_id: str, line: int, route: str, model: str, response: Any) -> dict[str, Any]:
+def result_record(
+    *, custom_id: str, line: int, route: str, model: str, response: Any, parsed: Parsed | None = None
+) -> dict[str, Any]:
+    """A result of results.jsonl; an answer that followed the schema its request asked for carries its
+    value as `parsed`, so that no later step parses it again."""
     usage = response.get("usage") if isinstance(response, dict) else None
-    return {"custom_id": custom_id, "line": line, "route": route, "model": model, "response": response, "usage": usage}
+    record = {
+        "custom_id": custom_id,
+        "line": line,
+        "route": route,
+        "model": model,
+        "response": response,
+        "usage": usage,
+    }
+    if parsed is not None:
+        record["parsed"] = parsed.value
+    return record
 
 
 def error_record(
-    *, custom_id: str | None, line: int, stage: str, code: str, message: str, status_code: int | None = None
+    *,
+    custom_id: str | None,
+    line: int,
+    stage: str,
+    code: str,
+    message: str,
+    status_code: int | None = None,
+    usage: Any = None,
 ) -> dict[str, Any]:
-    return {
+    """An error of errors.jsonl; one for an answer the provider billed (it failed its schema) carries its usage."""
+    record = {
         "custom_id": custom_id,
         "line": line,
         "stage": stage,
@@ -38,6 +61,22 @@ def error_record(
         "message": message,
         "status_code": status_code,
     }
+    if usage is not None:
+        record["usage"] = usage
+    return record
+
+
+def schema_error(*, custom_id: str, line: int, problem: SchemaProblem, usage: Any) -> dict[str, Any]:
+    """The error of an answer that did not follow its schema: billed, so its usage goes with it."""
+    return error_record(
+        custom_id=custom_id,
+        line=line,
+        stage=STAGE_PROVIDER,
+        code=problem.code,
+        message=problem.message,
+        status_code=200,
+        usage=usage if isinstance(usage, dict) else {},
+    )
 
 
 def usage_tokens(usage: Any) -> tuple[int, int]:
@@ -64,12 +103,20 @@ class ShardTally:
 
 
 class BatchJoiner:
-    """Turns the lines of one batch's output and error files into per-line records."""
+    """Turns the lines of one batch's output and error files into per-line records.
 
-    def __init__(self, *, manifest: dict[str, int], model: str, prices: PriceBook) -> None:
+    With the round's `schemas`, an answer whose request asked for a JSON Schema is checked against
+    it: one that does not follow it is a failure (`schema_invalid`, or `refusal`), yet billed, so
+    its tokens and cost are tallied as a success's are.
+    """
+
+    def __init__(
+        self, *, manifest: dict[str, int], model: str, prices: PriceBook, schemas: RoundSchemas | None = None
+    ) -> None:
         self._pending = dict(manifest)  # custom_id -> line, shrinking as outcomes arrive
         self._model = model
         self._prices = prices
+        self._schemas = schemas if schemas is not None and schemas.any else None
         self.tally = ShardTally()
 
     def _take_line(self, custom_id: Any) -> int | None:
@@ -97,19 +144,29 @@ class BatchJoiner:
             status = response.get("status_code") if response else None
             body = response.get("body") if response else None
             if response and status == 200 and not error:
-                yield line, self._succeeded(custom_id, line, body), True
+                yield line, *self._answered(custom_id, line, body)
             else:
                 yield line, self._failed(custom_id, line, status, body, error), False
 
-    def _succeeded(self, custom_id: str, line: int, body: Any) -> dict[str, Any]:
-        input_tokens, output_tokens = usage_tokens(body.get("usage") if isinstance(body, dict) else None)
+    def _answered(self, custom_id: str, line: int, body: Any) -> tuple[dict[str, Any], bool]:
+        """A 200's record: a result, or the error of an answer that failed its schema; billed either way."""
+        usage = body.get("usage") if isinstance(body, dict) else None
+        input_tokens, output_tokens = usage_tokens(usage)
         tally = self.tally
-        tally.succeeded += 1
         tally.input_tokens += input_tokens
         tally.output_tokens += output_tokens
         tally.cost_usd += self._prices.batch_cost(self._model, input_tokens, output_tokens)
         tally.cost_usd_if_realtime += self._prices.realtime_cost(self._model, input_tokens, output_tokens)
-        return result_record(custom_id=custom_id, line=line, route=ROUTE_BATCH, model=self._model, response=body)
+        schema = self._schemas.schema_for(custom_id) if self._schemas is not None else None
+        outcome = check_answer(schema, body) if schema is not None else None
+        if isinstance(outcome, SchemaProblem):
+            self._count_failure(outcome.code)
+            return schema_error(custom_id=custom_id, line=line, problem=outcome, usage=usage), False
+        tally.succeeded += 1
+        record = result_record(
+            custom_id=custom_id, line=line, route=ROUTE_BATCH, model=self._model, response=body, parsed=outcome
+        )
+        return record, True
 
     def _failed(self, custom_id: str, line: int, status: int | None, body: Any, error: Any) -> dict[str, Any]:
         if isinstance(error, dict):
@@ -122,9 +179,12 @@ class BatchJoiner:
             message = str(detail.get("message") or f"the provider answered HTTP {status}")
         return self._error(custom_id, line, code, message, status)
 
-    def _error(self, custom_id: str, line: int, code: str, message: str, status: int | None = None) -> dict[str, Any]:
+    def _count_failure(self, code: str) -> None:
         self.tally.failed += 1
         self.tally.error_codes[code] = self.tally.error_codes.get(code, 0) + 1
+
+    def _error(self, custom_id: str, line: int, code: str, message: str, status: int | None = None) -> dict[str, Any]:
+        self._count_failure(code)
         return error_record(
             custom_id=custom_id, line=line, stage=STAGE_PROVIDER, code=code, message=message, status_code=status
         )

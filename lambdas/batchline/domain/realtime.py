@@ -43,6 +43,7 @@ class RealtimeRequest:
     model: str
     body: dict[str, Any]
     token_cost: int  # prompt tokens + max output tokens: what the provider charges against TPM
+    schema_failures: int = 0  # answers to it so far that did not follow the JSON Schema it asks for
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,7 @@ class ShardRecord(msgspec.Struct, kw_only=True, frozen=True):
     cost_nano_usd: int = 0
     cost_if_realtime_nano_usd: int = 0
     rounds_collected: int = 0
+    schema_retries: int = 0  # answers that failed their JSON Schema, asked again in a next round
 
     @property
     def current_model(self) -> str:
@@ -129,6 +130,9 @@ class JobRecord(msgspec.Struct, kw_only=True, frozen=True):
     handovers: int = 0
     batches_resubmitted: int = 0
     stuck_batches: int = 0
+    schema_retries: int = (
+        0  # realtime answers that failed their JSON Schema, asked again (the shards count the batch route's)
+    )
 
     # The realtime path's counters.
     realtime_expected: int = 0  # requests the batch route's last rounds sent realtime

@@ -2,8 +2,9 @@
 
 A shard runs in rounds. Round 0 is the planned file; when a batch ends, its requests that failed
 in a way worth another try (the batch expired or was cancelled before running them, the provider
-answered 429 or 5xx) form the next round, up to `max_attempts` rounds; every other failure is
-final and goes to errors.jsonl with the provider's message.
+answered 429 or 5xx, an answer did not follow the JSON Schema its request asked for) form the next
+round, up to `max_attempts` rounds; every other failure is final and goes to errors.jsonl with the
+provider's message.
 
 A batch the provider refused when validating its file ran nothing, so its requests used no
 attempt. When the refusal names lines, their requests are errors and the rest form the next
@@ -19,10 +20,20 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchline.domain.answers import CODE_SCHEMA_INVALID
+
 # A shard in one of these statuses needs nothing more from the poll loop (a resumed job reopens some).
 
 RETRIABLE_CODES = frozenset(
-    {"batch_expired", "batch_cancelled", "rate_limit_exceeded", "server_error", "internal_error", "timeout"}
+    {
+        "batch_expired",
+        "batch_cancelled",
+        "rate_limit_exceeded",
+        "server_error",
+        "internal_error",
+        "timeout",
+        CODE_SCHEMA_INVALID,  # billed, but asked again: another answer may follow the schema
+    }
 )
 RETRIABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 TOKEN_LIMIT_CODE = "token_limit_exceeded"

@@ -226,6 +226,8 @@ def _budget_tile(summary: dict) -> str:
 def _recovery_tile(summary: dict) -> str:
     recovery = summary.get("recovery") or {}
     names = (("resumes", "resumes"), ("batches_resubmitted", "batches resubmitted"), ("stuck_batches", "stuck batches"))
+    if recovery.get("schema_retries"):  # only a job whose requests asked for a JSON Schema has any
+        names += (("schema_retries", "answers asked again for failing their schema"),)
     rows = [
         (label, _field(f"recovery.{name}", count(recovery.get(name)), recovery.get(name) or 0)) for name, label in names
     ]

@@ -2,7 +2,9 @@
 
 What the batch finished is kept. Requests that failed in a way worth another try (expired or
 cancelled before running, 429, 5xx) make up the shard's next round while rounds remain; every
-other failure is final and lands in errors.jsonl with the provider's message. The batch's room in
+other failure is final and lands in errors.jsonl with the provider's message. An answer that does not
+follow the JSON Schema its request asked for is billed but no success: it is asked again in the next
+round as a transient failure is, and after the last attempt reported with the validation's message. The batch's room in
 the enqueued-token ledger is given back and its budget reservation settled with its real cost.
 """
 
@@ -15,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from batchline.domain.answers import CODE_SCHEMA_INVALID, RoundSchemas
 from batchline.domain.budget import month_of, to_nano
 from batchline.domain.errors import ShardStateError
 from batchline.domain.layout import JobLayout
@@ -50,10 +53,13 @@ class _Sorted:
     retry: dict[str, int] = field(default_factory=dict)  # custom_id -> line, for the next round
     hold: dict[str, int] = field(default_factory=dict)  # half of a refused round, held back for later
     final_failures: int = 0
+    schema_retries: int = 0  # answers that failed their schema, asked again in the next round
 
     def failed(self, line: int, error: dict[str, Any]) -> None:
         if not self.last_round and is_retriable(error):
             self.retry[error["custom_id"]] = line
+            if error.get("code") == CODE_SCHEMA_INVALID:
+                self.schema_retries += 1
         else:
             self.final(line, error)
 
@@ -94,7 +100,9 @@ class Collection:
                 decode_manifest_entry, storage.lines(layout.round_manifest(shard_id, round_number))
             )
         )
-        joiner = BatchJoiner(manifest=manifest, model=model, prices=self.context.prices)
+        # The JSON Schemas the round's requests ask their answers to follow, read once (most rounds: one, or none).
+        schemas = RoundSchemas(storage.lines(layout.round_requests(shard_id, round_number)))
+        joiner = BatchJoiner(manifest=manifest, model=model, prices=self.context.prices, schemas=schemas)
         # A cancel does not make this the last round: what the batch did not run is written as the next
         # round as ever, and the shard ends "cancelled" on it, so that the same file uploaded again
         # sends exactly those requests (Finalize reports them as cancelled meanwhile).
@@ -164,6 +172,7 @@ class Collection:
             "cost_nano_usd": to_nano(tally.cost_usd),
             "cost_if_realtime_nano_usd": to_nano(tally.cost_usd_if_realtime),
             "rounds_collected": 1,
+            "schema_retries": sorted_.schema_retries,
         }
         fields: dict[str, Any] = {
             "batch_status": batch["status"],
@@ -229,6 +238,7 @@ class Collection:
                 "succeeded": tally.succeeded,
                 "final_errors": sorted_.final_failures,
                 "to_retry": next_requests,
+                "schema_retries": sorted_.schema_retries,
                 "refused": split is not None,
                 "counted": counted,
             },

@@ -329,7 +329,10 @@ class Finalization:
         month = job.budget_month or month_of()
         self.budgets.release_hold(job_id, month)  # give back what the job held for work it will not do
         refreshed = self.jobs.get_job(job_id) or job  # the budget, recovery and AWS counters as they end
-        account.details = {**self._budget_details(refreshed, month), "aws": self._aws_cost(refreshed, account.cost_usd)}
+        account.details = {
+            **self._budget_details(refreshed, month, shards),
+            "aws": self._aws_cost(refreshed, account.cost_usd),
+        }
         report = report_key(layout)
         summary = account.summary(
             outputs={
@@ -375,7 +378,7 @@ class Finalization:
         if job.input_lines is None:  # still planning: every line is pending, and how many is not known yet
             account.interrupted = f"{reason} while the input was being planned"
         self._merge(layout, targets, job, shards, account, interim=True)
-        account.details = self._budget_details(job, job.budget_month or month_of())
+        account.details = self._budget_details(job, job.budget_month or month_of(), shards)
         summary = account.summary(
             outputs={"results": targets.results, "errors": targets.errors, "summary": targets.summary},
             started_at=job.started_at,
@@ -469,7 +472,7 @@ class Finalization:
         cost["share_of_llm_cost"] = round(cost["cost_usd"] / llm_cost_usd, 6) if llm_cost_usd else None
         return cost
 
-    def _budget_details(self, refreshed: JobRecord, month: str) -> dict[str, Any]:
+    def _budget_details(self, refreshed: JobRecord, month: str, shards: list[ShardRecord]) -> dict[str, Any]:
         """What the job spent against its budgets, read after its unused hold was given back."""
         job_cap, month_cap = refreshed.budget_cap_nano, self.budgets.month_cap_nano
         return {
@@ -487,6 +490,8 @@ class Finalization:
                 "handovers": refreshed.handovers,
                 "batches_resubmitted": refreshed.batches_resubmitted,
                 "stuck_batches": refreshed.stuck_batches,
+                # answers that failed their JSON Schema and were asked again: realtime (the job), batch (its shards)
+                "schema_retries": refreshed.schema_retries + sum(shard.schema_retries for shard in shards),
             },
         }
 

@@ -1,7 +1,8 @@
 """The realtime queue's messages as the workers read them back (Enqueueing writes them).
 
 A message names its job, line, custom_id, endpoint, model and token cost, and carries the request
-body, or the key of the object holding a body too big for a message.
+body, or the key of the object holding a body too big for a message. A request asked again because its
+answer failed its JSON Schema comes back with `schema_failures`, how many answers did so far.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def delivery_of(record: dict[str, Any], load_body: Callable[[str], dict[str, Any
         model=message["model"],
         body=body,
         token_cost=int(message["token_cost"]),
+        schema_failures=int(message.get("schema_failures", 0)),
     )
     return Delivery(
         message_id=record["messageId"],

@@ -13,7 +13,10 @@ few SQS calls) are shared by all of them:
 4. answers are written to S3 as one JSON Lines object, and the lines they answer, the job's
    counters and the budget's settlement in one transaction;
 5. transient failures come back after a backoff, through the message's own visibility, and on
-   their last delivery are recorded as errors.
+   their last delivery are recorded as errors;
+6. an answer that does not follow the JSON Schema its request asked for was billed, and counts as
+   spent, but answers nothing: the request goes back to the queue as a new message that says how many
+   answers failed so far, until `schema_attempts` answers have; the last one is recorded as an error.
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+import orjson
+
+from batchline.domain.answers import CODE_SCHEMA_INVALID, Parsed, SchemaProblem, check_response
 from batchline.domain.budget import STAGE_BUDGET, BudgetPolicy, ScopeUsage, Stance, realtime_ceiling_nano, stop_message
-from batchline.domain.outcomes import STAGE_PROVIDER, error_record, result_record, usage_tokens
+from batchline.domain.outcomes import STAGE_PROVIDER, error_record, result_record, schema_error, usage_tokens
 from batchline.domain.pricing import PriceBook
 from batchline.domain.realtime import (
     CircuitBreaker,
@@ -72,6 +78,8 @@ class WorkSettings:
     # No call starts with less time left than this: the invocation's end would cut it off, and a call
     # cut off may have been billed with no answer recorded (in doubt). What is left goes back to the queue.
     last_call_seconds: float = 2.0
+    # Answers a request that asks for a JSON Schema gets before one that does not follow it is final.
+    schema_attempts: int = 3
 
 
 class JobStatePort(Protocol):
@@ -127,6 +135,7 @@ class WorkReport:
     answered: int = 0
     not_sent: int = 0
     requeued: int = 0
+    schema_retries: int = 0  # answers that failed their schema, their requests asked again
 
 
 @dataclass
@@ -441,7 +450,11 @@ class RealtimeWork:
         if verdict is Verdict.SUCCEEDED:
             self._circuit.succeeded(request.model)
             self._limiter.observe(request.model, response.headers)
-            self._answered(run, item, self._success(request, response.body))
+            checked = check_response(request.body, response.body)
+            if isinstance(checked, SchemaProblem):
+                self._off_schema(run, item, checked, response.body)
+            else:
+                self._answered(run, item, self._success(request, response.body, checked))
         elif verdict is Verdict.FAILED:
             self._limiter.observe(request.model, response.headers)
             self._answered(run, item, self._error(request, judgement.code, judgement.message, response.status))
@@ -484,6 +497,36 @@ class RealtimeWork:
         )
         run.retry.append((delivery, delay))
 
+    def _off_schema(self, run: _Run, item: _Pending, problem: SchemaProblem, body: Any) -> None:
+        """An answer that did not follow its schema: billed, so spent; asked again while attempts remain."""
+        request = item.delivery.request
+        usage = body.get("usage") if isinstance(body, dict) else None
+        failures = request.schema_failures + 1
+        if not problem.retriable or failures >= self._settings.schema_attempts:
+            if problem.code == CODE_SCHEMA_INVALID:
+                problem = replace(problem, message=f"{problem.message} (after {failures} answers)")
+            record = schema_error(custom_id=request.custom_id, line=request.line, problem=problem, usage=usage)
+            self._answered(run, item, {**record, "route": ROUTE_REALTIME})
+            return
+        # Not an answer of the line, yet the call is paid: what it spent is the job's, once, now.
+        tally = run.tallies[request.job_id]
+        input_tokens, output_tokens = usage_tokens(usage)
+        spent = round(self._prices.realtime_cost(request.model, input_tokens, output_tokens) * 1e9)
+        for name, value in (
+            ("realtime_input_tokens", input_tokens),
+            ("realtime_output_tokens", output_tokens),
+            ("realtime_cost_nano_usd", spent),
+            ("schema_retries", 1),
+        ):
+            tally.counters[name] += value
+        tally.reserved_sent_nano += item.reserved_nano
+        tally.spent_nano += spent
+        item.reserved_nano = 0
+        run.report.schema_retries += 1
+        message = orjson.loads(item.delivery.raw)
+        message["schema_failures"] = failures
+        run.requeue.append((orjson.dumps(message).decode(), 1.0 + self._rng.random()))
+
     def _hand_back(self, run: _Run, items: Sequence[_Pending], wait_seconds: float) -> None:
         """Back to the queue as new messages, due one after another from when the bucket has room.
 
@@ -497,9 +540,14 @@ class RealtimeWork:
             run.requeue.append((item.delivery.raw, offset + step * (index + self._rng.random())))
 
     # -- outcomes -------------------------------------------------------------------------------
-    def _success(self, request: RealtimeRequest, body: Any) -> dict[str, Any]:
+    def _success(self, request: RealtimeRequest, body: Any, parsed: Parsed | None) -> dict[str, Any]:
         return result_record(
-            custom_id=request.custom_id, line=request.line, route=ROUTE_REALTIME, model=request.model, response=body
+            custom_id=request.custom_id,
+            line=request.line,
+            route=ROUTE_REALTIME,
+            model=request.model,
+            response=body,
+            parsed=parsed,
         )
 
     def _error(self, request: RealtimeRequest, code: str | None, message: str | None, status: int) -> dict[str, Any]:
@@ -519,19 +567,17 @@ class RealtimeWork:
         tally = run.tallies[request.job_id]
         added: dict[str, int] = {"realtime_done": 1}
         spent = 0
-        if "response" in record:
+        if record.get("usage") is not None:  # a result, or an answer billed that failed its schema
             input_tokens, output_tokens = usage_tokens(record["usage"])
             cost = self._prices.realtime_cost(request.model, input_tokens, output_tokens)
             # Counters are integers (nano-dollars): atomic ADDs of floats would drift.
             spent = round(cost * 1e9)
             added |= {
-                "realtime_succeeded": 1,
                 "realtime_input_tokens": input_tokens,
                 "realtime_output_tokens": output_tokens,
                 "realtime_cost_nano_usd": spent,
             }
-        else:
-            added["realtime_failed"] = 1
+        added["realtime_succeeded" if "response" in record else "realtime_failed"] = 1
         record["answered_at"] = self._now()
         if item.call_seconds is not None:  # for the report; not part of results.jsonl (finalize drops it)
             record["latency_seconds"] = round(item.call_seconds, 3)
