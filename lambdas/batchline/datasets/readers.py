@@ -8,8 +8,10 @@ rows: a CSV header is not a row). A row that cannot be read is still a row: its 
   as RFC 4180 has them, a UTF-8 BOM skipped, an empty cell is None (only an empty cell: "NA",
   "null", ... stay text). TSV is the same with tabs, quoting included (what pandas writes). A row
   with too few or too many cells is a row error naming the file and the row, and reading goes on.
-  What cannot be resynchronised (a quote never closed, bytes that are not UTF-8) stops the file
-  with a `TableReadError` naming the file and the last row read.
+  What pyarrow cannot resynchronise after (bytes that are not UTF-8, a parse error) stops the file
+  with a `TableReadError` naming the file and pyarrow's row, or the last row read. A quote never
+  closed is not an error: its cell runs to the end of the file (or to the next quote), as in every
+  RFC 4180 reader; the rows it swallowed are gone from the count, which shows in the output table.
 - Parquet: record batches in the file's own types (numbers stay numbers).
 - JSONL of records: one JSON object a line; blank lines are skipped and not counted; a line that
   is not an object is a row error. A key a record lacks is `MISSING` in that row (a template using

@@ -89,6 +89,17 @@ class _Template:
         self.variables = sorted(jinja2.meta.find_undeclared_variables(ast))
         self.uses_row = "row" in self.variables and "row" not in columns
         self._pieces = _substitutions(ast, set(columns))
+        # The columns it reads, by name or as row["name"]: the one to blame when a single one fails.
+        by_key = [
+            item.arg.value
+            for item in ast.find_all(jinja2.nodes.Getitem)
+            if isinstance(item.node, jinja2.nodes.Name)
+            and item.node.name == "row"
+            and isinstance(item.arg, jinja2.nodes.Const)
+            and isinstance(item.arg.value, str)
+        ]
+        names = [name for name in self.variables if name != "row" or not self.uses_row]
+        self.used_columns = list(dict.fromkeys([*names, *by_key])) if self.uses_row else names
         self.constant: str | None = None
         self._template = _ENVIRONMENT.from_string(ast)
         if not self.variables:
@@ -191,13 +202,12 @@ class _Template:
         return RowError(row, self._sole_column(), f"the {self.option} template failed: {error.message}")
 
     def _blank(self, row: int, present: dict[str, Any]) -> RowError:
-        empty = [name for name in self.variables if name in present and not present[name]]
+        empty = [name for name in self.used_columns if name in present and not present[name]]
         hint = f" (empty in this row: {', '.join(empty)})" if empty else ""
         return RowError(row, self._sole_column(), f"the {self.option} template gave only white space{hint}")
 
     def _sole_column(self) -> str | None:
-        names = [name for name in self.variables if name != "row" or not self.uses_row]
-        return names[0] if len(names) == 1 else None
+        return self.used_columns[0] if len(self.used_columns) == 1 else None
 
 
 def _substitutions(ast: jinja2.nodes.Template, columns: set[str]) -> list[tuple[str, str | None]] | None:
