@@ -52,7 +52,9 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import tiktoken
 from batchline.composition import planner_for
-from batchline.datasets import RowError, TableSpec, table_lines
+from batchline.datasets.errors import RowError
+from batchline.datasets.rendering import table_lines
+from batchline.datasets.spec import TableSpec
 from batchline.domain.planning import encode_manifest_entry
 from batchline.domain.request_line import InvalidLine, ValidRequest, iter_physical_lines
 from batchline.engines.tokenization import ParallelTokenCounter, token_counter

@@ -10,21 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from batchline.composition import validator_for
-from batchline.datasets import (
-    MISSING,
-    RequestRenderer,
-    RowError,
-    SpecError,
-    TableReadError,
-    TableSpec,
-    column_names,
-    detect_format,
-    read_batches,
-    request_hash,
-    route_value,
-    spec_digest,
-    table_lines,
-)
+from batchline.datasets.errors import RowError, SpecError, TableReadError
+from batchline.datasets.readers import MISSING, column_names, read_batches
+from batchline.datasets.rendering import RequestRenderer, request_hash, route_value, table_lines
+from batchline.datasets.spec import TableSpec, detect_format, spec_digest
 from batchline.domain.request_line import ValidRequest
 from batchline.settings import load_settings
 

@@ -26,7 +26,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
-from batchline.datasets.readers import RowBatch
+
+from batchline.datasets.readers import MISSING, RowBatch
 from batchline.datasets.spec import TableSpec
 from batchline.domain.outcomes import usage_tokens
 
@@ -133,8 +134,8 @@ def _input_schema(first: RowBatch, carried: list[str], known: pa.Schema | None) 
 
 
 def _as_text(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
+    if value is None or value is MISSING or isinstance(value, str):
+        return None if value is MISSING else value
     return orjson.dumps(value, default=str).decode()
 
 
@@ -188,7 +189,9 @@ def write_output_table(
                     values = own.values(None, False, None)
                 for name in carried:
                     cell = batch.columns[name][offset]
-                    rows[name].append(cell if input_schema is not None else _as_text(cell))
+                    rows[name].append(
+                        (None if cell is MISSING else cell) if input_schema is not None else _as_text(cell)
+                    )
                 for field in own.fields:
                     rows[own_names[field.name]].append(values[field.name])
             table = pa.Table.from_pydict(rows, schema=schema)

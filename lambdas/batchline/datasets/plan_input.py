@@ -25,7 +25,7 @@ def format_of(spec: TableSpec, name: str) -> str:
 
 def request_lines(path: Path, spec: TableSpec) -> Iterator[tuple[int, bytes | InvalidLine]]:
     """Every row of the table at `path` as the planner's input."""
-    for row, rendered in table_lines(path, spec, fmt=format_of(spec, path.name)):
+    for row, rendered in table_lines(path, spec):
         if isinstance(rendered, RowError):
             yield row, InvalidLine(line=row, custom_id=None, code=ROW_ERROR_CODE, message=rendered.message)
         else:
