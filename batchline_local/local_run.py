@@ -363,6 +363,11 @@ def print_summary(result: LocalRunResult, console: Console) -> None:
     table.add_row("time", duration(result.seconds))
     out_dir = result.out_dir.resolve()
     table.add_row("outputs", "\n".join(str(out_dir / name) for name in OUTPUT_FILES))
+    table_url = s.get("outputs", {}).get("table")
+    if table_url:
+        table.add_row("table", f"{out_dir / PurePosixPath(table_url).name} (one row per input row)")
+    elif s.get("table_error"):
+        table.add_row("table", f"not written: {s['table_error']}")
     if (out_dir / REPORT_FILE).is_file():
         table.add_row("report", f"{out_dir / REPORT_FILE} (open it in a browser)")
     console.print(table)

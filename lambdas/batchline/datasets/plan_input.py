@@ -27,6 +27,8 @@ def request_lines(path: Path, spec: TableSpec) -> Iterator[tuple[int, bytes | In
     """Every row of the table at `path` as the planner's input."""
     for row, rendered in table_lines(path, spec):
         if isinstance(rendered, RowError):
-            yield row, InvalidLine(line=row, custom_id=None, code=ROW_ERROR_CODE, message=rendered.message)
+            # The message names the row (and the column when known), as a person looking at the table counts.
+            message = str(rendered) + (f" (column {rendered.column})" if rendered.column else "")
+            yield row, InvalidLine(line=row, custom_id=None, code=ROW_ERROR_CODE, message=message)
         else:
             yield row, rendered
