@@ -249,7 +249,11 @@ class RequestRenderer:
         self.columns = list(columns)
         self._prompt = _Template("--prompt", spec.prompt, self.columns) if spec.prompt is not None else None
         self._system = _Template("--system", spec.system, self.columns) if spec.system is not None else None
-        self._parts = _line_parts(spec, with_system=self._system is not None)
+        # A system message without variables is the same in every line: part of the line's fixed bytes.
+        self._fixed_system = self._system.constant if self._system is not None else None
+        if self._fixed_system is not None:
+            self._system = None
+        self._parts = _line_parts(spec, with_system=self._system is not None, fixed_system=self._fixed_system)
         self._derive_ids = spec.id_column is None
 
     @property
@@ -353,7 +357,7 @@ def _derived_id(row: int, cells: list[Any]) -> str:
     return f"row-{row}-{hashlib.sha256(content).hexdigest()[:12]}"
 
 
-def _line_parts(spec: TableSpec, *, with_system: bool) -> list[bytes]:
+def _line_parts(spec: TableSpec, *, with_system: bool, fixed_system: str | None) -> list[bytes]:
     """The request line's bytes around the values each row fills in (custom_id, system, user or input).
 
     Serialized once with markers, so the line is exactly orjson.dumps of the whole request.
@@ -365,8 +369,8 @@ def _line_parts(spec: TableSpec, *, with_system: bool) -> list[bytes]:
         body["input"] = f"{marker}-text"
     else:
         messages = []
-        if with_system:
-            messages.append({"role": "system", "content": f"{marker}-system"})
+        if with_system or fixed_system is not None:
+            messages.append({"role": "system", "content": fixed_system or f"{marker}-system"})
         messages.append({"role": "user", "content": f"{marker}-text"})
         body["messages"] = messages
         if spec.max_tokens is not None:
@@ -381,7 +385,7 @@ def _line_parts(spec: TableSpec, *, with_system: bool) -> list[bytes]:
     if with_system:
         slots.append(f"{marker}-system")
     slots.append(f"{marker}-text")
-    line = _dumps({"custom_id": slots[0], "method": "POST", "url": spec.url, "body": body})
+    line = canonical_line(_dumps({"custom_id": slots[0], "method": "POST", "url": spec.url, "body": body}))
     parts: list[bytes] = []
     for slot in slots:
         quoted = _dumps(slot)
