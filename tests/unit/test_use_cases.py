@@ -15,9 +15,10 @@ import msgspec
 import orjson
 import pytest
 from batchline.domain.errors import BudgetRefusedError
-from batchline.domain.layout import JobLayout
+from batchline.domain.layout import SPEC_METADATA_KEY, JobLayout
 from batchline.domain.planning import PlanSummary, ShardPlan, encode_manifest_entry
 from batchline.domain.records import JobRecord, ShardRecord, plain
+from batchline.domain.request_line import InvalidLine
 from batchline.workflow.finalizing import Finalization
 from batchline.workflow.planning_job import JobPlanning, PlanDefaults
 
@@ -162,6 +163,16 @@ def shard(job_id: str, shard_id: str, **fields: Any) -> ShardRecord:
     )
 
 
+class NoTables:
+    """The table ports of jobs that are no table jobs: never called."""
+
+    def lines(self, bucket: str, key: str, spec_digest: str) -> Any:
+        raise AssertionError("a request file's job read a table")
+
+    def write(self, job: Any, layout: Any) -> str:
+        raise AssertionError("a request file's job wrote a results table")
+
+
 def result(line: int, custom_id: str) -> dict:
     return {"custom_id": custom_id, "line": line, "route": "batch", "response": {"status_code": 200, "body": {}}}
 
@@ -181,6 +192,7 @@ def finalization(store: MemoryStore, jobs: MemoryJobs, outcomes: MemoryOutcomes 
         output_bucket="out-bucket",
         now=lambda: "2026-12-04T10:00:00+00:00",
         source=lambda bucket: MemoryStore(),
+        tables=NoTables(),
     )
 
 
@@ -269,6 +281,7 @@ def planning(jobs: MemoryJobs, source: MemoryStore, budgets: MemoryBudgets, coun
         jobs=jobs,
         source=lambda bucket: source,
         plan_lines=plan_lines,
+        tables=NoTables(),
         budgets=budgets,
         defaults=PlanDefaults(job_budget_usd=None, default_mode="batch", auto_realtime_max_requests=100),
         count=lambda name, value: counted.append(name),
@@ -301,3 +314,69 @@ def test_a_job_whose_estimate_does_not_fit_is_refused_before_anything_is_sent():
 
     assert answer["route"] == "refused" and answer["shards"] == []
     assert "does not fit" in jobs.jobs[answer["job_id"]]["refused"] and counted == ["JobsRefusedByBudget"]
+
+
+class RecordedTables:
+    """Table ports that render every row of a fake table into one chat request, and note what they wrote."""
+
+    def __init__(self, rows: int, *, failing_row: int | None = None, write_fails: bool = False) -> None:
+        self.rows, self.failing_row, self.write_fails = rows, failing_row, write_fails
+        self.asked: list[tuple[str, str, str]] = []
+        self.written: list[str] = []
+
+    def lines(self, bucket: str, key: str, spec_digest: str) -> Iterator[tuple[int, Any]]:
+        self.asked.append((bucket, key, spec_digest))
+        for row in range(1, self.rows + 1):
+            if row == self.failing_row:
+                yield row, InvalidLine(line=row, custom_id=None, code="row_error", message=f"row {row}: no text")
+            else:
+                yield row, b'{"custom_id": "r%d"}' % row
+
+    def write(self, job: Any, layout: JobLayout) -> str:
+        if self.write_fails:
+            raise OSError("disk full")
+        self.written.append(job.job_id)
+        return layout.table("parquet")
+
+
+def test_a_table_job_is_planned_from_its_rendered_rows_and_named_by_its_table_and_its_spec():
+    jobs, source, counted = MemoryJobs(), MemoryStore(), []
+    source.put("feedback.csv", b"id,text\n1,a\n2,b\n3,c\n")
+    source.metadata["feedback.csv"] = {SPEC_METADATA_KEY: "spec-one"}
+    tables = RecordedTables(3, failing_row=2)
+    use_case = planning(jobs, source, MemoryBudgets(), counted)
+    use_case.tables = tables
+    seen: list[tuple[int, Any]] = []
+    plan_lines = use_case.plan_lines
+
+    def recording(job_id: str, lines: Iterable[tuple[int, Any]]) -> PlanSummary:
+        listed = list(lines)
+        seen.extend(listed)
+        return plan_lines(job_id, iter(listed))
+
+    use_case.plan_lines = recording
+
+    first = use_case.plan("in", "feedback.csv")
+    source.metadata["feedback.csv"] = {SPEC_METADATA_KEY: "spec-two"}  # the same table, another template
+    second = use_case.plan("in", "feedback.csv")
+
+    assert tables.asked == [("in", "feedback.csv", "spec-one"), ("in", "feedback.csv", "spec-two")]
+    assert [row for row, _ in seen[:3]] == [1, 2, 3] and isinstance(seen[1][1], InvalidLine)
+    assert first["job_id"] != second["job_id"] and not second["resumed"], "a changed spec is a new job"
+    assert jobs.jobs[first["job_id"]]["spec_digest"] == "spec-one"
+
+
+def test_finalize_writes_a_table_jobs_results_table_and_says_why_when_it_cannot(cancelled_batch_job):
+    store, jobs, layout = cancelled_batch_job
+    jobs.update_job("job-1", spec_digest="spec-one", bucket="in", key="feedback.csv")
+    use_case = finalization(store, jobs)
+    use_case.tables = RecordedTables(6)
+
+    summary = use_case.finalize("job-1")
+
+    assert use_case.tables.written == ["job-1"]
+    assert summary["outputs"]["table"] == f"s3://out-bucket/{layout.table('parquet')}"
+    use_case.tables = RecordedTables(6, write_fails=True)
+    again = use_case.finalize("job-1")
+    assert "table" not in again["outputs"] and again["table_error"] == "OSError: disk full"
+    assert again["outputs"]["results"] == f"s3://out-bucket/{layout.results}", "the JSONL outputs are written"
