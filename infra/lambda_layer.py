@@ -36,7 +36,42 @@ PIP_INSTALL = (
     *(arg for platform in PLATFORMS for arg in ("--platform", platform)),
 )  # fmt: skip
 # Bump to rebuild the layer when the recipe (not the lock) changes.
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
+# What the functions never load, left out of the layer: Lambda's 250 MB (unzipped, with the function
+# code) would be all but used up by pyarrow otherwise. Arrow Flight and pyarrow's S3 filesystem (boto3
+# reads and writes the buckets), the C++ headers, the Cython sources and the tests; and the copies of
+# libarrow_python that pip writes where the wheel had symlinks (the extensions load the .so.<version>).
+# Checked: pyarrow.csv, pyarrow.parquet and pyarrow.fs import and read and write without them.
+LAYER_PRUNED = (
+    "pyarrow/include",
+    "pyarrow/tests",
+    "pyarrow/libarrow_flight.so*",
+    "pyarrow/libarrow_python_flight.so*",
+    "pyarrow/_flight.*.so",
+    "pyarrow/libarrow_s3.so*",
+    "pyarrow/_s3fs.*.so",
+    "pyarrow/libarrow_python.so",
+    "pyarrow/libarrow_python.so.*.*.*",
+    "pyarrow/libarrow_python_parquet_encryption.so",
+    "pyarrow/libarrow_python_parquet_encryption.so.*.*.*",
+    "pyarrow/**/*.pyx",
+    "pyarrow/**/*.pxd",
+    "pyarrow/**/*.pxi",
+)
+
+
+def prune_layer(site: Path) -> int:
+    """Remove LAYER_PRUNED under `site` (the layer's python/ folder); the bytes removed."""
+    removed = 0
+    for pattern in LAYER_PRUNED:
+        for path in sorted(site.glob(pattern), reverse=True):
+            if path.is_dir():
+                removed += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+                shutil.rmtree(path)
+            elif path.exists():
+                removed += path.stat().st_size
+                path.unlink()
+    return removed
 
 
 class LayerBuildError(RuntimeError):
@@ -89,6 +124,7 @@ class LocalLayerBundler:
             pip = [str(TOOLS_BIN / "python"), "-m", "pip"]
             _run([*pip, *PIP_INSTALL, "--target", str(out / "python"), "-r", str(requirements)])
         shutil.rmtree(out / "python" / "bin", ignore_errors=True)  # console scripts: of no use in a layer
+        prune_layer(out / "python")
         (out / "tiktoken").mkdir()
         for path in encodings:
             shutil.copy2(path, out / "tiktoken" / path.name)

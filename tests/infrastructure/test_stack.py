@@ -1076,3 +1076,31 @@ def test_the_functions_dependencies_are_pinned_as_the_command_line_pins_them():
 def test_layer_build_stops_with_the_fix_when_encodings_are_missing(tmp_path):
     with pytest.raises(LayerBuildError, match="make install"):
         verified_encodings(tmp_path)
+
+
+def test_the_layer_leaves_out_what_the_functions_never_load_and_keeps_what_they_do(tmp_path):
+    from infra.lambda_layer import prune_layer
+
+    site = tmp_path / "python"
+    kept = ["pyarrow/libarrow.so.2600", "pyarrow/libarrow_python.so.2600", "pyarrow/_parquet.cpython-312-x.so",
+            "pyarrow/libarrow_substrait.so.2600", "pyarrow/parquet/core.py", "boto3/__init__.py"]  # fmt: skip
+    pruned = [
+        "pyarrow/libarrow_flight.so.2600",
+        "pyarrow/_flight.cpython-312-x.so",
+        "pyarrow/libarrow_s3.so.2600",
+        "pyarrow/_s3fs.cpython-312-x.so",
+        "pyarrow/libarrow_python.so",
+        "pyarrow/libarrow_python.so.2600.1.0",
+        "pyarrow/include/arrow/api.h",
+        "pyarrow/tests/test_io.py",
+        "pyarrow/lib.pyx",
+        "pyarrow/includes/x.pxd",
+    ]
+    for name in kept + pruned:
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_bytes(b"x" * 10)
+
+    removed = prune_layer(site)
+
+    assert sorted(str(p.relative_to(site)) for p in site.rglob("*") if p.is_file()) == sorted(kept)
+    assert removed == 10 * len(pruned)
