@@ -33,6 +33,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 README = REPO_ROOT / "README.md"
 EXAMPLE = REPO_ROOT / "examples" / "feedback-1k.jsonl"
 
+# The quick start's table job, as the README spells it (test_table_jobs_end_to_end runs it).
+README_TABLE_COMMAND = (
+    "batchline local run examples/feedback.csv --prompt 'Classify this feedback: {{ text }}' --model gpt-4o-mini "
+    "--schema examples/feedback-schema.json --id-column id --out out/feedback"
+)
 # README commands another test runs: where.
 COVERED_ELSEWHERE = {
     "batchline --version": "tests/e2e/test_installed_cli.py",
@@ -41,6 +46,7 @@ COVERED_ELSEWHERE = {
     "batchline status $JOB --stack Batchline --watch": "tests/cli/test_job_commands.py (deployed stack)",
     "batchline results $JOB --stack Batchline --out results/": "tests/cli/test_job_commands.py (deployed stack)",
     "batchline cancel $JOB --stack Batchline": "tests/cli/test_cancel_command.py (the same command, local stack)",
+    README_TABLE_COMMAND: "tests/e2e/test_table_jobs_end_to_end.py (the same command, its table read back)",
 }
 # README commands this file runs, in this order (after `local up`, which the fixture starts).
 RUN_HERE = (

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -91,3 +92,32 @@ def test_a_csv_with_a_schema_comes_back_as_one_validated_row_per_input_row(tmp_p
     assert again.returncode == 1, again.stdout + again.stderr
     assert len(fetch_ledger(emulator)) == len(billed), "the same table again sends nothing"
     assert pq.read_table(tmp_path / "again" / "results.parquet").to_pylist() == table
+
+
+@pytest.mark.timeout(600)
+def test_the_readme_quick_start_gives_a_validated_answer_for_every_row_of_the_example(tmp_path):
+    from test_readme_commands import README, README_TABLE_COMMAND
+
+    assert README_TABLE_COMMAND in README.read_text(), "the README shows this command"
+    repo = README.parent
+    command = shlex.split(README_TABLE_COMMAND)
+    command[command.index("--out") + 1] = str(tmp_path / "feedback")
+    run = subprocess.run(
+        [BATCHLINE, *command[1:], "--state-dir", str(tmp_path / "state")],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=500,
+    )
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    schema = json.loads((repo / "examples" / "feedback-schema.json").read_text())
+    with (repo / "examples" / "feedback.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    table = pq.read_table(tmp_path / "feedback" / "results.parquet").to_pylist()
+    assert [row["id"] for row in table] == [row["id"] for row in rows]
+    assert [row["text"] or "" for row in table] == [row["text"] for row in rows]
+    for row in table:
+        assert row["status"] == "succeeded", row
+        jsonschema.validate(json.loads(row["parsed"]), schema)
+    assert "results.parquet" in run.stdout + run.stderr, "the summary names the table"
