@@ -256,7 +256,7 @@ def test_realtime_outcomes_join_their_lines_and_a_line_without_one_is_reported()
 
 
 def planning(jobs: MemoryJobs, source: MemoryStore, budgets: MemoryBudgets, counted: list) -> JobPlanning:
-    def plan_lines(job_id: str, lines: Iterable[tuple[int, bytes]]) -> PlanSummary:
+    def plan_lines(job_id: str, lines: Iterable[tuple[int, bytes]], use_cache: bool) -> PlanSummary:
         count = sum(1 for _ in lines)  # (line number, line) of every non-blank line
         shard = ShardPlan(
             "00001", "/v1/chat/completions", "gpt-4o-mini", requests=count, bytes=100 * count,
