@@ -89,7 +89,7 @@ def test_a_changed_file_sends_only_its_changed_lines_and_the_rest_come_from_the_
     assert summary.get("unaccounted_lines", 0) == 0
     assert [r["line"] for r in second["results"]] == list(range(1, 13)), "in line order, each line once"
     routes = [r["route"] for r in second["results"]]
-    assert routes.count("cache") == 10 and routes[1] == "batch" and routes[6] == "batch"
+    assert routes.count("cache") == 10 and routes[2] == "batch" and routes[7] == "batch"
     unchanged = [i for i in range(12) if i not in (2, 7)]
     assert [answer_of(second["results"][i]) for i in unchanged] == [answer_of(first["results"][i]) for i in unchanged]
     assert [second["results"][i]["custom_id"] for i in range(12)] == [f"r{i}" for i in range(12)]
