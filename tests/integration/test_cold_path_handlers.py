@@ -31,7 +31,7 @@ def submit_round(shard: dict, attempt: str) -> dict:
 
 
 # These tests send one request many times over on purpose: the answer cache (which would send it once) is off;
-# tests/integration/test_answer_cache.py has it on.
+# tests/integration/test_answer_cache_on_moto.py has it on.
 SETTINGS = load_settings(
     {
         "shard_max_requests": 4,

@@ -1,13 +1,15 @@
 """The answer cache in the job table: one item per request key (pk ``CACHE#<key>``, sk ``ANSWER``).
 
-Each item holds the packed answer (domain/answer_cache.py) as a binary attribute, the model it is
-from and when it was kept. Plan reads them 100 keys to a BatchGetItem (DynamoDB's limit), Finalize
+Each item holds the packed answer (domain/answer_cache.py) in base64 text and when it was kept. Text,
+not a binary attribute, which would save a quarter of the bytes: the local stack's durable journal
+(batchline_local/durable_state.py) writes items as JSON and cannot hold a binary one yet. Plan reads them 100 keys to a BatchGetItem (DynamoDB's limit), Finalize
 writes them 25 to a BatchWriteItem (boto3's batch_writer). Locally the job table is kept in
 --state-dir like the rest of the local stack's state, so a second run in a new process finds them.
 """
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -49,7 +51,7 @@ class DynamoAnswerCache:
                 for item in response.get("Responses", {}).get(self._table_name, ()):
                     answer = item.get("answer")
                     if answer is not None:
-                        found[str(item[TABLE_PARTITION_KEY]).removeprefix(CACHE_PREFIX)] = bytes(answer.value)
+                        found[str(item[TABLE_PARTITION_KEY]).removeprefix(CACHE_PREFIX)] = base64.b64decode(answer)
                 request = response.get("UnprocessedKeys") or {}
                 if not request:
                     break
@@ -62,6 +64,6 @@ class DynamoAnswerCache:
         at = now_iso()
         with self._table.batch_writer(overwrite_by_pkeys=[TABLE_PARTITION_KEY, TABLE_SORT_KEY]) as batch:
             for key, packed in answers:
-                batch.put_item(Item={**self._key(key), "answer": packed, "kept_at": at})
+                batch.put_item(Item={**self._key(key), "answer": base64.b64encode(packed).decode(), "kept_at": at})
                 written += 1
         return written
