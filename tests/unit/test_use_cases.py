@@ -170,6 +170,16 @@ def error(line: int, custom_id: str, code: str) -> dict:
     return {"custom_id": custom_id, "line": line, "stage": "provider", "code": code, "message": code}
 
 
+class NoTables:
+    """These jobs are request files, not tables: nothing reads or writes a table."""
+
+    def lines(self, bucket: str, key: str, spec_digest: str):
+        raise AssertionError("a request file's job read as a table")
+
+    def write(self, job, layout) -> str:
+        raise AssertionError("a request file's job written as a table")
+
+
 def finalization(store: MemoryStore, jobs: MemoryJobs, outcomes: MemoryOutcomes | None = None) -> Finalization:
     return Finalization(
         jobs=jobs,
@@ -181,6 +191,7 @@ def finalization(store: MemoryStore, jobs: MemoryJobs, outcomes: MemoryOutcomes 
         output_bucket="out-bucket",
         now=lambda: "2026-12-04T10:00:00+00:00",
         source=lambda bucket: MemoryStore(),
+        tables=NoTables(),
     )
 
 
@@ -269,6 +280,7 @@ def planning(jobs: MemoryJobs, source: MemoryStore, budgets: MemoryBudgets, coun
         jobs=jobs,
         source=lambda bucket: source,
         plan_lines=plan_lines,
+        tables=NoTables(),
         budgets=budgets,
         defaults=PlanDefaults(job_budget_usd=None, default_mode="batch", auto_realtime_max_requests=100),
         count=lambda name, value: counted.append(name),
