@@ -1,10 +1,11 @@
 """The answer cache in the job table: one item per request key (pk ``CACHE#<key>``, sk ``ANSWER``).
 
-Each item holds the packed answer (domain/answer_cache.py) in base64 text and when it was kept. Text,
-not a binary attribute, which would save a quarter of the bytes: the local stack's durable journal
-(batchline_local/durable_state.py) writes items as JSON and cannot hold a binary one yet. Plan reads them 100 keys to a BatchGetItem (DynamoDB's limit), Finalize
-writes them 25 to a BatchWriteItem (boto3's batch_writer). Locally the job table is kept in
---state-dir like the rest of the local stack's state, so a second run in a new process finds them.
+Each item holds the packed answer (domain/answer_cache.py) in base64 text, and when it was kept.
+Text, not a binary attribute that would save a quarter of the bytes: the local stack's durable
+journal (batchline_local/durable_state.py) writes items as JSON and cannot hold a binary one yet.
+Plan reads the items 100 keys to a BatchGetItem (DynamoDB's limit), Finalize writes them 25 to a
+BatchWriteItem (boto3's batch_writer). Locally the job table is kept in --state-dir like the rest
+of the local stack's state, so a second run in a new process finds them.
 """
 
 from __future__ import annotations
