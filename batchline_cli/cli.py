@@ -129,6 +129,11 @@ FLATTEN_OPTION = typer.Option(
 MAX_TOKENS_OPTION = typer.Option(
     "--max-tokens", min=1, rich_help_panel=TABLE_HELP, help="the output cap of each row's request"
 )
+NO_CACHE_OPTION = typer.Option(
+    "--no-cache",
+    help="send every request, even one answered before or repeated in the file, and keep no answer "
+    "(sent as the object's batchline-cache: off metadata); a file that ran before resumes its job as it was",
+)
 
 
 class OutputFormat(StrEnum):
@@ -252,6 +257,7 @@ def local_run(
     output_format: Annotated[OutputFormat, OUTPUT_FORMAT_OPTION] = OutputFormat.parquet,
     flatten: Annotated[bool, FLATTEN_OPTION] = False,
     max_tokens: Annotated[int | None, MAX_TOKENS_OPTION] = None,
+    no_cache: Annotated[bool, NO_CACHE_OPTION] = False,
 ) -> None:
     """Run one job end to end: moto + the real state machine + the OpenAI emulator (or OPENAI_BASE_URL).
 
@@ -298,6 +304,7 @@ def local_run(
             timeout_seconds=timeout,
             resume=resume,
             spec=spec,
+            cache=not no_cache,
         )
     except NothingToResume as exc:
         console.print(str(exc), style="red", markup=False)
@@ -687,6 +694,7 @@ def submit(
     output_format: Annotated[OutputFormat, OUTPUT_FORMAT_OPTION] = OutputFormat.parquet,
     flatten: Annotated[bool, FLATTEN_OPTION] = False,
     max_tokens: Annotated[int | None, MAX_TOKENS_OPTION] = None,
+    no_cache: Annotated[bool, NO_CACHE_OPTION] = False,
 ) -> None:
     """Upload DATA to the stack's input bucket, which starts the job, and print the job's id.
 
@@ -751,7 +759,13 @@ def submit(
         try:
             with _bytes_progress(f"uploading to {client.target.input_bucket}", size) as advance:
                 client.upload(
-                    upload_path, key=key, mode=route, budget_usd=budget_usd, on_bytes=advance, spec=spec_upload
+                    upload_path,
+                    key=key,
+                    mode=route,
+                    budget_usd=budget_usd,
+                    on_bytes=advance,
+                    spec=spec_upload,
+                    cache=not no_cache,
                 )
         except Exception as exc:  # noqa: BLE001 - boto3's many errors: say what failed and where
             raise _fail(f"uploading {input_path} to {client.target.label} failed: {exc}") from None
@@ -761,6 +775,7 @@ def submit(
             f"mode {route}" if route else "",
             f"budget ${budget_usd:g}" if budget_usd is not None else "",
             f"model {model}" if model else "",
+            "no cache" if no_cache else "",
             f"a table job for {spec.model}" if spec is not None else "",
         )
         if part

@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from batchline.adapters.job_store import JobStore
+from batchline.domain.answer_cache import CACHE_METADATA_KEY
 from batchline.domain.budget import BUDGET_METADATA_KEY
 from batchline.domain.errors import ProviderError
 from batchline.domain.layout import SPEC_METADATA_KEY, JobLayout, make_job_id, spec_key, table_job_hash
@@ -109,12 +110,15 @@ class JobsClient:
         budget_usd: float | None,
         on_bytes: Progress = lambda n: None,
         spec: tuple[str, bytes] | None = None,
+        cache: bool = True,
     ) -> None:
         """Put the file in the input bucket; the object-created trigger starts the job. `spec` is a table
-        job's (digest, JSON), put beside it first."""
+        job's (digest, JSON), put beside it first; `cache=False` uploads it with ``batchline-cache: off``."""
         metadata = {METADATA_KEY: mode} if mode else {}
         if budget_usd is not None:
             metadata[BUDGET_METADATA_KEY] = repr(float(budget_usd))
+        if not cache:
+            metadata[CACHE_METADATA_KEY] = "off"
         if spec is not None:
             metadata |= put_spec(self._s3, self.target.input_bucket, spec[1], spec[0])
         self._s3.upload_file(

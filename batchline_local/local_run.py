@@ -110,6 +110,7 @@ def run_local_job(
     cancel_on_interrupt: bool = False,
     resume: bool = False,
     spec: TableSpec | None = None,
+    cache: bool = True,
 ) -> LocalRunResult:
     """Run one job; `openai` = (base_url, api_key) of a server to use instead of the default one.
 
@@ -160,7 +161,7 @@ def run_local_job(
                 _check_resumable(aws, upload, key, state_dir, spec_upload[0] if spec_upload else None)
             for crash in crashes:
                 aws.crashes.arm(crash.function, at_call=crash.at_call, when=crash.when)
-            job_id = aws.upload_input(str(upload), key, mode=mode, spec=spec_upload)
+            job_id = aws.upload_input(str(upload), key, mode=mode, spec=spec_upload, cache=cache)
         layout = JobLayout(job_id, settings.output_prefix)
         interrupted, still_running, execution_arn = None, (), None
         try:

@@ -22,6 +22,7 @@ from typing import Any
 
 import boto3
 from batchline import wiring
+from batchline.domain.answer_cache import CACHE_METADATA_KEY
 from batchline.domain.budget import BUDGET_METADATA_KEY
 from batchline.domain.routing import METADATA_KEY
 from batchline.settings import METER_CLOCK_ENV, Settings, runtime_environment_variables
@@ -299,11 +300,13 @@ class LocalAws:
         mode: str | None = None,
         budget_usd: float | None = None,
         spec: tuple[str, bytes] | None = None,
+        cache: bool = True,
     ) -> str:
         """Drop a file in the input bucket (the trigger starts the job); return the job's id.
 
         `mode` and `budget_usd` travel as the object's ``batchline-mode`` and ``batchline-budget-usd``
-        metadata, as a user would set them; `spec`, a table job's (digest, JSON), is put beside it.
+        metadata, as a user would set them, and `cache=False` as ``batchline-cache: off``;
+        `spec`, a table job's (digest, JSON), is put beside it.
         """
         from batchline_cli.jobs_client import file_job_id, put_spec
 
@@ -311,6 +314,8 @@ class LocalAws:
         metadata = {METADATA_KEY: mode} if mode else {}
         if budget_usd is not None:
             metadata[BUDGET_METADATA_KEY] = repr(float(budget_usd))
+        if not cache:
+            metadata[CACHE_METADATA_KEY] = "off"
         if spec is not None:
             metadata |= put_spec(s3, self.names.input_bucket, spec[1], spec[0])
         s3.upload_file(path, self.names.input_bucket, key, ExtraArgs={"Metadata": metadata} if metadata else None)

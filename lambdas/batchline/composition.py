@@ -8,8 +8,9 @@ counts and prices the same way.
 
 from __future__ import annotations
 
+from batchline.domain.answer_cache import AnswerLookup
 from batchline.domain.model_limits import DEFAULT_LIMITS, ModelTable
-from batchline.domain.planning import Planner, PlanOutputs
+from batchline.domain.planning import AnswerReuse, Planner, PlanOutputs, ReuseOutputs
 from batchline.domain.pricing import PriceBook
 from batchline.domain.request_line import RequestValidator
 from batchline.domain.tokens import TokenCountingPool
@@ -43,8 +44,22 @@ def validator_for(settings: Settings) -> RequestValidator:
     )
 
 
-def planner_for(settings: Settings, *, outputs: PlanOutputs, token_counter: TokenCountingPool) -> Planner:
+def planner_for(
+    settings: Settings,
+    *,
+    outputs: PlanOutputs,
+    token_counter: TokenCountingPool,
+    answers: AnswerLookup | None = None,
+    kept_back: ReuseOutputs | None = None,
+) -> Planner:
+    """The planner; with `answers` (the cache) and `kept_back` (where the requests not sent go), one
+    that sends only what has no answer yet (see domain/answer_cache.py)."""
     from batchline.engines.custom_ids import CustomIdRegistry
+
+    reuse = None
+    if answers is not None and kept_back is not None:
+        # The registry of custom_ids serves for the request keys too: unique, bounded, a repeat told its first line.
+        reuse = AnswerReuse(lookup=answers, outputs=kept_back, keys=CustomIdRegistry())
 
     return Planner(
         validator=validator_for(settings),
@@ -55,4 +70,5 @@ def planner_for(settings: Settings, *, outputs: PlanOutputs, token_counter: Toke
         token_counter=token_counter,
         custom_ids=CustomIdRegistry(),
         max_prompt_tokens=settings.batch_queue.limit_for,
+        reuse=reuse,
     )

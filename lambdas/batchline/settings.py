@@ -344,6 +344,12 @@ class Settings(_Frozen):
         1800, ge=1, le=86400, description="longest wait between two checks, as a long batch's progress allows"
     )
     local_poll_seconds: int = Field(1, ge=1, le=60, description="the same wait in a local run")
+    cache: bool = Field(
+        True,
+        description="answer a request asked before (the same url and body, in any job) from the job table instead "
+        "of sending it, send a request repeated in one file once, and keep every new answer; false turns it off "
+        "for every job (one job: upload it with the metadata batchline-cache: off, the command line's --no-cache)",
+    )
     completion_window: Literal["24h"] = "24h"
     assumed_output_tokens: int = Field(
         256, ge=0, description="output tokens assumed for a request that sets no max_tokens"

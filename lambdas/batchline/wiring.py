@@ -16,6 +16,7 @@ import orjson
 from aws_lambda_powertools.metrics import MetricUnit
 
 from batchline.adapters.admission import DynamoAdmissionLedger
+from batchline.adapters.answer_cache import DynamoAnswerCache
 from batchline.adapters.aws_meter import current_usage, waited_seconds
 from batchline.adapters.budgets import DynamoBudgets
 from batchline.adapters.dynamo_limits import DynamoCircuitBreaker, DynamoTokenBucket, key_scope
@@ -146,6 +147,16 @@ def realtime_work(seconds_left: Callable[[], float], invocation: str = "") -> Re
 
 
 @cache
+def answer_cache() -> DynamoAnswerCache:
+    return DynamoAnswerCache(environment().table_name)
+
+
+def _answers() -> DynamoAnswerCache | None:
+    """The answer cache, or None when the `cache` setting turns it off for every job."""
+    return answer_cache() if environment().settings.cache else None
+
+
+@cache
 def circuit_breaker() -> DynamoCircuitBreaker:
     return DynamoCircuitBreaker(dynamodb_resource().Table(environment().table_name), environment().settings.realtime)
 
@@ -189,6 +200,8 @@ def finalization() -> Finalization:
         source=objects,
         tables=_table_outputs(),
         usage_so_far=current_usage,
+        prices=price_book(settings),
+        answers=_answers(),
     )
 
 
@@ -209,13 +222,18 @@ def _table_outputs() -> S3TableOutputs:
     return S3TableOutputs(objects, output_objects(), price_book(environment().settings))
 
 
-def plan_lines(job_id: str, lines: Iterable[tuple[int, bytes | InvalidLine]]) -> PlanSummary:
-    """Validate, count and cut `lines` into the job's shard files in the output bucket."""
+def plan_lines(job_id: str, lines: Iterable[tuple[int, bytes | InvalidLine]], use_cache: bool) -> PlanSummary:
+    """Validate, count and cut `lines` into the job's shard files in the output bucket; with `use_cache`
+    (and the `cache` setting on), what the cache answers or the file repeats is kept out of the shards."""
     settings = environment().settings
     outputs = S3PlanOutputs(output_objects(), JobLayout(job_id, settings.output_prefix))
     counter = ParallelTokenCounter(PLAN_TOKEN_THREADS)
+    answers = _answers() if use_cache else None
     try:
-        summary = planner_for(settings, outputs=outputs, token_counter=counter).run(lines)
+        planner = planner_for(
+            settings, outputs=outputs, token_counter=counter, answers=answers, kept_back=outputs if answers else None
+        )
+        summary = planner.run(lines)
         outputs.close()
     except BaseException:
         outputs.abort()
@@ -238,6 +256,7 @@ def job_planning() -> JobPlanning:
             job_budget_usd=settings.budget.job_usd,
             default_mode=settings.default_mode,
             auto_realtime_max_requests=settings.auto_realtime_max_requests,
+            cache=settings.cache,
         ),
         count=lambda name, value: publish_metric(name, value, MetricUnit.Count),
         now=now_iso,
@@ -333,6 +352,7 @@ def reset() -> None:
         budgets,
         budget_policy,
         admission_ledger,
+        answer_cache,
         runtime_environment,
         dynamodb_resource,
         s3_client,

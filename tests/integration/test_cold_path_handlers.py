@@ -30,8 +30,14 @@ def submit_round(shard: dict, attempt: str) -> dict:
     return wiring.shard_loop().submission.submit_round(shard["job_id"], shard["shard_id"], attempt)
 
 
+# These tests send one request many times over on purpose: the answer cache (which would send it once) is off;
+# tests/integration/test_answer_cache_on_moto.py has it on.
 SETTINGS = load_settings(
-    {"shard_max_requests": 4, "emulator": {"validating_seconds": 0, "in_progress_seconds": 0, "finalizing_seconds": 0}}
+    {
+        "shard_max_requests": 4,
+        "cache": False,
+        "emulator": {"validating_seconds": 0, "in_progress_seconds": 0, "finalizing_seconds": 0},
+    }
 )
 CONTEXT = LocalLambdaContext("test", 1024, "arn:aws:lambda:us-east-1:123456789012:function:test", "req-1")
 

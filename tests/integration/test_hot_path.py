@@ -26,6 +26,7 @@ from batchline_local.moto_patches import LocalLambdaContext
 CONTEXT = LocalLambdaContext("worker", 1024, "arn:aws:lambda:us-east-1:123456789012:function:worker", "req-1")
 FAST = {
     "default_mode": "realtime",
+    "cache": False,  # the same request many times over, each sent (test_answer_cache_on_moto.py has it on)
     "realtime": {
         "backoff_base_seconds": 0.01,
         "backoff_max_seconds": 0.05,

@@ -33,8 +33,12 @@ def run_shard_by_hand(shard: dict, *, collects: int = 1) -> str:
     return batch_id
 
 
-SETTINGS = load_settings(
-    {"shard_max_requests": 2, "emulator": {"validating_seconds": 0, "in_progress_seconds": 0, "finalizing_seconds": 0}}
+SETTINGS = load_settings(  # the same request many times over, each sent: the answer cache is off
+    {
+        "shard_max_requests": 2,
+        "cache": False,
+        "emulator": {"validating_seconds": 0, "in_progress_seconds": 0, "finalizing_seconds": 0},
+    }
 )
 CONTEXT = LocalLambdaContext("test", 1024, "arn:aws:lambda:us-east-1:123456789012:function:test", "req-1")
 

@@ -181,6 +181,16 @@ def error(line: int, custom_id: str, code: str) -> dict:
     return {"custom_id": custom_id, "line": line, "stage": "provider", "code": code, "message": code}
 
 
+class NoTables:
+    """These jobs are request files, not tables: nothing reads or writes a table."""
+
+    def lines(self, bucket: str, key: str, spec_digest: str):
+        raise AssertionError("a request file's job read as a table")
+
+    def write(self, job, layout) -> str:
+        raise AssertionError("a request file's job written as a table")
+
+
 def finalization(store: MemoryStore, jobs: MemoryJobs, outcomes: MemoryOutcomes | None = None) -> Finalization:
     return Finalization(
         jobs=jobs,
@@ -268,7 +278,7 @@ def test_realtime_outcomes_join_their_lines_and_a_line_without_one_is_reported()
 
 
 def planning(jobs: MemoryJobs, source: MemoryStore, budgets: MemoryBudgets, counted: list) -> JobPlanning:
-    def plan_lines(job_id: str, lines: Iterable[tuple[int, bytes]]) -> PlanSummary:
+    def plan_lines(job_id: str, lines: Iterable[tuple[int, bytes]], use_cache: bool) -> PlanSummary:
         count = sum(1 for _ in lines)  # (line number, line) of every non-blank line
         shard = ShardPlan(
             "00001", "/v1/chat/completions", "gpt-4o-mini", requests=count, bytes=100 * count,

@@ -54,6 +54,10 @@ class JobAccount:
     cancelled: str | None = None  # why, when the user cancelled the job
     interrupted: str | None = None  # why, for an account of a job still running (outputs so far)
     pending: int = 0  # requests of a still running job with no outcome yet
+    cached: int = 0  # lines answered from the answer cache (counted in `succeeded`, not sent)
+    duplicates: int = 0  # lines repeating an earlier line's request, given its outcome (not sent)
+    cache_saved_usd: float = 0.0  # what the cached and copied answers would have cost on the job's route
+    cache_kept: int = 0  # new answers written to the cache
 
     def status(self) -> str:
         if self.interrupted:
@@ -121,6 +125,10 @@ class JobAccount:
             "estimated_cost_usd": round(self.estimated_cost_usd, 6),
             "estimated_cost_usd_if_realtime": round(self.estimated_cost_usd_if_realtime, 6),
             "error_codes": dict(sorted(self.error_codes.items())),
+            "cached": self.cached,
+            "duplicates": self.duplicates,
+            "cache_saved_usd": round(self.cache_saved_usd, 6),
+            "cache_kept": self.cache_kept,
             **({"pending": self.pending} if self.interrupted else {}),
             **self.details,
             "outputs": outputs,

@@ -74,6 +74,22 @@ class JobLayout:
     def invalid_lines(self) -> str:
         return f"{STAGING_PREFIX}/{self.job_id}/invalid.jsonl"
 
+    # -- what Plan kept back from the shards (domain/answer_cache.py), each in line order --
+    @property
+    def cached_results(self) -> str:
+        """The result records of the lines answered from the cache."""
+        return f"{STAGING_PREFIX}/{self.job_id}/cached.jsonl"
+
+    @property
+    def duplicates(self) -> str:
+        """(line, first line, custom_id) of each request that repeats an earlier line's."""
+        return f"{STAGING_PREFIX}/{self.job_id}/duplicates.tsv"
+
+    @property
+    def request_keys(self) -> str:
+        """(line, cache key, model) of each request sent, to keep its answer under."""
+        return f"{STAGING_PREFIX}/{self.job_id}/request-keys.tsv"
+
     def shard_requests(self, shard_id: str) -> str:
         return f"{STAGING_PREFIX}/{self.job_id}/shards/{shard_id}/requests.jsonl"
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from batchline.domain.answer_cache import AnswerLookup, request_hash
 from batchline.domain.pricing import PriceBook
 from batchline.domain.request_line import InvalidLine, RequestValidator, ValidRequest
 from batchline.domain.shard_lines import canonical_line
@@ -60,6 +61,32 @@ class PlanOutputs(Protocol):
     def invalid_line(self, error: InvalidLine) -> None: ...
 
 
+class ReuseOutputs(Protocol):
+    """Where a plan puts the requests it does not send (see domain/answer_cache.py), in line order."""
+
+    def cached(self, request: ValidRequest, packed: bytes) -> None:
+        """The request's answer is known: it is its line's result."""
+        ...
+
+    def duplicate(self, request: ValidRequest, first_line: int) -> None:
+        """The request was asked on `first_line` already: it gets a copy of that line's outcome."""
+        ...
+
+    def sent(self, requests: list[ValidRequest], keys: list[str]) -> None:
+        """These requests go to the provider: each one's cache key, to keep its answer under."""
+        ...
+
+
+@dataclass(frozen=True)
+class AnswerReuse:
+    """What the planner needs to send only what has no answer yet: the cache, where the requests it
+    keeps back go, and a registry of the keys seen so far in the file (bounded, as the custom_ids')."""
+
+    lookup: AnswerLookup
+    outputs: ReuseOutputs
+    keys: CustomIds
+
+
 @dataclass(slots=True)
 class ShardPlan:
     shard_id: str
@@ -81,8 +108,10 @@ class ShardPlan:
 @dataclass(slots=True)
 class PlanSummary:
     input_lines: int = 0
-    valid: int = 0
+    valid: int = 0  # requests to send (in the shards)
     invalid: int = 0
+    cached: int = 0  # answered from the cache
+    duplicates: int = 0  # repeats of an earlier line, which get its outcome
     prompt_tokens: int = 0
     max_output_tokens: int = 0
     estimated_cost_usd: float = 0.0
@@ -125,6 +154,7 @@ class Planner:
         token_counter: TokenCountingPool,
         custom_ids: CustomIds,
         max_prompt_tokens: Callable[[str], int] | None = None,
+        reuse: AnswerReuse | None = None,
     ) -> None:
         self._validator = validator
         self._token_counter = token_counter
@@ -134,6 +164,7 @@ class Planner:
         self._max_bytes = max_bytes
         self._max_prompt_tokens = max_prompt_tokens or (lambda model: 1 << 62)
         self._registry = custom_ids
+        self._reuse = reuse
         self._open: dict[tuple[str, str], _OpenShard] = {}
         self._summary = PlanSummary()
 
@@ -142,12 +173,17 @@ class Planner:
 
         Lines go by blocks: a block's custom_ids are checked together, its invalid lines (repeats
         included) are reported in line order, its tokens are counted (see TokenCountingPool), and its
-        requests are written to their shards once counted, blocks in input order.
+        requests are written to their shards once counted, blocks in input order. With `reuse`, a
+        block's requests whose answer is known, or that repeat an earlier line, are kept back before
+        they are counted (`_keep_back`): the shards, their estimates and the budget hold are only
+        what is sent.
         """
         try:
             self._run(lines)
         finally:
             self._registry.close()
+            if self._reuse is not None:
+                self._reuse.keys.close()
         summary = self._summary
         summary.shards.sort(key=lambda plan: plan.shard_id)
         self._price()
@@ -211,7 +247,37 @@ class Planner:
                         )
                     )
             block = kept
+        if self._reuse is not None and block:
+            block = self._keep_back(block, self._reuse)
         return block, invalid, self._token_counter.submit([(r.counter, r.texts) for r in block])
+
+    def _keep_back(self, block: list[ValidRequest], reuse: AnswerReuse) -> list[ValidRequest]:
+        """The block's requests still to send: a repeat of an earlier line (the same key) is recorded as
+        its duplicate, one whose answer the cache knows as its result; one lookup for the block.
+
+        The first of equal requests is the one sent (or answered from the cache); a request that
+        Plan refuses later (its prompt too long) is still the first, and its repeats copy that error.
+        """
+        keys = [request_hash(request.raw) for request in block]
+        firsts = reuse.keys.first_lines(keys, [request.line for request in block])
+        known = reuse.lookup.known([key for key, first in zip(keys, firsts, strict=True) if first is None])
+        if not known and firsts.count(None) == len(firsts):  # the usual block: everything is sent
+            reuse.outputs.sent(block, keys)
+            return block
+        kept, kept_keys = [], []
+        outputs, summary = reuse.outputs, self._summary
+        for request, key, first in zip(block, keys, firsts, strict=True):
+            if first is not None:
+                outputs.duplicate(request, first)
+                summary.duplicates += 1
+            elif (packed := known.get(key)) is not None:
+                outputs.cached(request, packed)
+                summary.cached += 1
+            else:
+                kept.append(request)
+                kept_keys.append(key)
+        outputs.sent(kept, kept_keys)
+        return kept
 
     def _canonical(self, block: list[ValidRequest], invalid: list[InvalidLine]) -> list[ValidRequest]:
         """The block with every line as it will be written; one that escaping made too long for a

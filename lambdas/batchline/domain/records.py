@@ -111,6 +111,13 @@ class JobRecord(msgspec.Struct, kw_only=True, frozen=True):
     estimated_cost_usd: float = 0.0
     estimated_cost_usd_if_realtime: float = 0.0
     refused: str | None = None  # the budget refused it, and why
+    # The answer cache (domain/answer_cache.py): off for this job, answers Plan found in it, repeats of an
+    # earlier line in the file; and, once finalized, what they saved and how many new answers were kept.
+    no_cache: bool = False
+    cached: int = 0
+    duplicates: int = 0
+    cache_saved_usd: float = 0.0
+    cache_kept: int = 0
 
     # Its budget (the job's counters, kept on its item by the budget adapter).
     budget_month: str | None = None

@@ -123,6 +123,9 @@ def _header(summary: dict) -> str:
     )
 
 
+_REUSED = (("from the cache", "cached"), ("repeats in the file", "duplicates"))
+
+
 def _requests_tile(summary: dict) -> str:
     lines = int(summary.get("input_lines") or 0)
     counts = [(name, int(summary.get(name) or 0)) for name in ("succeeded", "failed", "invalid")]
@@ -134,6 +137,9 @@ def _requests_tile(summary: dict) -> str:
     rows = _rows(
         (name, f'<b class="{css[name] if n else "dim"}">{_field(name, count(n), n)}</b>') for name, n in counts
     )
+    # Succeeded without a request this run: answered before (the answer cache), or repeating an earlier line.
+    reused = [(label, name, int(summary.get(name) or 0)) for label, name in _REUSED]
+    rows += _rows((label, _field(name, count(n), n)) for label, name, n in reused if n)
     return (
         '<article class="tile" id="tile-requests"><h2>Requests</h2>'
         f'<p class="big">{_field("input_lines", count(lines), lines)} lines</p>'
@@ -169,6 +175,11 @@ def _llm_cost_tile(summary: dict) -> str:
         rows.append(("if sent realtime", _field("cost_usd_if_realtime", usd(if_realtime), if_realtime)))
         if if_realtime > cost:
             rows.append(("saved", f'<b class="ok">{escape(usd(if_realtime - cost))}</b>'))
+    cache_saved = summary.get("cache_saved_usd") or 0.0
+    if summary.get("cached") or summary.get("duplicates"):
+        rows.append(
+            ("saved by the cache", f'<b class="ok">{_field("cache_saved_usd", usd(cache_saved), cache_saved)}</b>')
+        )
     estimate_name = "estimated_cost_usd_if_realtime" if realtime else "estimated_cost_usd"
     estimate = summary.get(estimate_name) or 0.0
     rows.append(("estimated before the run", _field(estimate_name, usd(estimate), estimate)))

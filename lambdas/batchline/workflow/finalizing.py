@@ -22,10 +22,19 @@ from typing import Any
 import orjson
 
 from batchline.domain.accounting import JobAccount, merge_by_line
+from batchline.domain.answer_cache import (
+    ROUTE_CACHE,
+    AnswerStore,
+    copy_outcome,
+    decode_duplicate,
+    decode_sent_key,
+    pack_answer,
+)
 from batchline.domain.budget import STAGE_BUDGET, month_of, to_usd
 from batchline.domain.layout import JobLayout
-from batchline.domain.outcomes import STAGE_PROVIDER, error_record
+from batchline.domain.outcomes import STAGE_PROVIDER, error_record, usage_tokens
 from batchline.domain.planning import decode_manifest_entry
+from batchline.domain.pricing import PriceBook
 from batchline.domain.records import JobRecord, ShardRecord, plain
 from batchline.domain.run_cost import AwsUsage, aws_cost
 from batchline.domain.statuses import ShardStatus
@@ -182,6 +191,139 @@ def _public(record: dict[str, Any]) -> bytes:
     return orjson.dumps({name: value for name, value in record.items() if name not in _INTERNAL_FIELDS})
 
 
+# What a merged line is: a result, an error, a repeat whose first line has no outcome yet, an answer
+# from the cache, a repeat's copy of its first line's result, or of its error.
+_RESULT, _ERROR, _PENDING, _CACHED, _COPY, _COPY_ERROR = range(6)
+_RESULTS = (_RESULT, _CACHED, _COPY)
+
+
+def _tagged(stream: Iterable[tuple[int, bytes]], kind: int) -> Iterator[tuple[int, tuple[int, bytes]]]:
+    for line, raw in stream:
+        yield line, (kind, raw)
+
+
+def _with_copies(
+    merged: Iterator[tuple[int, tuple[int, bytes]]], storage: LineSource, key: str, *, interim: bool
+) -> Iterator[tuple[int, tuple[int, bytes]]]:
+    """The merged outcomes with a copy of its first line's outcome for each repeated request, in line order.
+
+    A repeat's first line comes before it, so its outcome has passed by the time the repeat is due:
+    the outcomes of the first lines that are repeated are held until their last repeat, which is
+    all this keeps in memory (the distinct requests a file repeats, not the file). A first line with
+    no outcome leaves its repeats pending (a job still running) or in errors, saying so.
+    """
+    wanted = Counter(first for _, first, _ in _duplicates(storage, key))
+    held: dict[int, tuple[int, bytes]] = {}
+    copies = _duplicates(storage, key)
+    due = next(copies, None)
+
+    def copy(line: int, first: int, custom_id: str) -> tuple[int, tuple[int, bytes]]:
+        outcome = held.get(first)
+        wanted[first] -= 1
+        if not wanted[first]:
+            held.pop(first, None)
+            del wanted[first]
+        if outcome is None:
+            if interim:
+                return line, (_PENDING, b"")
+            record = error_record(
+                custom_id=custom_id,
+                line=line,
+                stage=STAGE_PROVIDER,
+                code="not_completed",
+                message=f"repeats the request of line {first}, which has no outcome",
+            )
+            return line, (_COPY_ERROR, orjson.dumps({**record, "duplicate_of": first}) + b"\n")
+        kind, raw = outcome
+        record = copy_outcome(orjson.loads(raw), custom_id=custom_id, line=line, first_line=first)
+        if kind in _RESULTS:
+            record["route"] = ROUTE_CACHE  # answered once, for its first line: this copy costs nothing
+            return line, (_COPY, orjson.dumps(record) + b"\n")
+        return line, (_COPY_ERROR, orjson.dumps(record) + b"\n")
+
+    for line, outcome in merged:
+        while due is not None and due[0] < line:
+            yield copy(*due)
+            due = next(copies, None)
+        if line in wanted:
+            held[line] = outcome
+        yield line, outcome
+    while due is not None:
+        yield copy(*due)
+        due = next(copies, None)
+
+
+def _duplicates(storage: LineSource, key: str) -> Iterator[tuple[int, int, str]]:
+    for raw in storage.lines(key):
+        if raw:
+            yield decode_duplicate(raw)
+
+
+class _Keeper:
+    """Keeps each new successful answer in the cache under its request's key, a few hundred at a time.
+
+    The keys come from Plan (layout.request_keys, in line order, as the results): an answer from
+    another model than the request asked for (a budget fallback) is not kept, nor one too big.
+    """
+
+    _BATCH = 500
+
+    def __init__(self, answers: AnswerStore, keys: Iterator[tuple[int, str, str]]) -> None:
+        self._answers = answers
+        self._keys = keys
+        self._next = next(keys, None)
+        self._batch: list[tuple[str, bytes]] = []
+        self.kept = 0
+
+    def add(self, line: int, raw: bytes) -> None:
+        while self._next is not None and self._next[0] < line:
+            self._next = next(self._keys, None)
+        if self._next is None or self._next[0] != line:
+            return
+        _, key, model = self._next
+        record = orjson.loads(raw)
+        if record.get("model") != model:
+            return
+        packed = pack_answer(record)
+        if packed is None:
+            return
+        self._batch.append((key, packed))
+        if len(self._batch) >= self._BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._batch:
+            self.kept += self._answers.keep(self._batch)
+            self._batch = []
+
+    def close(self) -> int:
+        self._flush()
+        return self.kept
+
+
+@dataclass(frozen=True)
+class _Reuse:
+    """The answer cache as Finalize uses it: where new answers are kept, and the prices of what it saved."""
+
+    answers: AnswerStore | None
+    prices: PriceBook
+
+    def keeper(self, storage: LineSource, layout: JobLayout) -> _Keeper | None:
+        if self.answers is None or not storage.exists(layout.request_keys):
+            return None
+        keys = (decode_sent_key(raw) for raw in storage.lines(layout.request_keys) if raw)
+        return _Keeper(self.answers, keys)
+
+    def saved(self, record: dict[str, Any], route: str | None) -> float:
+        """What a line answered without a request saved: its answer's usage at the job's route's price."""
+        model = record.get("model")
+        if not isinstance(model, str):
+            return 0.0
+        input_tokens, output_tokens = usage_tokens(record.get("usage"))
+        price = self.prices.realtime_cost if route == "realtime" else self.prices.batch_cost
+        return price(model, input_tokens, output_tokens)
+
+
 def _merge(
     storage: ObjectStore,
     index: OutcomeOrdering,
@@ -193,11 +335,16 @@ def _merge(
     account: JobAccount,
     *,
     interim: bool,
+    reuse: _Reuse | None = None,
 ) -> _RealtimeTiming:
     """Write every outcome so far into the targets' results and errors, in input order, counting them
     on the account. A finished job's requests without an outcome become errors that say why; an
     interim account (the job still runs) counts them as pending. Returns the realtime outcomes per
     second, for the report.
+
+    With the answer cache (`reuse`), the lines Plan answered from it join the results, each repeat
+    of an earlier line gets a copy of that line's outcome, and (finalizing, not interim) every new
+    successful answer is kept in the cache.
     """
     refused = job.refused
     result_streams, error_streams = [], []
@@ -264,14 +411,37 @@ def _merge(
             )
         error_streams.append(pending)
 
-    with storage.writer(targets.results) as writer:
-        for _, raw in merge_by_line(result_streams):
-            writer.write(raw)
-            account.succeeded += 1
-    with storage.writer(targets.errors) as writer:
-        for _, raw in merge_by_line(error_streams):
-            writer.write(raw)
+    tagged = [_tagged(stream, _RESULT) for stream in result_streams]
+    tagged += [_tagged(stream, _ERROR) for stream in error_streams]
+    if job.cached and not job.no_cache and storage.exists(layout.cached_results):
+        tagged.append(_tagged(_numbered(storage, layout.cached_results), _CACHED))
+    merged = merge_by_line(tagged)
+    if job.duplicates and not job.no_cache:
+        merged = _with_copies(merged, storage, layout.duplicates, interim=interim)
+    keeper = reuse.keeper(storage, layout) if reuse is not None and not interim and not job.no_cache else None
+    with storage.writer(targets.results) as results, storage.writer(targets.errors) as errors:
+        for line, (kind, raw) in merged:
+            if kind == _PENDING:
+                account.pending += 1
+                continue
+            if kind in _RESULTS:
+                results.write(raw)
+                account.succeeded += 1
+                if kind == _RESULT:
+                    if keeper is not None:
+                        keeper.add(line, raw)
+                    continue
+                if kind == _CACHED:
+                    account.cached += 1
+                else:
+                    account.duplicates += 1
+                if reuse is not None:
+                    account.cache_saved_usd += reuse.saved(orjson.loads(raw), job.route)
+                continue
+            errors.write(raw)
             record = orjson.loads(raw)
+            if kind == _COPY_ERROR:
+                account.duplicates += 1
             if record["stage"] == "validation":
                 account.invalid += 1
             else:
@@ -279,6 +449,8 @@ def _merge(
                 if record["stage"] == STAGE_BUDGET and not refused:
                     account.stopped_by_budget += 1
             account.error_codes[record["code"]] = account.error_codes.get(record["code"], 0) + 1
+    if keeper is not None:
+        account.cache_kept = keeper.close()
 
     return timing
 
@@ -302,6 +474,10 @@ class Finalization:
     source: Callable[[str], InputSource]  # an input bucket, where Plan found the file
     tables: TableOutputs  # a table job's results table
     usage_so_far: Callable[[], AwsUsage | None] = lambda: None
+    # The answer cache: `prices` price what it saved; `answers` keeps the new answers (None: the
+    # `cache` setting is off). Without prices, Finalize leaves the cache's files alone.
+    prices: PriceBook | None = None
+    answers: AnswerStore | None = None
 
     def finalize_run(self, event: dict[str, Any], *, failure: str | None) -> dict[str, Any]:
         """Finalize the run the state machine's event describes; the summary. The event holds Plan's
@@ -421,6 +597,7 @@ class Finalization:
             shards,
             account,
             interim=interim,
+            reuse=_Reuse(self.answers, self.prices) if self.prices is not None else None,
         )
 
     def _progress(self, job_id: str, realtime_per_second: Counter[str]) -> list[Progress]:

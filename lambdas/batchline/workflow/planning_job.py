@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from batchline.domain.answer_cache import cache_requested
 from batchline.domain.budget import requested_job_cap, to_nano
 from batchline.domain.errors import BudgetRefusedError, InputNotFoundError, ShardStateError
 from batchline.domain.layout import SPEC_METADATA_KEY, content_hash, make_job_id, table_job_hash
@@ -90,20 +91,22 @@ class PlanDefaults:
     job_budget_usd: float | None
     default_mode: Mode
     auto_realtime_max_requests: int
+    cache: bool = True  # the `cache` setting: false turns the answer cache off for every job
 
 
 @dataclass
 class JobPlanning:
     """The Plan use case, with its ports.
 
-    `plan_lines(job_id, lines)` validates, counts and cuts the lines into the job's shard files (the
-    planner with its outputs); `count(metric, value)` publishes a metric; `on_job(job_id)` is told
-    the job's id as soon as it is known (the handler's logs carry it).
+    `plan_lines(job_id, lines, use_cache)` validates, counts and cuts the lines into the job's shard
+    files (the planner with its outputs), keeping out of them, with `use_cache`, what the answer cache
+    knows and what the file repeats (domain/answer_cache.py); `count(metric, value)` publishes a
+    metric; `on_job(job_id)` is told the job's id as soon as it is known (the handler's logs carry it).
     """
 
     jobs: PlanRecords
     source: Callable[[str], InputSource]
-    plan_lines: Callable[[str, Iterable[tuple[int, bytes | InvalidLine]]], PlanSummary]
+    plan_lines: Callable[[str, Iterable[tuple[int, bytes | InvalidLine]], bool], PlanSummary]
     tables: TableInputs
     budgets: BudgetHolds
     defaults: PlanDefaults
@@ -131,9 +134,16 @@ class JobPlanning:
             return self.resume(job, cap_fields)
 
         mode = requested_mode(key=key, metadata=metadata, default=self.defaults.default_mode)
+        use_cache = self.defaults.cache and cache_requested(metadata)
         month = self.month()
         fields: dict[str, Any] = dict(
-            status=JobStatus.PLANNING, bucket=bucket, key=key, mode=mode, started_at=self.now(), content_sha256=digest
+            status=JobStatus.PLANNING,
+            bucket=bucket,
+            key=key,
+            mode=mode,
+            started_at=self.now(),
+            content_sha256=digest,
+            no_cache=not use_cache,
         )
         if spec_digest:
             fields["spec_digest"] = spec_digest
@@ -146,7 +156,7 @@ class JobPlanning:
         lines: Iterable[tuple[int, bytes | InvalidLine]] = (
             self.tables.lines(bucket, key, spec_digest) if spec_digest else iter_physical_lines(source.chunks(key))
         )
-        summary = self.plan_lines(job_id, lines)
+        summary = self.plan_lines(job_id, lines, use_cache)
 
         shards = [ShardRecord(job_id=job_id, **plan.as_dict()) for plan in summary.shards]
         route = route_for(
@@ -162,6 +172,8 @@ class JobPlanning:
             input_lines=summary.input_lines,
             valid=summary.valid,
             invalid=summary.invalid,
+            cached=summary.cached,
+            duplicates=summary.duplicates,
             shard_count=len(shards),
             prompt_tokens=summary.prompt_tokens,
             estimated_cost_usd=summary.estimated_cost_usd,
@@ -173,6 +185,8 @@ class JobPlanning:
             extra={
                 "input_lines": summary.input_lines,
                 "invalid": summary.invalid,
+                "cached": summary.cached,
+                "duplicates": summary.duplicates,
                 "shards": len(shards),
                 "route": route,
             },
