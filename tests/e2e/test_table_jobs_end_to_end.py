@@ -121,3 +121,26 @@ def test_the_readme_quick_start_gives_a_validated_answer_for_every_row_of_the_ex
         assert row["status"] == "succeeded", row
         jsonschema.validate(json.loads(row["parsed"]), schema)
     assert "results.parquet" in run.stdout + run.stderr, "the summary names the table"
+
+
+@pytest.mark.timeout(900)
+def test_a_changed_table_sends_only_its_changed_rows_and_keeps_the_others_answers(tmp_path, emulator):
+    first = run_table_job(tmp_path, emulator, write_table(tmp_path / "feedback.csv", ROWS), tmp_path / "out")
+    assert first.returncode == 1, first.stdout + first.stderr
+    before = len(fetch_ledger(emulator))
+    changed = list(ROWS)
+    changed[0] = (*ROWS[0][:3], "Great app, now even faster")
+    changed[6] = (*ROWS[6][:3], "A changed seventh row")
+
+    second = run_table_job(tmp_path, emulator, write_table(tmp_path / "feedback.csv", changed), tmp_path / "out2")
+
+    assert second.returncode == 1, second.stdout + second.stderr
+    billed = [entry["custom_id"] for entry in fetch_ledger(emulator)[before:]]
+    assert sorted(billed) == ["a-1", "a-7"], "only the changed rows are sent again"
+    table = pq.read_table(tmp_path / "out2" / "results.parquet").to_pylist()
+    assert [row["id"] for row in table] == [row[0] for row in ROWS]
+    assert {row["id"]: row["route"] for row in table if row["status"] == "succeeded"} == {
+        "a-1": "batch", "a-2": "cache", "a-3": "cache", "a-4": "cache", "a-6": "cache", "a-7": "batch",
+    }  # fmt: skip
+    summary = json.loads((tmp_path / "out2" / "summary.json").read_text())
+    assert summary["cached"] == 4 and summary["cache_saved_usd"] > 0

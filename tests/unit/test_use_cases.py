@@ -181,16 +181,6 @@ def error(line: int, custom_id: str, code: str) -> dict:
     return {"custom_id": custom_id, "line": line, "stage": "provider", "code": code, "message": code}
 
 
-class NoTables:
-    """These jobs are request files, not tables: nothing reads or writes a table."""
-
-    def lines(self, bucket: str, key: str, spec_digest: str):
-        raise AssertionError("a request file's job read as a table")
-
-    def write(self, job, layout) -> str:
-        raise AssertionError("a request file's job written as a table")
-
-
 def finalization(store: MemoryStore, jobs: MemoryJobs, outcomes: MemoryOutcomes | None = None) -> Finalization:
     return Finalization(
         jobs=jobs,
@@ -359,10 +349,10 @@ def test_a_table_job_is_planned_from_its_rendered_rows_and_named_by_its_table_an
     seen: list[tuple[int, Any]] = []
     plan_lines = use_case.plan_lines
 
-    def recording(job_id: str, lines: Iterable[tuple[int, Any]]) -> PlanSummary:
+    def recording(job_id: str, lines: Iterable[tuple[int, Any]], use_cache: bool) -> PlanSummary:
         listed = list(lines)
         seen.extend(listed)
-        return plan_lines(job_id, iter(listed))
+        return plan_lines(job_id, iter(listed), use_cache)
 
     use_case.plan_lines = recording
 
