@@ -27,7 +27,15 @@ from batchline_local.local_stack import LocalAws
 from batchline_local.local_up import stack_state
 
 PACE = {"validating_seconds": 0, "in_progress_seconds": 0.2, "finalizing_seconds": 0}
-FAST = {"local_poll_seconds": 1, "poll_seconds": 1, "max_poll_seconds": 1, "shard_max_requests": 4, "emulator": PACE}
+# The cache is off: these tests' files repeat request bodies on purpose, and every line must be sent.
+FAST = {
+    "local_poll_seconds": 1,
+    "poll_seconds": 1,
+    "max_poll_seconds": 1,
+    "shard_max_requests": 4,
+    "emulator": PACE,
+    "cache": False,
+}
 
 
 @dataclass

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.e2e
 
 FAST = {
     "local_poll_seconds": 1,
+    "cache": False,  # these files repeat request bodies on purpose: every line is sent (the cache has its own tests)
     "shard_max_requests": 8,
     "emulator": {"validating_seconds": 0, "in_progress_seconds": 0.2, "finalizing_seconds": 0},
 }
