@@ -79,6 +79,11 @@ def _is_blank(text: str) -> bool:
     return not text or text.isspace()
 
 
+def _plain(text: str) -> bool:
+    """No character canonical_line rewrites (a raw CR is escaped by orjson in a JSON string)."""
+    return "\x85" not in text and "\u2028" not in text and "\u2029" not in text
+
+
 class _Template:
     """One of the spec's templates (--prompt or --system), compiled once, rendering a whole batch."""
 
@@ -149,7 +154,7 @@ class _Template:
             (name,) = (piece[1] for piece in pieces)
             assert name is not None
             return [
-                cell if type(cell) is str and not _is_blank(cell) else self._cell_problem(first + i, name, cell)
+                cell if type(cell) is str and cell and not cell.isspace() else self._cell_problem(first + i, name, cell)
                 for i, cell in enumerate(lists[0])
             ]
         out: list[str | RowError] = []
@@ -280,33 +285,61 @@ class RequestRenderer:
     def render_batch(self, batch: RowBatch) -> Iterator[tuple[int, bytes | RowError]]:
         """(row, line or error) for every row of the batch, in order."""
         first, rows = batch.first_row, batch.rows
-        unreadable = {error.row: error for error in batch.errors}
         ids = self._ids(batch)
         if self._prompt is not None:
             texts = self._prompt.render_batch(batch)
         else:
             texts = self._embedding_texts(batch)
-        systems = self._system.render_batch(batch) if self._system is not None else None
-        dumps, parts = _dumps, self._parts
-        for i in range(rows):
-            row = first + i
-            if unreadable and row in unreadable:
-                yield row, unreadable[row]
-                continue
-            custom_id, text = ids[i], texts[i]
+        if self._system is not None:
+            lines = self._lines_with_system(ids, self._system.render_batch(batch), texts)
+        else:
+            lines = self._lines(ids, texts)
+        for error in batch.errors:  # an unreadable row is its reader's error, whatever it renders to
+            if first <= error.row < first + rows:
+                lines[error.row - first] = error
+        return zip(range(first, first + rows), lines, strict=True)
+
+    def _lines(self, ids: list[str | RowError], texts: list[str | RowError]) -> list[bytes | RowError]:
+        """Each row's line from its custom_id and text, or the first of their errors.
+
+        The line's fixed parts are canonical and orjson escapes every CR, so a line whose values are
+        ASCII (a check CPython answers without reading the string) or hold none of the three
+        characters canonical_line rewrites is canonical as it is.
+        """
+        dumps, (before_id, before_text, after) = _dumps, self._parts
+        lines: list[bytes | RowError] = []
+        append = lines.append
+        for custom_id, text in zip(ids, texts, strict=True):
             if type(custom_id) is RowError:
-                yield row, custom_id
+                append(custom_id)
             elif type(text) is RowError:
-                yield row, text
-            elif systems is not None:
-                system = systems[i]
-                if type(system) is RowError:
-                    yield row, system
-                    continue
-                line = b"".join((parts[0], dumps(custom_id), parts[1], dumps(system), parts[2], dumps(text), parts[3]))
-                yield row, canonical_line(line)
+                append(text)
             else:
-                yield row, canonical_line(b"".join((parts[0], dumps(custom_id), parts[1], dumps(text), parts[2])))
+                line = b"".join((before_id, dumps(custom_id), before_text, dumps(text), after))
+                if not (text.isascii() and custom_id.isascii()) and not (_plain(text) and _plain(custom_id)):
+                    line = canonical_line(line)
+                append(line)
+        return lines
+
+    def _lines_with_system(
+        self, ids: list[str | RowError], systems: list[str | RowError], texts: list[str | RowError]
+    ) -> list[bytes | RowError]:
+        dumps, (before_id, before_system, before_text, after) = _dumps, self._parts
+        lines: list[bytes | RowError] = []
+        append = lines.append
+        for custom_id, system, text in zip(ids, systems, texts, strict=True):
+            if type(custom_id) is RowError:
+                append(custom_id)
+            elif type(text) is RowError:
+                append(text)
+            elif type(system) is RowError:
+                append(system)
+            else:
+                line = b"".join(
+                    (before_id, dumps(custom_id), before_system, dumps(system), before_text, dumps(text), after)
+                )
+                append(canonical_line(line))
+        return lines
 
     def _ids(self, batch: RowBatch) -> list[str | RowError]:
         first, rows = batch.first_row, batch.rows
