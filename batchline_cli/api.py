@@ -20,23 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from batchline.datasets.spec import TableSpec
     from batchline.settings import Settings
 
 DEFAULT_STATE_DIR = Path(".batchline") / "state"
-
-
-def _schema_option(schema: Any) -> dict[str, Any] | None:
-    """A schema as the spec holds it: a JSON Schema dict, a pydantic model, or a file / module:Model."""
-    from batchline_cli.table_jobs import load_schema, strict_schema
-
-    if schema is None:
-        return None
-    if isinstance(schema, dict):
-        return strict_schema(schema)
-    if hasattr(schema, "model_json_schema"):
-        return strict_schema(schema.model_json_schema())
-    return load_schema(str(schema))
 
 
 def _frame_kind(data: Any) -> str | None:
@@ -84,39 +70,6 @@ def _result_frame(path: Path, like: str | None) -> Any:
         except ImportError:
             return table
     return polars.from_arrow(table)
-
-
-def _spec(
-    path: Path,
-    *,
-    model: str,
-    prompt: str | None,
-    system: str | None,
-    embed: str | None,
-    schema: Any,
-    id_column: str | None,
-    columns: list[str] | None,
-    output_format: str,
-    flatten: bool,
-    max_tokens: int | None,
-) -> TableSpec:
-    from batchline.datasets.spec import TableSpec, detect_format
-
-    fmt = "text" if path.is_dir() else detect_format(path.name)
-    return TableSpec(
-        model=model,
-        prompt=prompt,
-        system=system,
-        embed=embed,
-        schema=_schema_option(schema),
-        schema_name=getattr(schema, "__name__", None) or "answer",
-        id_column=id_column,
-        columns=columns,
-        max_tokens=max_tokens,
-        output_format="csv" if output_format == "csv" else "parquet",
-        flatten=flatten,
-        input_format="jsonl" if fmt == "text" else fmt,
-    )
 
 
 def _settings(settings: Settings | Path | str | None) -> Settings:
@@ -173,6 +126,7 @@ def run(
     from rich.console import Console
 
     from batchline_cli.encodings import ensure_encodings
+    from batchline_cli.table_jobs import make_spec
     from batchline_local.local_run import run_local_job
 
     ensure_encodings()
@@ -180,7 +134,7 @@ def run(
     like = _frame_kind(data)
     with tempfile.TemporaryDirectory(prefix="batchline-run-") as scratch:
         path = _as_file(data, Path(scratch))
-        spec = _spec(
+        spec = make_spec(
             path,
             model=model,
             prompt=prompt,
@@ -231,13 +185,13 @@ def estimate(
 
     from batchline_cli import estimate as estimating
     from batchline_cli.encodings import ensure_encodings
-    from batchline_cli.table_jobs import upload_file
+    from batchline_cli.table_jobs import make_spec, upload_file
 
     ensure_encodings()
     chosen = _settings(settings)
     with tempfile.TemporaryDirectory(prefix="batchline-estimate-") as scratch:
         path = _as_file(data, Path(scratch))
-        spec = _spec(
+        spec = make_spec(
             path,
             model=model,
             prompt=prompt,
@@ -303,12 +257,12 @@ def submit(
 ) -> Job:
     """Hand a table job to a deployed stack (its input bucket); the Job, to follow and fetch."""
     from batchline_cli.jobs_client import file_job_id
-    from batchline_cli.table_jobs import spec_bytes, upload_file
+    from batchline_cli.table_jobs import make_spec, spec_bytes, upload_file
 
     client = _stack_client(stack, region)
     with tempfile.TemporaryDirectory(prefix="batchline-submit-") as scratch:
         path = _as_file(data, Path(scratch))
-        spec = _spec(
+        spec = make_spec(
             path,
             model=model,
             prompt=prompt,

@@ -50,6 +50,57 @@ def load_schema(value: str) -> dict[str, Any]:
     return strict_schema(schema)
 
 
+def schema_option(schema: Any) -> tuple[dict[str, Any] | None, str]:
+    """(the strict JSON Schema, its name) of a schema as either front end takes it: a JSON Schema
+    dict, a pydantic model class, or `--schema`'s text (a file, or module:Model); (None, "answer")
+    for none."""
+    if schema is None:
+        return None, "answer"
+    if isinstance(schema, dict):
+        given, name = schema, "answer"
+    elif hasattr(schema, "model_json_schema"):
+        given, name = schema.model_json_schema(), getattr(schema, "__name__", "answer")
+    else:
+        return load_schema(str(schema)), _schema_name(str(schema))
+    if given.get("type") != "object":
+        raise TableOptionError(f'schema {name}: the schema of an answer must be an object ("type": "object")')
+    return strict_schema(given), name
+
+
+def make_spec(
+    data: Path,
+    *,
+    model: str,
+    prompt: str | None,
+    system: str | None,
+    embed: str | None,
+    schema: Any,
+    id_column: str | None,
+    columns: list[str] | None,
+    output_format: str,
+    flatten: bool,
+    max_tokens: int | None,
+) -> TableSpec:
+    """The spec of a table job at `data` (a file or a folder), whichever front end describes it: the
+    command line (table_spec) and Python (batchline_cli/api.py) give the same job the same spec."""
+    strict, schema_name = schema_option(schema)
+    fmt = "text" if data.is_dir() else detect_format(data.name)
+    return TableSpec(
+        model=model,
+        prompt=prompt,
+        system=system,
+        embed=embed,
+        schema=strict,
+        schema_name=schema_name,
+        id_column=id_column,
+        columns=columns,
+        max_tokens=max_tokens,
+        output_format="csv" if output_format == "csv" else "parquet",
+        flatten=flatten,
+        input_format="jsonl" if fmt == "text" else fmt,  # a folder is uploaded as JSON Lines of records
+    )
+
+
 def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """The schema as OpenAI's strict structured outputs take it: every object closed
     (additionalProperties false) with every property required, its definitions too."""
@@ -98,20 +149,18 @@ def table_spec(
         prompt = _read_template(prompt[1:], "--prompt")
     if system is not None and system.startswith("@"):
         system = _read_template(system[1:], "--system")
-    fmt = "text" if data.is_dir() else detect_format(data.name)
-    return TableSpec(
+    return make_spec(
+        data,
         model=model,
         prompt=prompt,
         system=system,
         embed=embed,
-        schema=load_schema(schema) if schema else None,
-        schema_name=_schema_name(schema),
+        schema=schema or None,
         id_column=id_column,
         columns=[name.strip() for name in columns.split(",") if name.strip()] if columns else None,
-        max_tokens=max_tokens,
-        output_format="csv" if output_format == "csv" else "parquet",
+        output_format=output_format,
         flatten=flatten,
-        input_format="jsonl" if fmt == "text" else fmt,  # a folder is uploaded as JSON Lines of records
+        max_tokens=max_tokens,
     )
 
 

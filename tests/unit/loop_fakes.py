@@ -42,16 +42,23 @@ class FakeClock:
 
 
 class MemoryObjects:
-    """The output bucket, in a dict."""
+    """A bucket (the output one, or the input one with its objects' metadata), in a dict."""
 
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
+        self.metadata: dict[str, dict[str, str]] = {}
 
     def lines(self, key: str) -> Iterator[bytes]:
         yield from self.objects.get(key, b"").splitlines()
 
     def exists(self, key: str) -> bool:
         return key in self.objects
+
+    def chunks(self, key: str) -> Iterator[bytes]:
+        yield self.objects[key]
+
+    def head(self, key: str) -> tuple[str, dict[str, str]] | None:
+        return ("etag", self.metadata.get(key, {})) if key in self.objects else None
 
     @contextlib.contextmanager
     def writer(self, key: str) -> Iterator[Any]:

@@ -7,7 +7,6 @@ the outputs are checked the way a user reads them: every line once, in input ord
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -21,45 +20,9 @@ from batchline.domain.records import JobRecord, ShardRecord, plain
 from batchline.domain.request_line import InvalidLine
 from batchline.workflow.finalizing import Finalization
 from batchline.workflow.planning_job import JobPlanning, PlanDefaults
+from loop_fakes import MemoryObjects
 
 PREFIX = "jobs"
-
-
-class MemoryStore:
-    """The output bucket (or the input one), in a dict."""
-
-    def __init__(self) -> None:
-        self.objects: dict[str, bytes] = {}
-        self.metadata: dict[str, dict[str, str]] = {}
-
-    def lines(self, key: str) -> Iterator[bytes]:
-        yield from self.objects.get(key, b"").splitlines()
-
-    def exists(self, key: str) -> bool:
-        return key in self.objects
-
-    def chunks(self, key: str) -> Iterator[bytes]:
-        yield self.objects[key]
-
-    def head(self, key: str) -> tuple[str, dict[str, str]] | None:
-        return ("etag", self.metadata.get(key, {})) if key in self.objects else None
-
-    @contextlib.contextmanager
-    def writer(self, key: str):
-        parts: list[bytes] = []
-
-        class _Writer:
-            def write(self, data: bytes) -> None:
-                parts.append(data)
-
-        yield _Writer()
-        self.objects[key] = b"".join(parts)
-
-    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        self.objects[key] = data
-
-    def jsonl(self, key: str) -> list[dict]:
-        return [orjson.loads(line) for line in self.lines(key)]
 
 
 class MemoryJobs:
@@ -181,7 +144,7 @@ def error(line: int, custom_id: str, code: str) -> dict:
     return {"custom_id": custom_id, "line": line, "stage": "provider", "code": code, "message": code}
 
 
-def finalization(store: MemoryStore, jobs: MemoryJobs, outcomes: MemoryOutcomes | None = None) -> Finalization:
+def finalization(store: MemoryObjects, jobs: MemoryJobs, outcomes: MemoryOutcomes | None = None) -> Finalization:
     return Finalization(
         jobs=jobs,
         storage=store,
@@ -191,16 +154,16 @@ def finalization(store: MemoryStore, jobs: MemoryJobs, outcomes: MemoryOutcomes 
         output_prefix=PREFIX,
         output_bucket="out-bucket",
         now=lambda: "2026-12-04T10:00:00+00:00",
-        source=lambda bucket: MemoryStore(),
+        source=lambda bucket: MemoryObjects(),
         tables=NoTables(),
     )
 
 
 @pytest.fixture
-def cancelled_batch_job() -> tuple[MemoryStore, MemoryJobs, JobLayout]:
+def cancelled_batch_job() -> tuple[MemoryObjects, MemoryJobs, JobLayout]:
     """Lines 1-6: line 3 invalid; shard A (1, 2, 4) collected with line 4 failed for good; shard B
     (5, 6) cancelled by the user with its next round, both requests, never run."""
-    store, jobs, layout = MemoryStore(), MemoryJobs(), JobLayout("job-1", PREFIX)
+    store, jobs, layout = MemoryObjects(), MemoryJobs(), JobLayout("job-1", PREFIX)
     jobs.put_job("job-1", input_lines=6, valid=5, invalid=1, route="batch", cancel_requested="now", halted="stop")
     jobs.put_shards(
         "job-1",
@@ -246,7 +209,7 @@ def test_the_interim_account_counts_what_has_no_outcome_yet_as_pending_and_chang
 
 
 def test_realtime_outcomes_join_their_lines_and_a_line_without_one_is_reported():
-    store, jobs, layout = MemoryStore(), MemoryJobs(), JobLayout("job-2", PREFIX)
+    store, jobs, layout = MemoryObjects(), MemoryJobs(), JobLayout("job-2", PREFIX)
     jobs.put_job("job-2", input_lines=3, valid=3, invalid=0, route="realtime", realtime_cost_nano_usd=9_000)
     jobs.put_shards("job-2", [shard("job-2", "A", status="realtime", round=0)])
     store.put(layout.round_manifest("A", 0), b"".join(encode_manifest_entry(n, f"r{n}") for n in (1, 2, 3)))
@@ -267,7 +230,7 @@ def test_realtime_outcomes_join_their_lines_and_a_line_without_one_is_reported()
     assert summary["cost_usd"] == pytest.approx(9e-6) and summary["status"] == "completed_with_errors"
 
 
-def planning(jobs: MemoryJobs, source: MemoryStore, budgets: MemoryBudgets, counted: list) -> JobPlanning:
+def planning(jobs: MemoryJobs, source: MemoryObjects, budgets: MemoryBudgets, counted: list) -> JobPlanning:
     def plan_lines(job_id: str, lines: Iterable[tuple[int, bytes]], use_cache: bool) -> PlanSummary:
         count = sum(1 for _ in lines)  # (line number, line) of every non-blank line
         shard = ShardPlan(
@@ -291,7 +254,7 @@ def planning(jobs: MemoryJobs, source: MemoryStore, budgets: MemoryBudgets, coun
 
 
 def test_plan_then_the_same_file_again_resumes_the_job_and_reopens_what_stopped_short():
-    jobs, source, budgets, counted = MemoryJobs(), MemoryStore(), MemoryBudgets(), []
+    jobs, source, budgets, counted = MemoryJobs(), MemoryObjects(), MemoryBudgets(), []
     source.put("feedback.jsonl", b'{"a": 1}\n{"a": 2}\n')
     use_case = planning(jobs, source, budgets, counted)
 
@@ -307,7 +270,7 @@ def test_plan_then_the_same_file_again_resumes_the_job_and_reopens_what_stopped_
 
 
 def test_a_job_whose_estimate_does_not_fit_is_refused_before_anything_is_sent():
-    jobs, source, counted = MemoryJobs(), MemoryStore(), []
+    jobs, source, counted = MemoryJobs(), MemoryObjects(), []
     source.put("big.jsonl", b'{"a": 1}\n')
 
     answer = planning(jobs, source, MemoryBudgets(room_nano=1), counted).plan("in", "big.jsonl")
@@ -340,7 +303,7 @@ class RecordedTables:
 
 
 def test_a_table_job_is_planned_from_its_rendered_rows_and_named_by_its_table_and_its_spec():
-    jobs, source, counted = MemoryJobs(), MemoryStore(), []
+    jobs, source, counted = MemoryJobs(), MemoryObjects(), []
     source.put("feedback.csv", b"id,text\n1,a\n2,b\n3,c\n")
     source.metadata["feedback.csv"] = {SPEC_METADATA_KEY: "spec-one"}
     tables = RecordedTables(3, failing_row=2)
