@@ -5,18 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-import boto3
 import pytest
+from batch_route import batch_route_stack
 from batchline import wiring
 from batchline.adapters.answer_cache import DynamoAnswerCache
 from batchline.domain.answer_cache import request_hash
 from batchline.handlers import check, finalize, plan, submit
-from batchline.settings import load_settings, runtime_environment_variables
-from batchline.topology import job_table_definition
+from batchline.settings import load_settings
 from lines import BAD_LINES, chat
-from moto import mock_aws
 
-from batchline_local.emulator import EmulatorServer
 from batchline_local.moto_patches import LocalLambdaContext
 
 SETTINGS = load_settings(
@@ -27,21 +24,8 @@ CONTEXT = LocalLambdaContext("test", 1024, "arn:aws:lambda:us-east-1:12345678901
 
 @pytest.fixture
 def aws(monkeypatch) -> Iterator[dict]:
-    with mock_aws(), EmulatorServer(settings=SETTINGS) as emulator:
-        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        for name, value in runtime_environment_variables(
-            SETTINGS, table_name="jobs", output_bucket="output-files", queue_url="not-used-by-the-batch-route"
-        ).items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url)
-        monkeypatch.setenv("OPENAI_API_KEY", "test")
-        wiring.reset()
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="input-files")
-        s3.create_bucket(Bucket="output-files")
-        boto3.client("dynamodb").create_table(**job_table_definition("jobs"))
-        yield {"s3": s3, "emulator": emulator}
-        wiring.reset()
+    with batch_route_stack(monkeypatch, SETTINGS) as stack:
+        yield stack
 
 
 def run_job(s3, lines: list[str], *, key: str = "feedback.jsonl", metadata: dict | None = None) -> dict:

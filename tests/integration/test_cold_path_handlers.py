@@ -10,18 +10,16 @@ from collections.abc import Iterator
 import boto3
 import openai
 import pytest
+from batch_route import batch_route_stack
 from batchline import wiring
 from batchline.domain.errors import InputNotFoundError
 from batchline.domain.layout import JobLayout
 from batchline.handlers import check, finalize, plan, submit
-from batchline.settings import SettingsError, load_settings, runtime_environment_variables
-from batchline.topology import job_table_definition
+from batchline.settings import SettingsError, load_settings
 from batchline.workflow.submission import batch_metadata, ticket_for
 from lines import BAD_LINES, chat, embedding
-from moto import mock_aws
 
 from batchline_local import moto_patches
-from batchline_local.emulator import EmulatorServer
 from batchline_local.moto_patches import LocalLambdaContext
 
 
@@ -44,21 +42,8 @@ CONTEXT = LocalLambdaContext("test", 1024, "arn:aws:lambda:us-east-1:12345678901
 
 @pytest.fixture
 def aws(monkeypatch) -> Iterator[dict]:
-    with mock_aws(), EmulatorServer(settings=SETTINGS) as emulator:
-        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        for name, value in runtime_environment_variables(
-            SETTINGS, table_name="jobs", output_bucket="output-files", queue_url="not-used-by-the-batch-route"
-        ).items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url)
-        monkeypatch.setenv("OPENAI_API_KEY", "test")
-        wiring.reset()
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="input-files")
-        s3.create_bucket(Bucket="output-files")
-        boto3.client("dynamodb").create_table(**job_table_definition("jobs"))
-        yield {"s3": s3, "emulator": emulator}
-        wiring.reset()
+    with batch_route_stack(monkeypatch, SETTINGS) as stack:
+        yield stack
 
 
 def put_input(s3, lines: list[str], key: str = "feedback.jsonl") -> dict:
