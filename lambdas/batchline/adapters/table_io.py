@@ -26,6 +26,7 @@ from batchline.datasets.plan_input import format_of, request_lines
 from batchline.datasets.readers import read_batches
 from batchline.datasets.spec import TableSpec
 from batchline.domain.layout import JobLayout, spec_key
+from batchline.domain.outcomes import usage_tokens
 from batchline.domain.pricing import PriceBook
 from batchline.domain.records import JobRecord
 from batchline.domain.request_line import InvalidLine
@@ -75,8 +76,6 @@ class S3TableOutputs:
         self._prices = prices
 
     def _cost_of(self, record: dict[str, Any]) -> float | None:
-        from batchline.domain.outcomes import usage_tokens
-
         model = record.get("model")
         if not model or record.get("route") == "cache":
             return 0.0 if record.get("route") == "cache" else None
